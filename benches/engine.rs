@@ -1,0 +1,70 @@
+//! Engine throughput: decoding and applying generated events with state in
+//! memory and in RocksDB. Run with `cargo bench --bench engine`.
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use std::io::Cursor;
+use tierstream::config::Config;
+use tierstream::domain::engine::Engine;
+use tierstream::generate::{generate, GenerateSpec};
+use tierstream::metrics::Metrics;
+use tierstream::processor::Processor;
+use tierstream::replay::{replay, ReplayIo};
+use tierstream::store::memory::MemoryStore;
+use tierstream::store::rocks::{RocksLimits, RocksStore};
+use tierstream::store::KvStore;
+
+fn workload() -> Vec<u8> {
+    let events = generate(&GenerateSpec {
+        customers: 2_000,
+        events: 20_000,
+        seed: 3,
+        start: 1_735_689_600_000,
+        days: 365,
+    });
+    let mut jsonl = Vec::new();
+    for g in events {
+        jsonl.extend(serde_json::to_vec(&g.json).unwrap());
+        jsonl.push(b'\n');
+    }
+    jsonl
+}
+
+fn bench(c: &mut Criterion) {
+    let input = workload();
+    let cfg = Config::load(None).unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut group = c.benchmark_group("replay");
+    group.throughput(Throughput::Elements(20_000));
+    group.sample_size(10);
+    let run = |store: &dyn KvStore| {
+        let p = Processor::new(
+            Engine::new(cfg.policy()),
+            cfg.decode_rules(),
+            Metrics::new(),
+        );
+        let mut sink = std::io::sink();
+        let mut reader = Cursor::new(&input);
+        let io = ReplayIo {
+            input: &mut reader,
+            output: &mut sink,
+            dlq: None,
+            on_bytes: &|_| {},
+        };
+        replay(&p, store, 1, io, now).unwrap();
+    };
+    group.bench_function("memory_20k_events", |b| b.iter(|| run(&MemoryStore::new())));
+    group.bench_function("rocksdb_20k_events", |b| {
+        b.iter(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let limits = RocksLimits {
+                block_cache_bytes: 64 << 20,
+                write_buffer_bytes: 64 << 20,
+            };
+            run(&RocksStore::open(dir.path(), limits).unwrap());
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

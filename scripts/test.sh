@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs every check and test: formatting, clippy, unit and property tests,
+# replay golden tests, and the integration tests against a real local
+# Kafka broker (started here if it is not running).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tierstream/target}"
+scripts/setup.sh
+scripts/kafka.sh start
+export KAFKA_BOOTSTRAP="${KAFKA_BOOTSTRAP:-127.0.0.1:9092}"
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --release --all-targets --locked -- -D warnings
+echo "== cargo test"
+# One release build serves the binary, the tests and the benchmarks, so CI
+# compiles RocksDB and librdkafka once. Integration tests share one broker:
+# they use their own topics and groups, but run one at a time to keep the
+# 2-core machine from timing them out.
+cargo test --release --locked -- --test-threads="${TEST_THREADS:-2}"

@@ -1,0 +1,585 @@
+//! Decoding and validating input events exactly per SPEC §1.
+//!
+//! Every way an input can be wrong maps to one error code, and the first
+//! problem found is reported with a message naming the field, so a producer
+//! team can fix its payload from the DLQ headers alone.
+
+use crate::domain::event::{
+    Complaint, Event, EventKind, Minor, Purchase, Service, Severity, Signal,
+};
+use crate::domain::time::{Millis, DAY_MS};
+use rust_decimal::prelude::*;
+use rust_decimal::RoundingStrategy;
+use serde_json::{Map, Number, Value};
+
+/// Why an input record was rejected (the `tierstream.error.code` header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// The bytes are not UTF-8.
+    InvalidUtf8,
+    /// Not JSON, or not a JSON object.
+    InvalidJson,
+    /// A required field is absent or null.
+    MissingField,
+    /// A field has the wrong type or is out of range.
+    InvalidField,
+    /// `type` is not purchase, complaint, service or forget.
+    UnknownType,
+    /// Larger than the configured limit.
+    TooLarge,
+    /// `currency` differs from the configured one.
+    CurrencyMismatch,
+    /// More than a day ahead of the wall clock, or before 1970.
+    TimestampOutOfRange,
+}
+
+impl ErrorCode {
+    /// Every code, for metrics initialisation and docs.
+    pub const ALL: [ErrorCode; 8] = [
+        ErrorCode::InvalidUtf8,
+        ErrorCode::InvalidJson,
+        ErrorCode::MissingField,
+        ErrorCode::InvalidField,
+        ErrorCode::UnknownType,
+        ErrorCode::TooLarge,
+        ErrorCode::CurrencyMismatch,
+        ErrorCode::TimestampOutOfRange,
+    ];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidUtf8 => "invalid_utf8",
+            ErrorCode::InvalidJson => "invalid_json",
+            ErrorCode::MissingField => "missing_field",
+            ErrorCode::InvalidField => "invalid_field",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::CurrencyMismatch => "currency_mismatch",
+            ErrorCode::TimestampOutOfRange => "timestamp_out_of_range",
+        }
+    }
+}
+
+/// A rejected input: its code and a human-readable message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// Machine-readable code.
+    pub code: ErrorCode,
+    /// What exactly was wrong (names the field; never echoes values).
+    pub message: String,
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.message)
+    }
+}
+
+fn reject(code: ErrorCode, message: impl Into<String>) -> Rejection {
+    Rejection {
+        code,
+        message: message.into(),
+    }
+}
+
+/// The configurable parts of validation.
+#[derive(Debug, Clone)]
+pub struct DecodeRules {
+    /// Largest accepted record, in bytes.
+    pub max_bytes: usize,
+    /// The only accepted `currency`.
+    pub currency: String,
+    /// Margin rate applied when a purchase has no `margin`.
+    pub default_margin_rate: Decimal,
+}
+
+/// Largest money amount accepted, in major units, so sums never overflow.
+const MAX_MONEY: i64 = 1_000_000_000_000;
+/// Longest accepted `event_id` and `customer_id`, in characters.
+const MAX_ID_CHARS: usize = 128;
+
+/// Decodes one record. `now` is the wall clock, for the future-skew check.
+pub fn decode(bytes: &[u8], rules: &DecodeRules, now: Millis) -> Result<Event, Rejection> {
+    if bytes.len() > rules.max_bytes {
+        return Err(reject(
+            ErrorCode::TooLarge,
+            format!(
+                "record is {} bytes, limit is {}",
+                bytes.len(),
+                rules.max_bytes
+            ),
+        ));
+    }
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| reject(ErrorCode::InvalidUtf8, format!("not UTF-8: {e}")))?;
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| reject(ErrorCode::InvalidJson, format!("not JSON: {e}")))?;
+    let Value::Object(obj) = value else {
+        return Err(reject(ErrorCode::InvalidJson, "expected a JSON object"));
+    };
+    let f = Fields(&obj);
+    let event_id = f.id("event_id")?;
+    let type_name = f.required_str("type")?;
+    let customer_id = f.id("customer_id")?;
+    let ts = f.timestamp("ts", now)?;
+    let kind = match type_name {
+        "purchase" => EventKind::Purchase(purchase(&f, rules)?),
+        "complaint" => EventKind::Complaint(complaint(&f)?),
+        "service" => EventKind::Service(service(&f)?),
+        "forget" => EventKind::Forget,
+        _ => {
+            return Err(reject(
+                ErrorCode::UnknownType,
+                "field `type` must be purchase, complaint, service or forget",
+            ))
+        }
+    };
+    Ok(Event {
+        event_id: event_id.to_owned(),
+        customer_id: customer_id.to_owned(),
+        ts,
+        kind,
+    })
+}
+
+fn purchase(f: &Fields, rules: &DecodeRules) -> Result<Purchase, Rejection> {
+    let amount = f.money("amount")?.ok_or_else(|| missing("amount"))?;
+    if amount < 0 {
+        return Err(invalid("amount", "must be >= 0"));
+    }
+    let margin = match f.money("margin")? {
+        Some(m) => m,
+        None => (Decimal::from(amount) * rules.default_margin_rate)
+            .round_dp_with_strategy(0, RoundingStrategy::MidpointNearestEven)
+            .to_i64()
+            .ok_or_else(|| invalid("amount", "is too large"))?,
+    };
+    let refund = f.optional_bool("refund")?.unwrap_or(false);
+    if let Some(currency) = f.optional_str("currency")? {
+        if currency != rules.currency {
+            return Err(reject(
+                ErrorCode::CurrencyMismatch,
+                format!("currency must be {}", rules.currency),
+            ));
+        }
+    }
+    for name in ["order_id", "category", "channel"] {
+        f.optional_str(name)?;
+    }
+    Ok(Purchase {
+        amount,
+        margin,
+        refund,
+    })
+}
+
+fn complaint(f: &Fields) -> Result<Complaint, Rejection> {
+    let severity = Severity::parse(f.required_str("severity")?)
+        .ok_or_else(|| invalid("severity", "must be low, medium, high or critical"))?;
+    let resolved = match f.optional_str("status")? {
+        None | Some("opened") => false,
+        Some("resolved") => true,
+        Some(_) => return Err(invalid("status", "must be opened or resolved")),
+    };
+    let reference = f.optional_str("ref")?.map(str::to_owned);
+    f.optional_str("category")?;
+    Ok(Complaint {
+        severity,
+        resolved,
+        reference,
+    })
+}
+
+fn service(f: &Fields) -> Result<Service, Rejection> {
+    let cost = f.money("cost")?.unwrap_or(0);
+    if cost < 0 {
+        return Err(invalid("cost", "must be >= 0"));
+    }
+    let recommend = match f.ranged("recommend", 1.0, 5.0)? {
+        Some(r) => Some(r),
+        None => f.ranged("nps", 0.0, 10.0)?.map(|n| 1.0 + n * 0.4),
+    };
+    let mut signals = Vec::new();
+    let mut unknown_signals = 0;
+    match f.get("signals") {
+        None => {}
+        Some(Value::Array(items)) => {
+            for item in items {
+                let name = item
+                    .as_str()
+                    .ok_or_else(|| invalid("signals", "must be an array of strings"))?;
+                match Signal::parse(name) {
+                    Some(s) => signals.push(s),
+                    None => unknown_signals += 1,
+                }
+            }
+        }
+        Some(_) => return Err(invalid("signals", "must be an array of strings")),
+    }
+    Ok(Service {
+        cost,
+        satisfaction: f.ranged("satisfaction", 1.0, 5.0)?,
+        recommend,
+        repurchase_intent: f.ranged("repurchase_intent", 1.0, 5.0)?,
+        share_of_wallet: f.ranged("share_of_wallet", 0.0, 1.0)?,
+        signals,
+        unknown_signals,
+    })
+}
+
+fn missing(name: &str) -> Rejection {
+    reject(
+        ErrorCode::MissingField,
+        format!("field `{name}` is required"),
+    )
+}
+
+fn invalid(name: &str, what: &str) -> Rejection {
+    reject(ErrorCode::InvalidField, format!("field `{name}` {what}"))
+}
+
+/// Typed access to the fields of one JSON object. A `null` counts as absent.
+struct Fields<'a>(&'a Map<String, Value>);
+
+impl Fields<'_> {
+    fn get(&self, name: &str) -> Option<&Value> {
+        self.0.get(name).filter(|v| !v.is_null())
+    }
+
+    fn required_str(&self, name: &str) -> Result<&str, Rejection> {
+        self.optional_str(name)?.ok_or_else(|| missing(name))
+    }
+
+    fn optional_str(&self, name: &str) -> Result<Option<&str>, Rejection> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(invalid(name, "must be a string")),
+        }
+    }
+
+    fn id(&self, name: &str) -> Result<&str, Rejection> {
+        let s = self.required_str(name)?;
+        let n = s.chars().count();
+        if n == 0 || n > MAX_ID_CHARS {
+            return Err(invalid(name, "must be 1..128 characters"));
+        }
+        Ok(s)
+    }
+
+    fn optional_bool(&self, name: &str) -> Result<Option<bool>, Rejection> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(_) => Err(invalid(name, "must be true or false")),
+        }
+    }
+
+    fn number(&self, name: &str) -> Result<Option<&Number>, Rejection> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::Number(n)) => Ok(Some(n)),
+            Some(_) => Err(invalid(name, "must be a number")),
+        }
+    }
+
+    /// A number within `lo..=hi`.
+    fn ranged(&self, name: &str, lo: f64, hi: f64) -> Result<Option<f64>, Rejection> {
+        let Some(n) = self.number(name)? else {
+            return Ok(None);
+        };
+        match n.as_f64() {
+            Some(x) if (lo..=hi).contains(&x) => Ok(Some(x)),
+            _ => Err(invalid(name, &format!("must be between {lo} and {hi}"))),
+        }
+    }
+
+    /// Money: the exact decimal literal rounded half-even to minor units.
+    fn money(&self, name: &str) -> Result<Option<Minor>, Rejection> {
+        let Some(n) = self.number(name)? else {
+            return Ok(None);
+        };
+        let literal = n.to_string();
+        let exact = Decimal::from_str_exact(&literal)
+            .or_else(|_| Decimal::from_scientific(&literal))
+            .map_err(|_| invalid(name, "is not a representable amount"))?;
+        if exact.abs() > Decimal::from(MAX_MONEY) {
+            return Err(invalid(name, "is too large"));
+        }
+        let minor = (exact * Decimal::ONE_HUNDRED)
+            .round_dp_with_strategy(0, RoundingStrategy::MidpointNearestEven)
+            .to_i64()
+            .ok_or_else(|| invalid(name, "is too large"))?;
+        Ok(Some(minor))
+    }
+
+    /// `ts`: RFC 3339 with an offset, or integer epoch milliseconds; not
+    /// before 1970 and not more than one day ahead of the wall clock.
+    fn timestamp(&self, name: &str, now: Millis) -> Result<Millis, Rejection> {
+        let ts = match self.get(name) {
+            None => return Err(missing(name)),
+            Some(Value::String(s)) => chrono::DateTime::parse_from_rfc3339(s)
+                .map_err(|_| {
+                    invalid(
+                        name,
+                        "must be RFC 3339 with an offset, or epoch milliseconds",
+                    )
+                })?
+                .timestamp_millis(),
+            Some(Value::Number(n)) => n
+                .as_i64()
+                .ok_or_else(|| invalid(name, "must be an integer number of epoch milliseconds"))?,
+            Some(_) => {
+                return Err(invalid(
+                    name,
+                    "must be RFC 3339 with an offset, or epoch milliseconds",
+                ))
+            }
+        };
+        if ts < 0 || ts > now.saturating_add(DAY_MS) {
+            return Err(reject(
+                ErrorCode::TimestampOutOfRange,
+                format!("field `{name}` is before 1970 or more than 1 day ahead of the wall clock"),
+            ));
+        }
+        Ok(ts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: Millis = 1_767_607_200_000; // 2026-01-05T10:00:00Z
+
+    fn rules() -> DecodeRules {
+        DecodeRules {
+            max_bytes: 65_536,
+            currency: "USD".into(),
+            default_margin_rate: Decimal::new(25, 2),
+        }
+    }
+
+    fn ok(s: &str) -> Event {
+        decode(s.as_bytes(), &rules(), NOW).unwrap()
+    }
+
+    fn code(s: &[u8]) -> ErrorCode {
+        decode(s, &rules(), NOW).unwrap_err().code
+    }
+
+    const BASE: &str = r#""event_id":"e1","customer_id":"c1","ts":"2026-01-05T10:00:00Z""#;
+
+    fn with(body: &str) -> String {
+        format!("{{{BASE},{body}}}")
+    }
+
+    #[test]
+    fn purchase_defaults_and_money_rounding() {
+        let e = ok(&with(r#""type":"purchase","amount":10.005"#));
+        assert_eq!(e.ts, NOW);
+        // 10.005 -> 1000 (half-even), margin 1000 * 0.25 = 250
+        assert_eq!(
+            e.kind,
+            EventKind::Purchase(Purchase {
+                amount: 1000,
+                margin: 250,
+                refund: false
+            })
+        );
+        let e = ok(&with(
+            r#""type":"purchase","amount":10.015,"margin":-3.5,"refund":true,"currency":"USD""#,
+        ));
+        assert_eq!(
+            e.kind,
+            EventKind::Purchase(Purchase {
+                amount: 1002,
+                margin: -350,
+                refund: true
+            })
+        );
+        // default margin rounds half-even too: 0.10 * 0.25 = 0.025 -> 0.02
+        let e = ok(&with(r#""type":"purchase","amount":0.1"#));
+        assert_eq!(
+            e.kind,
+            EventKind::Purchase(Purchase {
+                amount: 10,
+                margin: 2,
+                refund: false
+            })
+        );
+    }
+
+    #[test]
+    fn epoch_millis_and_offsets() {
+        let e = ok(r#"{"event_id":"e","customer_id":"c","ts":1767607200000,"type":"forget"}"#);
+        assert_eq!(e.ts, NOW);
+        let e = ok(
+            r#"{"event_id":"e","customer_id":"c","ts":"2026-01-05T12:00:00+02:00","type":"forget"}"#,
+        );
+        assert_eq!(e.ts, NOW);
+    }
+
+    #[test]
+    fn service_fields_and_nps_mapping() {
+        let e = ok(&with(
+            r#""type":"service","cost":2.5,"nps":10,"satisfaction":4,"repurchase_intent":3,"share_of_wallet":0.4,"signals":["competitor_offer","weird"]"#,
+        ));
+        let EventKind::Service(s) = e.kind else {
+            panic!()
+        };
+        assert_eq!(s.cost, 250);
+        assert_eq!(s.recommend, Some(5.0));
+        assert_eq!(s.signals, vec![Signal::CompetitorOffer]);
+        assert_eq!(s.unknown_signals, 1);
+        assert!(!ok(&with(r#""type":"service","cost":1"#)).is_attitudinal_evidence());
+    }
+
+    #[test]
+    fn complaint_fields() {
+        let e = ok(&with(
+            r#""type":"complaint","severity":"high","status":"resolved","ref":"e0""#,
+        ));
+        assert_eq!(
+            e.kind,
+            EventKind::Complaint(Complaint {
+                severity: Severity::High,
+                resolved: true,
+                reference: Some("e0".into())
+            })
+        );
+    }
+
+    #[test]
+    fn error_invalid_utf8() {
+        assert_eq!(code(b"{\"a\":\"\xff\"}"), ErrorCode::InvalidUtf8);
+    }
+
+    #[test]
+    fn error_invalid_json() {
+        assert_eq!(code(b"{not json"), ErrorCode::InvalidJson);
+        assert_eq!(code(b"[1,2]"), ErrorCode::InvalidJson);
+    }
+
+    #[test]
+    fn error_missing_field() {
+        assert_eq!(
+            code(br#"{"type":"forget","customer_id":"c","ts":1}"#),
+            ErrorCode::MissingField
+        );
+        assert_eq!(
+            code(with(r#""type":"purchase""#).as_bytes()),
+            ErrorCode::MissingField
+        );
+        assert_eq!(
+            code(with(r#""type":"complaint""#).as_bytes()),
+            ErrorCode::MissingField
+        );
+        assert_eq!(
+            code(br#"{"event_id":"e","type":"forget","customer_id":null,"ts":1}"#),
+            ErrorCode::MissingField
+        );
+    }
+
+    #[test]
+    fn error_invalid_field() {
+        for body in [
+            r#""type":"purchase","amount":-1"#,
+            r#""type":"purchase","amount":"12""#,
+            r#""type":"purchase","amount":1,"refund":"yes""#,
+            r#""type":"complaint","severity":"huge""#,
+            r#""type":"complaint","severity":"low","status":"closed""#,
+            r#""type":"service","satisfaction":6"#,
+            r#""type":"service","nps":11"#,
+            r#""type":"service","share_of_wallet":1.5"#,
+            r#""type":"service","signals":"competitor_offer""#,
+            r#""type":"service","cost":-2"#,
+        ] {
+            assert_eq!(
+                code(with(body).as_bytes()),
+                ErrorCode::InvalidField,
+                "{body}"
+            );
+        }
+        let long = "x".repeat(129);
+        assert_eq!(
+            code(
+                format!(r#"{{"event_id":"{long}","type":"forget","customer_id":"c","ts":1}}"#)
+                    .as_bytes()
+            ),
+            ErrorCode::InvalidField
+        );
+        assert_eq!(
+            code(br#"{"event_id":"","type":"forget","customer_id":"c","ts":1}"#),
+            ErrorCode::InvalidField
+        );
+        assert_eq!(
+            code(br#"{"event_id":"e","type":"forget","customer_id":"c","ts":"yesterday"}"#),
+            ErrorCode::InvalidField
+        );
+        assert_eq!(
+            code(br#"{"event_id":"e","type":"forget","customer_id":"c","ts":1.5}"#),
+            ErrorCode::InvalidField
+        );
+    }
+
+    #[test]
+    fn error_unknown_type() {
+        assert_eq!(
+            code(with(r#""type":"refund""#).as_bytes()),
+            ErrorCode::UnknownType
+        );
+    }
+
+    #[test]
+    fn error_too_large() {
+        let big = with(&format!(
+            r#""type":"forget","pad":"{}""#,
+            "x".repeat(70_000)
+        ));
+        assert_eq!(code(big.as_bytes()), ErrorCode::TooLarge);
+        let limit = with(r#""type":"forget""#);
+        let exact = DecodeRules {
+            max_bytes: limit.len(),
+            ..rules()
+        };
+        assert!(decode(limit.as_bytes(), &exact, NOW).is_ok());
+    }
+
+    #[test]
+    fn error_currency_mismatch() {
+        assert_eq!(
+            code(with(r#""type":"purchase","amount":1,"currency":"EUR""#).as_bytes()),
+            ErrorCode::CurrencyMismatch
+        );
+    }
+
+    #[test]
+    fn error_timestamp_out_of_range() {
+        assert_eq!(
+            code(br#"{"event_id":"e","type":"forget","customer_id":"c","ts":-1}"#),
+            ErrorCode::TimestampOutOfRange
+        );
+        assert_eq!(
+            code(br#"{"event_id":"e","type":"forget","customer_id":"c","ts":"1969-12-31T23:59:59Z"}"#),
+            ErrorCode::TimestampOutOfRange
+        );
+        let ahead = NOW + DAY_MS + 1;
+        assert_eq!(
+            code(
+                format!(r#"{{"event_id":"e","type":"forget","customer_id":"c","ts":{ahead}}}"#)
+                    .as_bytes()
+            ),
+            ErrorCode::TimestampOutOfRange
+        );
+        let just = NOW + DAY_MS;
+        assert!(decode(
+            format!(r#"{{"event_id":"e","type":"forget","customer_id":"c","ts":{just}}}"#)
+                .as_bytes(),
+            &rules(),
+            NOW
+        )
+        .is_ok());
+    }
+}

@@ -1,0 +1,399 @@
+//! Typed configuration: compiled-in defaults (`config/default.toml`), an
+//! optional TOML file, then `TIERSTREAM_<SECTION>__<KEY>` environment
+//! overrides. Anything unknown or out of range is refused at start with the
+//! offending key named, so a typo never silently falls back to a default.
+
+use crate::codec::input::DecodeRules;
+use crate::domain::engine::Policy;
+use crate::domain::event::Minor;
+use crate::domain::tier::{TierPolicy, TierSettings};
+use crate::domain::time::DAY_MS;
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use rust_decimal::prelude::*;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The defaults, shipped inside the binary so they cannot drift from the docs.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Broker, topics and librdkafka pass-through.
+    pub kafka: KafkaConfig,
+    /// Input validation.
+    pub input: InputConfig,
+    /// Event-time rules.
+    pub time: TimeConfig,
+    /// The pyramid.
+    pub tiers: TiersConfig,
+    /// Local state.
+    pub state: StateConfig,
+}
+
+/// `[kafka]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`.
+    pub bootstrap_servers: String,
+    /// Consumer group shared by all instances.
+    pub group_id: String,
+    /// Topics events are read from.
+    pub input_topics: Vec<String>,
+    /// Where tier changes go.
+    pub tier_topic: String,
+    /// Where rejected input goes.
+    pub dlq_topic: String,
+    /// Delivery guarantee of the pipeline.
+    pub processing_guarantee: ProcessingGuarantee,
+    /// Create missing topics at start.
+    pub create_topics: bool,
+    /// Partitions of topics created at start.
+    pub topic_partitions: i32,
+    /// Replication factor of topics created at start.
+    pub replication_factor: i32,
+    /// Largest batch processed and committed together.
+    pub batch_max_records: usize,
+    /// Longest time a batch stays open.
+    pub commit_interval_ms: u64,
+    /// librdkafka properties passed through unchanged (TLS, SASL, tuning).
+    pub properties: BTreeMap<String, String>,
+}
+
+/// How outputs and input offsets are committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcessingGuarantee {
+    /// Offsets are committed only after outputs are acknowledged and state
+    /// is written: nothing is lost, a crash may repeat some outputs.
+    AtLeastOnce,
+}
+
+/// `[input]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputConfig {
+    /// Larger records go to the DLQ as `too_large`.
+    pub max_event_bytes: usize,
+    /// The only accepted currency.
+    pub currency: String,
+    /// Margin assumed when a purchase has none.
+    pub default_margin_rate: f64,
+    /// Event ids remembered per customer for duplicate detection.
+    pub dedup_window: usize,
+}
+
+/// `[time]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeConfig {
+    /// Events further behind stream time update state but cause no output.
+    pub allowed_lateness_days: u32,
+}
+
+/// Tier assignment policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TierPolicyKind {
+    /// Fixed thresholds on value_12m.
+    Absolute,
+}
+
+/// `[tiers]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TiersConfig {
+    /// Which policy assigns tiers.
+    pub policy: TierPolicyKind,
+    /// value_12m needed for platinum.
+    pub platinum: f64,
+    /// value_12m needed for gold.
+    pub gold: f64,
+    /// value_12m needed for iron (below it: lead).
+    pub iron: f64,
+    /// Downgrade only below (1 - this) x threshold.
+    pub downgrade_hysteresis: f64,
+    /// Days in a tier before a downgrade.
+    pub min_residence_days: u32,
+    /// At risk below (1 + this) x threshold.
+    pub at_risk_margin: f64,
+    /// Revenue from which the fake-big flag applies.
+    pub fake_big_revenue: f64,
+    /// Margin rate under which such a customer is fake-big.
+    pub fake_big_margin_rate: f64,
+}
+
+/// `[state]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// RocksDB directory.
+    pub dir: PathBuf,
+    /// Shared block cache size.
+    pub block_cache_mb: usize,
+    /// Total memtable budget.
+    pub write_buffer_mb: usize,
+}
+
+/// A configuration problem, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The sources could not be read or parsed, or a key is unknown.
+    #[error("invalid configuration: {0}")]
+    Load(String),
+    /// A value is out of range.
+    #[error("invalid configuration: `{key}` {problem}")]
+    Invalid {
+        /// Dotted key, e.g. `tiers.gold`.
+        key: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+/// One line per problem, each naming the dotted key and where it came from.
+fn describe(e: figment::Error) -> ConfigError {
+    let lines: Vec<String> = e
+        .into_iter()
+        .map(|e| {
+            let key = e.path.join(".").to_lowercase();
+            let source = e
+                .metadata
+                .as_ref()
+                .map(|m| m.name.to_string())
+                .unwrap_or_default();
+            if key.is_empty() {
+                format!("{} ({source})", e.kind)
+            } else {
+                format!("`{key}`: {} ({source})", e.kind)
+            }
+        })
+        .collect();
+    ConfigError::Load(lines.join("; "))
+}
+
+fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        problem: problem.into(),
+    }
+}
+
+fn decimal(key: &'static str, x: f64) -> Result<Decimal, ConfigError> {
+    Decimal::from_f64(x).ok_or_else(|| invalid(key, "is not a finite number"))
+}
+
+fn minor(key: &'static str, x: f64) -> Result<Minor, ConfigError> {
+    (decimal(key, x)? * Decimal::ONE_HUNDRED)
+        .round()
+        .to_i64()
+        .ok_or_else(|| invalid(key, "is out of range"))
+}
+
+fn fraction(key: &'static str, x: f64) -> Result<(), ConfigError> {
+    if (0.0..1.0).contains(&x) {
+        Ok(())
+    } else {
+        Err(invalid(key, "must be in [0, 1)"))
+    }
+}
+
+impl Config {
+    /// Loads defaults, then `file` (if any), then the environment, and validates.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut fig = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(invalid(
+                    "--config",
+                    format!("file {} does not exist", path.display()),
+                ));
+            }
+            fig = fig.merge(Toml::file(path));
+        }
+        Self::from_figment(fig.merge(Self::env()))
+    }
+
+    /// The environment provider: only `TIERSTREAM_<SECTION>__<KEY>` names,
+    /// so unrelated `TIERSTREAM_*` variables of scripts are not mistaken
+    /// for config keys.
+    fn env() -> Env {
+        Env::prefixed("TIERSTREAM_")
+            .filter(|k| k.as_str().contains("__"))
+            .split("__")
+    }
+
+    /// Extracts and validates a config from any figment (tests use this).
+    pub fn from_figment(fig: Figment) -> Result<Config, ConfigError> {
+        let cfg: Config = fig.extract().map_err(describe)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let k = &self.kafka;
+        if k.bootstrap_servers.trim().is_empty() {
+            return Err(invalid("kafka.bootstrap_servers", "must not be empty"));
+        }
+        if k.group_id.trim().is_empty() {
+            return Err(invalid("kafka.group_id", "must not be empty"));
+        }
+        if k.input_topics.is_empty() || k.input_topics.iter().any(|t| t.trim().is_empty()) {
+            return Err(invalid(
+                "kafka.input_topics",
+                "must list at least one non-empty topic",
+            ));
+        }
+        if k.tier_topic.trim().is_empty() {
+            return Err(invalid("kafka.tier_topic", "must not be empty"));
+        }
+        if k.dlq_topic.trim().is_empty() {
+            return Err(invalid("kafka.dlq_topic", "must not be empty"));
+        }
+        if k.topic_partitions < 1 {
+            return Err(invalid("kafka.topic_partitions", "must be >= 1"));
+        }
+        if k.replication_factor < 1 {
+            return Err(invalid("kafka.replication_factor", "must be >= 1"));
+        }
+        if k.batch_max_records == 0 {
+            return Err(invalid("kafka.batch_max_records", "must be >= 1"));
+        }
+        if k.commit_interval_ms == 0 {
+            return Err(invalid("kafka.commit_interval_ms", "must be >= 1"));
+        }
+        if self.input.max_event_bytes == 0 {
+            return Err(invalid("input.max_event_bytes", "must be >= 1"));
+        }
+        if self.input.currency.trim().is_empty() {
+            return Err(invalid("input.currency", "must not be empty"));
+        }
+        if !(self.input.default_margin_rate.is_finite()
+            && self.input.default_margin_rate.abs() <= 1.0)
+        {
+            return Err(invalid(
+                "input.default_margin_rate",
+                "must be between -1 and 1",
+            ));
+        }
+        let t = &self.tiers;
+        let (platinum, gold, iron) = (
+            minor("tiers.platinum", t.platinum)?,
+            minor("tiers.gold", t.gold)?,
+            minor("tiers.iron", t.iron)?,
+        );
+        if gold >= platinum {
+            return Err(invalid("tiers.gold", "must be below tiers.platinum"));
+        }
+        if iron >= gold {
+            return Err(invalid("tiers.iron", "must be below tiers.gold"));
+        }
+        fraction("tiers.downgrade_hysteresis", t.downgrade_hysteresis)?;
+        fraction("tiers.at_risk_margin", t.at_risk_margin)?;
+        fraction("tiers.fake_big_margin_rate", t.fake_big_margin_rate)?;
+        minor("tiers.fake_big_revenue", t.fake_big_revenue)?;
+        if self.state.block_cache_mb == 0 {
+            return Err(invalid("state.block_cache_mb", "must be >= 1"));
+        }
+        if self.state.write_buffer_mb == 0 {
+            return Err(invalid("state.write_buffer_mb", "must be >= 1"));
+        }
+        Ok(())
+    }
+
+    /// The engine policy this config describes.
+    pub fn policy(&self) -> Policy {
+        let t = &self.tiers;
+        // validate() has checked every conversion below.
+        let settings = TierSettings {
+            platinum: minor("tiers.platinum", t.platinum).expect("validated"),
+            gold: minor("tiers.gold", t.gold).expect("validated"),
+            iron: minor("tiers.iron", t.iron).expect("validated"),
+            hysteresis: decimal("tiers.downgrade_hysteresis", t.downgrade_hysteresis)
+                .expect("validated"),
+            at_risk_margin: decimal("tiers.at_risk_margin", t.at_risk_margin).expect("validated"),
+            min_residence_days: t.min_residence_days,
+            fake_big_revenue: minor("tiers.fake_big_revenue", t.fake_big_revenue)
+                .expect("validated"),
+            fake_big_margin_rate: t.fake_big_margin_rate,
+        };
+        Policy {
+            tiers: TierPolicy::new(&settings),
+            allowed_lateness: i64::from(self.time.allowed_lateness_days) * DAY_MS,
+            dedup_window: self.input.dedup_window,
+        }
+    }
+
+    /// The input validation rules this config describes.
+    pub fn decode_rules(&self) -> DecodeRules {
+        DecodeRules {
+            max_bytes: self.input.max_event_bytes,
+            currency: self.input.currency.clone(),
+            default_margin_rate: decimal(
+                "input.default_margin_rate",
+                self.input.default_margin_rate,
+            )
+            .expect("validated"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(toml: &str) -> Result<Config, ConfigError> {
+        Config::from_figment(Figment::from(Toml::string(DEFAULT_TOML)).merge(Toml::string(toml)))
+    }
+
+    #[test]
+    fn defaults_load_and_match_the_spec() {
+        let c = with("").unwrap();
+        let p = c.policy();
+        assert_eq!(p.tiers.platinum.threshold, 1_000_000);
+        assert_eq!(p.tiers.gold.downgrade_below, 180_000);
+        assert_eq!(p.allowed_lateness, 7 * DAY_MS);
+        assert_eq!(p.dedup_window, 32);
+        assert_eq!(c.decode_rules().max_bytes, 65_536);
+    }
+
+    #[test]
+    fn unknown_key_is_refused_by_name() {
+        let e = with("[tiers]\ngoldd = 3").unwrap_err().to_string();
+        assert!(e.contains("goldd"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let e = with("[tiers]\ngold = 20000").unwrap_err().to_string();
+        assert!(e.contains("tiers.gold"), "{e}");
+        let e = with("[tiers]\ndowngrade_hysteresis = 1.5")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tiers.downgrade_hysteresis"), "{e}");
+        let e = with("[kafka]\ntopic_partitions = 0")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("kafka.topic_partitions"), "{e}");
+        let e = with("[kafka]\nprocessing_guarantee = \"maybe\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("processing_guarantee"), "{e}");
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own error type
+    fn environment_overrides_use_double_underscore() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TIERSTREAM_TIERS__GOLD", "2500");
+            jail.set_env("TIERSTREAM_CACHE", "/tmp/ignored");
+            let c = Config::load(None).unwrap();
+            assert_eq!(c.policy().tiers.gold.threshold, 250_000);
+            Ok(())
+        });
+    }
+}

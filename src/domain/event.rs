@@ -1,0 +1,160 @@
+//! Validated input events. The codec turns raw JSON into these; the engine
+//! never sees anything that has not passed SPEC §1's rules, so it needs no
+//! error paths for bad input.
+
+use super::time::Millis;
+use serde::{Deserialize, Serialize};
+
+/// Money in integer minor units (cents): sums are exact and independent of
+/// the order events arrive in (SPEC §7).
+pub type Minor = i64;
+
+/// One customer event that passed validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Producer-assigned id, used to skip duplicates.
+    pub event_id: String,
+    /// The customer the event is about (also the Kafka key).
+    pub customer_id: String,
+    /// Event time.
+    pub ts: Millis,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// The four event types of SPEC §1.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventKind {
+    /// A purchase or a refund.
+    Purchase(Purchase),
+    /// A complaint being opened or resolved.
+    Complaint(Complaint),
+    /// A service interaction, survey answer or contact.
+    Service(Service),
+    /// A privacy request: erase everything about the customer.
+    Forget,
+}
+
+/// A purchase (or refund) with its profit contribution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Purchase {
+    /// Amount paid, >= 0.
+    pub amount: Minor,
+    /// Profit contribution; may be negative.
+    pub margin: Minor,
+    /// A refund subtracts amount and margin and is not a purchase.
+    pub refund: bool,
+}
+
+/// Complaint severity, ordered from mildest to worst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Minor annoyance.
+    Low,
+    /// Noticeable problem.
+    Medium,
+    /// Serious problem; escalates a churn warning while open.
+    High,
+    /// Worst case; escalates a churn warning while open.
+    Critical,
+}
+
+impl Severity {
+    /// Parses the wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "low" => Self::Low,
+            "medium" => Self::Medium,
+            "high" => Self::High,
+            "critical" => Self::Critical,
+            _ => return None,
+        })
+    }
+}
+
+/// A complaint event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Complaint {
+    /// How bad it is.
+    pub severity: Severity,
+    /// `status: resolved`.
+    pub resolved: bool,
+    /// The `event_id` of the complaint this event resolves, if any.
+    pub reference: Option<String>,
+}
+
+/// Known competitor/price signals (SPEC §1); unknown ones are only counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Signal {
+    /// The customer mentioned a competitor's offer.
+    CompetitorOffer,
+    /// The customer asked us to match a price.
+    PriceMatchRequest,
+    /// The customer asked how to cancel.
+    CancellationInquiry,
+    /// The customer asked when the contract ends.
+    ContractEndInquiry,
+}
+
+impl Signal {
+    /// Parses a known signal name; `None` for unknown ones.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "competitor_offer" => Self::CompetitorOffer,
+            "price_match_request" => Self::PriceMatchRequest,
+            "cancellation_inquiry" => Self::CancellationInquiry,
+            "contract_end_inquiry" => Self::ContractEndInquiry,
+            _ => return None,
+        })
+    }
+}
+
+/// A service interaction or survey answer. Scales are already normalised:
+/// `recommend` holds the 1..5 value (an `nps` answer is mapped on decode).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Service {
+    /// What serving the customer cost the company.
+    pub cost: Minor,
+    /// 1..5
+    pub satisfaction: Option<f64>,
+    /// 1..5 (from `recommend`, or `1 + nps * 0.4`).
+    pub recommend: Option<f64>,
+    /// 1..5
+    pub repurchase_intent: Option<f64>,
+    /// 0..1
+    pub share_of_wallet: Option<f64>,
+    /// Known signals, in input order.
+    pub signals: Vec<Signal>,
+    /// How many unknown signal names were ignored (for metrics).
+    pub unknown_signals: u32,
+}
+
+impl Event {
+    /// Whether the event is attitudinal evidence (SPEC §7): a complaint, or a
+    /// service event with a satisfaction, recommend/nps, repurchase intent or
+    /// a known signal. A cost-only service event is not.
+    pub fn is_attitudinal_evidence(&self) -> bool {
+        match &self.kind {
+            EventKind::Complaint(_) => true,
+            EventKind::Service(s) => {
+                s.satisfaction.is_some()
+                    || s.recommend.is_some()
+                    || s.repurchase_intent.is_some()
+                    || !s.signals.is_empty()
+            }
+            EventKind::Purchase(_) | EventKind::Forget => false,
+        }
+    }
+
+    /// The wire name of the event type, for metrics and logs.
+    pub fn type_name(&self) -> &'static str {
+        match self.kind {
+            EventKind::Purchase(_) => "purchase",
+            EventKind::Complaint(_) => "complaint",
+            EventKind::Service(_) => "service",
+            EventKind::Forget => "forget",
+        }
+    }
+}

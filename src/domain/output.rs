@@ -1,0 +1,143 @@
+//! What the engine emits (SPEC §5). Outputs are plain data; the codec turns
+//! them into JSON and the adapters decide which topic each goes to.
+
+use super::event::Minor;
+use super::profile::ValueFigures;
+use super::tier::Tier;
+use super::time::Millis;
+
+/// A timer that can cause outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TimerKind {
+    /// Stream time entered a new month.
+    MonthClose,
+    /// Stream time passed a midnight.
+    Daily,
+}
+
+impl TimerKind {
+    /// The wire name used in `cause`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimerKind::MonthClose => "month_close",
+            TimerKind::Daily => "daily",
+        }
+    }
+}
+
+/// Why an output was emitted: an input event or a timer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cause {
+    /// The input event with this `event_id`.
+    Event(String),
+    /// A stream-time timer.
+    Timer(TimerKind),
+}
+
+/// Direction of a tier change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// The customer's first tier.
+    Initial,
+    /// To a higher tier (immediate, may skip tiers).
+    Upgrade,
+    /// One tier down, at month close.
+    Downgrade,
+}
+
+impl Direction {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Initial => "initial",
+            Direction::Upgrade => "upgrade",
+            Direction::Downgrade => "downgrade",
+        }
+    }
+}
+
+/// The figures a tier decision used, reported as `inputs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TierInputs {
+    /// Window totals at the decision instant.
+    pub figures: ValueFigures,
+    /// Threshold of the tier the decision is about (`None` for lead).
+    pub threshold: Option<Minor>,
+    /// Line below which the tier is downgraded.
+    pub downgrade_below: Option<Minor>,
+    /// Line below which the tier is at risk.
+    pub at_risk_below: Option<Minor>,
+    /// When the customer entered its tier before this decision.
+    pub tier_since: Option<Millis>,
+}
+
+/// The payload of an output.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutputBody {
+    /// `tierstream.tier_changed.v1`
+    TierChanged {
+        /// Previous tier; `None` for the initial assignment.
+        from: Option<Tier>,
+        /// New tier.
+        to: Tier,
+        /// initial / upgrade / downgrade.
+        direction: Direction,
+        /// Short machine-readable reason code.
+        reason: &'static str,
+        /// The fake-big-customer flag at the decision.
+        fake_big_customer: bool,
+        /// Figures the decision used.
+        inputs: TierInputs,
+    },
+    /// `tierstream.tier_at_risk.v1`
+    TierAtRisk {
+        /// The tier at risk.
+        tier: Tier,
+        /// Value needed to be safe again.
+        shortfall: Minor,
+        /// First month close that downgrades if nothing changes (`None`: never).
+        downgrade_at: Option<Millis>,
+        /// Figures the decision used.
+        inputs: TierInputs,
+    },
+}
+
+/// One output event for one customer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output {
+    /// The customer (also the Kafka key).
+    pub customer_id: String,
+    /// Per-customer sequence number, shared by all outputs.
+    pub seq: u64,
+    /// Event time that caused it.
+    pub at: Millis,
+    /// The input event or timer behind it.
+    pub cause: Cause,
+    /// What happened.
+    pub body: OutputBody,
+}
+
+/// Namespace for output ids, so they never collide with other UUIDv5 users.
+const OUTPUT_ID_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x5d1e_7c1e_a2f4_4b7e_9c55_7e25_7ea3_0001);
+
+impl Output {
+    /// The deterministic output id: derived from `customer_id` and `seq`
+    /// only (SPEC §7), so a replay or a retried transaction reproduces it and
+    /// consumers can de-duplicate.
+    pub fn event_id(&self) -> String {
+        let mut name = Vec::with_capacity(self.customer_id.len() + 21);
+        name.extend_from_slice(self.customer_id.as_bytes());
+        name.push(0);
+        name.extend_from_slice(self.seq.to_string().as_bytes());
+        uuid::Uuid::new_v5(&OUTPUT_ID_NAMESPACE, &name).to_string()
+    }
+
+    /// The schema name written in the body and the `tierstream.schema` header.
+    pub fn schema(&self) -> &'static str {
+        match self.body {
+            OutputBody::TierChanged { .. } => "tierstream.tier_changed.v1",
+            OutputBody::TierAtRisk { .. } => "tierstream.tier_at_risk.v1",
+        }
+    }
+}

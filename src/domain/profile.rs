@@ -1,0 +1,88 @@
+//! The per-customer state the engine keeps between events: everything a
+//! decision needs, nothing more, so it stays small in RocksDB.
+
+use super::event::Minor;
+use super::tier::Tier;
+use super::time::{Millis, MonthIndex};
+use super::value::Buckets;
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+
+/// One customer's rolling profile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Profile {
+    /// The customer this profile belongs to.
+    pub customer_id: String,
+    /// The `seq` of the last output emitted for the customer (0: none yet).
+    pub seq: u64,
+    /// Current pyramid tier; `None` until the first in-time event assigns it.
+    pub tier: Option<Tier>,
+    /// `at` of the last tier change (SPEC §7, residence).
+    pub tier_since: Millis,
+    /// Month of the last `tier_at_risk`, so it fires at most once a month.
+    pub at_risk_month: Option<MonthIndex>,
+    /// Value buckets, one per calendar month.
+    pub buckets: Buckets,
+    /// Hashes of the last event ids applied, newest last (duplicate check).
+    pub recent_events: VecDeque<u64>,
+    /// When this customer next needs a timer, as written in the deadline index.
+    pub timers: Timers,
+}
+
+/// A customer's entries in the deadline index. Kept in the profile so that a
+/// reschedule can delete the old index entry without a scan.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timers {
+    /// Next month close at which a tier decision is due.
+    pub month_close: Option<Millis>,
+    /// Next midnight at which a daily re-evaluation can change something.
+    pub daily: Option<Millis>,
+}
+
+impl Profile {
+    /// A customer seen for the first time.
+    pub fn new(customer_id: &str) -> Self {
+        Profile {
+            customer_id: customer_id.to_owned(),
+            seq: 0,
+            tier: None,
+            tier_since: 0,
+            at_risk_month: None,
+            buckets: Buckets::default(),
+            recent_events: VecDeque::new(),
+            timers: Timers::default(),
+        }
+    }
+
+    /// Records an event id; returns false when it was already applied.
+    pub fn remember_event(&mut self, id_hash: u64, window: usize) -> bool {
+        if self.recent_events.contains(&id_hash) {
+            return false;
+        }
+        if window == 0 {
+            return true;
+        }
+        while self.recent_events.len() >= window {
+            self.recent_events.pop_front();
+        }
+        self.recent_events.push_back(id_hash);
+        true
+    }
+
+    /// Takes the next output sequence number.
+    pub fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+}
+
+/// A snapshot of the money figures over a window, as outputs report them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ValueFigures {
+    /// Profit contribution over the window.
+    pub value_12m: Minor,
+    /// Revenue over the window.
+    pub revenue_12m: Minor,
+    /// Non-refund purchases over the window.
+    pub purchases_12m: u32,
+}

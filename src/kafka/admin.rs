@@ -1,0 +1,82 @@
+//! Topic administration at start: create what is missing, and check that
+//! the input topics are co-partitioned (SPEC §7: a task is one partition
+//! number across all input topics).
+
+use crate::config::KafkaConfig;
+use anyhow::{bail, Context, Result};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::types::RDKafkaErrorCode;
+use std::time::Duration;
+
+/// Every topic the pipeline reads or writes.
+pub fn all_topics(cfg: &KafkaConfig) -> Vec<String> {
+    let mut topics = cfg.input_topics.clone();
+    topics.push(cfg.tier_topic.clone());
+    topics.push(cfg.dlq_topic.clone());
+    topics
+}
+
+/// Creates the topics that do not exist yet; existing ones are left alone.
+pub async fn ensure_topics(cfg: &KafkaConfig) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = super::client_config(cfg)
+        .create()
+        .context("creating the Kafka admin client")?;
+    let topics = all_topics(cfg);
+    let new: Vec<NewTopic> = topics
+        .iter()
+        .map(|t| {
+            NewTopic::new(
+                t,
+                cfg.topic_partitions,
+                TopicReplication::Fixed(cfg.replication_factor),
+            )
+        })
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for result in admin
+        .create_topics(&new, &opts)
+        .await
+        .context("creating topics")?
+    {
+        match result {
+            Ok(topic) => tracing::info!(topic, "created topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, e)) => bail!("could not create topic {topic}: {e}"),
+        }
+    }
+    Ok(())
+}
+
+/// Returns the common partition count of the input topics, or an error
+/// naming the topics that differ or are missing.
+pub fn input_partitions(consumer: &BaseConsumer, cfg: &KafkaConfig) -> Result<u32> {
+    let mut counts = Vec::new();
+    for topic in &cfg.input_topics {
+        let md = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(30))
+            .with_context(|| format!("fetching metadata of topic {topic}"))?;
+        let n = md
+            .topics()
+            .first()
+            .filter(|t| t.error().is_none())
+            .map(|t| t.partitions().len())
+            .unwrap_or(0);
+        if n == 0 {
+            bail!(
+                "input topic {topic} does not exist (set kafka.create_topics = true or create it)"
+            );
+        }
+        counts.push((topic.clone(), n));
+    }
+    let first = counts[0].1;
+    if counts.iter().any(|(_, n)| *n != first) {
+        let list: Vec<String> = counts.iter().map(|(t, n)| format!("{t}={n}")).collect();
+        bail!(
+            "input topics must have the same partition count (one task per partition number): {}",
+            list.join(", ")
+        );
+    }
+    Ok(first as u32)
+}

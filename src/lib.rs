@@ -1,0 +1,21 @@
+//! tierstream: a Kafka stream processor that keeps a rolling profile of
+//! every customer, places it in the customer pyramid, and emits tier
+//! changes (see `../shared/SPEC.md`).
+//!
+//! `domain` is the pure core; everything else adapts it to files, Kafka,
+//! RocksDB and Prometheus.
+
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod codec;
+pub mod config;
+pub mod domain;
+pub mod generate;
+pub mod kafka;
+pub mod metrics;
+pub mod partition;
+pub mod pipeline;
+pub mod processor;
+pub mod replay;
+pub mod store;

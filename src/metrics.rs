@@ -1,0 +1,165 @@
+//! Prometheus metrics. Every counter the pipeline and replay report lives
+//! here, registered once, so the `/metrics` page and replay's summary can
+//! never disagree about what was counted.
+
+use crate::codec::input::ErrorCode;
+use crate::domain::engine::Outcome;
+use crate::domain::output::{Output, OutputBody};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
+
+/// All metrics of one process.
+#[derive(Clone)]
+pub struct Metrics {
+    /// The registry `/metrics` renders.
+    pub registry: Registry,
+    /// Valid events by type and outcome.
+    pub events: IntCounterVec,
+    /// Rejected records by error code.
+    pub rejected: IntCounterVec,
+    /// Unknown signal names ignored.
+    pub unknown_signals: IntCounter,
+    /// Outputs by schema.
+    pub outputs: IntCounterVec,
+    /// Tier changes by from/to.
+    pub tier_changes: IntCounterVec,
+    /// Time to process and commit one batch.
+    pub batch_seconds: Histogram,
+    /// Batches committed.
+    pub commits: IntCounter,
+}
+
+fn outcome_name(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Applied => "applied",
+        Outcome::Late => "late",
+        Outcome::Duplicate => "duplicate",
+        Outcome::Forgotten => "forgotten",
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let registry = Registry::new_custom(Some("tierstream".into()), None).expect("valid prefix");
+        let events = IntCounterVec::new(
+            Opts::new("events_total", "Valid input events by type and outcome"),
+            &["type", "outcome"],
+        )
+        .expect("valid metric");
+        let rejected = IntCounterVec::new(
+            Opts::new(
+                "events_rejected_total",
+                "Input records sent to the dead-letter queue, by error code",
+            ),
+            &["code"],
+        )
+        .expect("valid metric");
+        let unknown_signals =
+            IntCounter::new("unknown_signals_total", "Unknown signal names ignored")
+                .expect("valid metric");
+        let outputs = IntCounterVec::new(
+            Opts::new("outputs_total", "Output events by schema"),
+            &["schema"],
+        )
+        .expect("valid metric");
+        let tier_changes = IntCounterVec::new(
+            Opts::new(
+                "tier_changes_total",
+                "Tier changes by previous and new tier",
+            ),
+            &["from", "to"],
+        )
+        .expect("valid metric");
+        let batch_seconds = Histogram::with_opts(HistogramOpts::new(
+            "batch_duration_seconds",
+            "Time to process, produce and commit one batch",
+        ))
+        .expect("valid metric");
+        let commits = IntCounter::new("commits_total", "Batches committed").expect("valid metric");
+        for c in ErrorCode::ALL {
+            rejected.with_label_values(&[c.as_str()]);
+        }
+        let m = Metrics {
+            registry,
+            events,
+            rejected,
+            unknown_signals,
+            outputs,
+            tier_changes,
+            batch_seconds,
+            commits,
+        };
+        m.registry
+            .register(Box::new(m.events.clone()))
+            .expect("unique");
+        m.registry
+            .register(Box::new(m.rejected.clone()))
+            .expect("unique");
+        m.registry
+            .register(Box::new(m.unknown_signals.clone()))
+            .expect("unique");
+        m.registry
+            .register(Box::new(m.outputs.clone()))
+            .expect("unique");
+        m.registry
+            .register(Box::new(m.tier_changes.clone()))
+            .expect("unique");
+        m.registry
+            .register(Box::new(m.batch_seconds.clone()))
+            .expect("unique");
+        m.registry
+            .register(Box::new(m.commits.clone()))
+            .expect("unique");
+        m
+    }
+
+    /// Counts one valid event.
+    pub fn event(&self, type_name: &str, outcome: Outcome) {
+        self.events
+            .with_label_values(&[type_name, outcome_name(outcome)])
+            .inc();
+    }
+
+    /// Counts one output.
+    pub fn output(&self, o: &Output) {
+        self.outputs.with_label_values(&[o.schema()]).inc();
+        if let OutputBody::TierChanged { from, to, .. } = &o.body {
+            let from = from.map_or("none", |t| t.as_str());
+            self.tier_changes
+                .with_label_values(&[from, to.as_str()])
+                .inc();
+        }
+    }
+
+    /// Sum of a counter vector over all label values.
+    pub fn total(vec: &IntCounterVec) -> u64 {
+        use prometheus::core::Collector;
+        vec.collect()
+            .iter()
+            .flat_map(|mf| mf.get_metric())
+            .map(|m| m.get_counter().value() as u64)
+            .sum()
+    }
+
+    /// `(label values, count)` of every non-zero series of a counter vector.
+    pub fn series(vec: &IntCounterVec) -> Vec<(Vec<String>, u64)> {
+        use prometheus::core::Collector;
+        vec.collect()
+            .iter()
+            .flat_map(|mf| mf.get_metric())
+            .filter(|m| m.get_counter().value() > 0.0)
+            .map(|m| {
+                (
+                    m.get_label().iter().map(|l| l.value().to_owned()).collect(),
+                    m.get_counter().value() as u64,
+                )
+            })
+            .collect()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

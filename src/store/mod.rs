@@ -1,0 +1,72 @@
+//! State storage: a small key-value port with column families, a RocksDB
+//! implementation for real runs and an in-memory one for tests, plus the
+//! per-task session that implements the engine's `Profiles` port on top.
+//!
+//! Writes are collected per batch and applied as one atomic write, so the
+//! store is always at a batch boundary (the exactly-once pipeline relies on
+//! this to commit state only after its Kafka transaction).
+
+pub mod keys;
+pub mod memory;
+pub mod rocks;
+pub mod session;
+
+/// Column families: each kind of record lives apart so scans stay cheap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Cf {
+    /// Customer profiles, keyed by task and customer id.
+    Profiles,
+    /// The deadline index, keyed by task, timer kind, instant and customer.
+    Timers,
+    /// Per-task metadata: stream time, input offsets.
+    Meta,
+}
+
+impl Cf {
+    /// Every family, in a fixed order.
+    pub const ALL: [Cf; 3] = [Cf::Profiles, Cf::Timers, Cf::Meta];
+
+    /// The RocksDB column family name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Cf::Profiles => "profiles",
+            Cf::Timers => "timers",
+            Cf::Meta => "meta",
+        }
+    }
+}
+
+/// One put (`Some`) or delete (`None`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Write {
+    /// Family written to.
+    pub cf: Cf,
+    /// Full key.
+    pub key: Vec<u8>,
+    /// New value, or `None` to delete.
+    pub value: Option<Vec<u8>>,
+}
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// RocksDB reported an error.
+    #[error("rocksdb: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    /// A stored record could not be decoded.
+    #[error("corrupt state record: {0}")]
+    Corrupt(String),
+}
+
+/// Key-value pairs as read from a range.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// The storage port: point reads, bounded range reads and atomic batches.
+pub trait KvStore: Send + Sync {
+    /// Reads one key.
+    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Reads every entry with `from <= key < to`, in key order.
+    fn range(&self, cf: Cf, from: &[u8], to: &[u8]) -> Result<Entries, StoreError>;
+    /// Applies all writes atomically.
+    fn write(&self, writes: Vec<Write>) -> Result<(), StoreError>;
+}

@@ -1,0 +1,96 @@
+//! The RocksDB `KvStore`: one column family per `Cf`, one shared block
+//! cache and one write-buffer manager, so memory stays bounded by config
+//! whatever the number of customers (SPEC §6).
+
+use super::{Cf, Entries, KvStore, StoreError, Write};
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, Direction, IteratorMode, Options,
+    ReadOptions, WriteBatch, WriteBufferManager, WriteOptions, DB,
+};
+use std::path::Path;
+
+/// Memory budget of the store.
+#[derive(Debug, Clone, Copy)]
+pub struct RocksLimits {
+    /// Shared LRU block cache, bytes.
+    pub block_cache_bytes: usize,
+    /// Total memtable budget, bytes.
+    pub write_buffer_bytes: usize,
+}
+
+/// A RocksDB database holding all tasks of this instance.
+pub struct RocksStore {
+    db: DB,
+}
+
+impl RocksStore {
+    /// Opens (creating if needed) the database in `dir`.
+    pub fn open(dir: &Path, limits: RocksLimits) -> Result<Self, StoreError> {
+        let cache = Cache::new_lru_cache(limits.block_cache_bytes);
+        let wbm = WriteBufferManager::new_write_buffer_manager_with_cache(
+            limits.write_buffer_bytes,
+            false,
+            cache.clone(),
+        );
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&cache);
+        table.set_bloom_filter(10.0, false);
+        table.set_cache_index_and_filter_blocks(true);
+        let cf_opts = || {
+            let mut o = Options::default();
+            o.set_block_based_table_factory(&table);
+            o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            o
+        };
+        let mut db_opts = cf_opts();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.set_write_buffer_manager(&wbm);
+        db_opts.increase_parallelism(2);
+        let cfs = Cf::ALL
+            .iter()
+            .map(|cf| ColumnFamilyDescriptor::new(cf.name(), cf_opts()));
+        let db = DB::open_cf_descriptors(&db_opts, dir, cfs)?;
+        Ok(RocksStore { db })
+    }
+
+    fn handle(&self, cf: Cf) -> &rocksdb::ColumnFamily {
+        self.db
+            .cf_handle(cf.name())
+            .expect("every column family is created at open")
+    }
+}
+
+impl KvStore for RocksStore {
+    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get_cf(self.handle(cf), key)?)
+    }
+
+    fn range(&self, cf: Cf, from: &[u8], to: &[u8]) -> Result<Entries, StoreError> {
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_upper_bound(to.to_vec());
+        let iter = self.db.iterator_cf_opt(
+            self.handle(cf),
+            opts,
+            IteratorMode::From(from, Direction::Forward),
+        );
+        iter.map(|item| {
+            item.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .map_err(StoreError::from)
+        })
+        .collect()
+    }
+
+    fn write(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        for w in writes {
+            let cf = self.handle(w.cf);
+            match w.value {
+                Some(v) => batch.put_cf(cf, w.key, v),
+                None => batch.delete_cf(cf, w.key),
+            }
+        }
+        self.db.write_opt(batch, &WriteOptions::default())?;
+        Ok(())
+    }
+}

@@ -1,0 +1,271 @@
+//! The pipeline against a real broker: exact tier changes and DLQ records
+//! with their headers, equality with `replay`, and a graceful SIGTERM.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::io::Cursor;
+use std::time::Duration;
+use tierstream::config::Config;
+use tierstream::domain::engine::Engine;
+use tierstream::generate::{generate, GenerateSpec};
+use tierstream::metrics::Metrics;
+use tierstream::processor::Processor;
+use tierstream::replay::{replay, ReplayIo};
+use tierstream::store::memory::MemoryStore;
+
+fn ev(id: &str, cust: &str, body: Value) -> Vec<u8> {
+    let mut v = json!({"event_id": id, "customer_id": cust, "ts": "2026-01-05T10:00:00Z"});
+    v.as_object_mut()
+        .unwrap()
+        .extend(body.as_object().unwrap().clone());
+    serde_json::to_vec(&v).unwrap()
+}
+
+#[test]
+fn tier_changes_and_dead_letters_through_a_real_broker() {
+    let env = TestEnv::new("exact", 3);
+    env.create_topics();
+    let (p, c, s) = (env.input(0), env.input(1), env.input(2));
+    let key = |k: &str| Some(k.to_owned());
+    let bad_json = b"{\"event_id\": nope".to_vec();
+    let bad_utf8 = b"{\"event_id\":\"x\xff\"}".to_vec();
+    let records = vec![
+        (
+            p.clone(),
+            key("gold-1"),
+            ev(
+                "g1",
+                "gold-1",
+                json!({"type": "purchase", "amount": 1000, "margin": 500}),
+            ),
+        ),
+        (
+            p.clone(),
+            key("gold-1"),
+            ev(
+                "g1",
+                "gold-1",
+                json!({"type": "purchase", "amount": 1000, "margin": 500}),
+            ),
+        ),
+        (
+            p.clone(),
+            key("gold-1"),
+            ev(
+                "g2",
+                "gold-1",
+                json!({"type": "purchase", "amount": 5000, "margin": 1500}),
+            ),
+        ),
+        (
+            s.clone(),
+            key("lead-1"),
+            ev("l1", "lead-1", json!({"type": "service", "cost": 50})),
+        ),
+        (
+            p.clone(),
+            key("plat-1"),
+            ev(
+                "p1",
+                "plat-1",
+                json!({"type": "purchase", "amount": 40000, "margin": 12000}),
+            ),
+        ),
+        (
+            c.clone(),
+            key("iron-1"),
+            ev(
+                "i1",
+                "iron-1",
+                json!({"type": "complaint", "severity": "low"}),
+            ),
+        ),
+        (p.clone(), key("bad-1"), bad_json.clone()),
+        (
+            c.clone(),
+            key("bad-2"),
+            ev("b2", "bad-2", json!({"type": "refund"})),
+        ),
+        (s.clone(), None, bad_utf8.clone()),
+        (
+            p.clone(),
+            key("bad-4"),
+            ev(
+                "b4",
+                "bad-4",
+                json!({"type": "purchase", "amount": 5, "currency": "EUR"}),
+            ),
+        ),
+        (
+            p.clone(),
+            key("bad-5"),
+            ev("b5", "bad-5", json!({"type": "purchase"})),
+        ),
+    ];
+    produce(&records);
+    let child = env.start_pipeline();
+    let tiers = env.consume(&env.config.kafka.tier_topic, 5);
+    let dlq = env.consume(&env.config.kafka.dlq_topic, 5);
+    stop_gracefully(child);
+
+    // tier changes: exactly these, keyed by customer, with the schema header
+    for r in &tiers {
+        let v = r.to_json()["value"].clone();
+        assert_eq!(r.key.as_deref(), v["customer_id"].as_str());
+        assert!(r.headers.contains(&(
+            "tierstream.schema".into(),
+            v["schema"].as_str().unwrap().into()
+        )));
+    }
+    let values: Vec<Value> = tiers.iter().map(|r| r.to_json()["value"].clone()).collect();
+    let got: BTreeMap<String, Vec<(Value, Value, Value, Value)>> = by_customer(&values)
+        .into_iter()
+        .map(|(k, vs)| {
+            (
+                k,
+                vs.iter()
+                    .map(|v| {
+                        (
+                            v["from"].clone(),
+                            v["to"].clone(),
+                            v["direction"].clone(),
+                            v["seq"].clone(),
+                        )
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
+    let t = |f: Value, to: &str, d: &str, seq: u64| (f, json!(to), json!(d), json!(seq));
+    let want: BTreeMap<String, Vec<_>> = [
+        (
+            "gold-1",
+            vec![
+                t(Value::Null, "iron", "initial", 1),
+                t(json!("iron"), "gold", "upgrade", 2),
+            ],
+        ),
+        ("iron-1", vec![t(Value::Null, "iron", "initial", 1)]),
+        ("lead-1", vec![t(Value::Null, "lead", "initial", 1)]),
+        ("plat-1", vec![t(Value::Null, "platinum", "initial", 1)]),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    assert_eq!(got, want);
+    let gold_up = values.iter().find(|v| v["direction"] == "upgrade").unwrap();
+    assert_eq!(gold_up["inputs"]["value_12m"], json!(2000.0));
+    assert_eq!(gold_up["cause"], json!({"event_id": "g2"}));
+    assert_eq!(gold_up["at"], json!("2026-01-05T10:00:00.000Z"));
+    // nothing more arrives (the duplicate g1 was skipped)
+    assert_eq!(
+        env.consume_all(&env.config.kafka.tier_topic, Duration::from_secs(3))
+            .len(),
+        5
+    );
+
+    // dead letters: original bytes, error code and source headers
+    let header = |r: &tierstream::kafka::tail::TailRecord, k: &str| {
+        r.headers
+            .iter()
+            .find(|(h, _)| h == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("missing header {k}"))
+    };
+    let mut codes: Vec<String> = dlq
+        .iter()
+        .map(|r| header(r, "tierstream.error.code"))
+        .collect();
+    codes.sort();
+    assert_eq!(
+        codes,
+        [
+            "currency_mismatch",
+            "invalid_json",
+            "invalid_utf8",
+            "missing_field",
+            "unknown_type"
+        ]
+    );
+    for r in &dlq {
+        let code = header(r, "tierstream.error.code");
+        assert!(!header(r, "tierstream.error.message").is_empty());
+        let topic = header(r, "tierstream.source.topic");
+        let partition: i32 = header(r, "tierstream.source.partition").parse().unwrap();
+        let offset: i64 = header(r, "tierstream.source.offset").parse().unwrap();
+        assert!(partition >= 0 && offset >= 0);
+        let original = records
+            .iter()
+            .find(|(t, _, payload)| *t == topic && *payload == r.payload)
+            .unwrap_or_else(|| panic!("DLQ record for {code} does not carry the original bytes"));
+        if code == "invalid_utf8" {
+            assert_eq!(original.2, bad_utf8);
+        }
+        if code == "invalid_json" {
+            assert_eq!(original.2, bad_json);
+            assert_eq!(r.key.as_deref(), Some("bad-1"));
+        }
+    }
+}
+
+#[test]
+fn pipeline_output_equals_replay_with_the_same_partitioning() {
+    let env = TestEnv::new("replay-eq", 1);
+    env.create_topics();
+    let events = generate(&GenerateSpec {
+        customers: 300,
+        events: 6000,
+        seed: 11,
+        start: 1_735_689_600_000, // 2025-01-01
+        days: 420,
+    });
+    let mut jsonl = Vec::new();
+    let mut records = Vec::new();
+    for g in &events {
+        let bytes = serde_json::to_vec(&g.json).unwrap();
+        jsonl.extend_from_slice(&bytes);
+        jsonl.push(b'\n');
+        records.push((env.input(0), Some(g.customer_id.clone()), bytes));
+    }
+    // expected: replay with 3 tasks, customers hashed like Kafka
+    let cfg = Config::load(Some(&env.config_path)).unwrap();
+    let processor = Processor::new(
+        Engine::new(cfg.policy()),
+        cfg.decode_rules(),
+        Metrics::new(),
+    );
+    let mut out = Vec::new();
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut input = Cursor::new(jsonl);
+    let io = ReplayIo {
+        input: &mut input,
+        output: &mut out,
+        dlq: None,
+        on_bytes: &|_| {},
+    };
+    replay(&processor, &MemoryStore::new(), 3, io, now).unwrap();
+    let expected: Vec<Value> = out
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect();
+    assert!(
+        expected.len() > 300,
+        "the workload should produce tier changes and at-risk events"
+    );
+    assert!(expected.iter().any(|v| v["direction"] == "downgrade"));
+    assert!(expected
+        .iter()
+        .any(|v| v["schema"] == "tierstream.tier_at_risk.v1"));
+
+    produce(&records);
+    let child = env.start_pipeline();
+    let got = env.consume(&env.config.kafka.tier_topic, expected.len());
+    stop_gracefully(child);
+    let got: Vec<Value> = got.iter().map(|r| r.to_json()["value"].clone()).collect();
+    assert_eq!(got.len(), expected.len());
+    assert_eq!(by_customer(&got), by_customer(&expected));
+}

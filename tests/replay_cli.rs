@@ -1,0 +1,138 @@
+//! `tierstream replay` as a user runs it: files in and out, rejected lines
+//! in the DLQ file, exit status 0 even with bad lines, a summary on stderr.
+
+use serde_json::Value;
+use std::process::Command;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tierstream"))
+}
+
+fn lines(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn replay_writes_outputs_and_dead_letters() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let out = dir.path().join("out.jsonl");
+    let dlq = dir.path().join("dlq.jsonl");
+    std::fs::write(
+        &input,
+        concat!(
+            r#"{"event_id":"e1","type":"purchase","customer_id":"a","ts":"2026-01-05T10:00:00Z","amount":100,"margin":30}"#, "\n",
+            "not json\n",
+            "\n",
+            r#"{"event_id":"e2","type":"purchase","customer_id":"a","ts":"2026-01-06T10:00:00Z","amount":9000,"margin":2500}"#, "\n",
+            r#"{"event_id":"e3","type":"teleport","customer_id":"a","ts":"2026-01-06T10:00:00Z"}"#, "\n",
+            r#"{"event_id":"e2","type":"purchase","customer_id":"a","ts":"2026-01-06T10:00:00Z","amount":9000,"margin":2500}"#, "\n",
+        ),
+    )
+    .unwrap();
+    let res = bin()
+        .args(["replay", "--input"])
+        .arg(&input)
+        .arg("--output")
+        .arg(&out)
+        .arg("--dlq")
+        .arg(&dlq)
+        .output()
+        .unwrap();
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert!(stderr.contains("5 records"), "{stderr}");
+    assert!(stderr.contains("2 rejected"), "{stderr}");
+    assert!(stderr.contains("duplicate"), "{stderr}");
+
+    let outs = lines(&out);
+    assert_eq!(outs.len(), 2);
+    assert_eq!(outs[0]["direction"], "initial");
+    assert_eq!(outs[0]["to"], "iron");
+    assert_eq!(outs[1]["direction"], "upgrade");
+    assert_eq!(outs[1]["to"], "gold");
+    assert_eq!(outs[1]["seq"], 2);
+    assert_eq!(outs[1]["at"], "2026-01-06T10:00:00.000Z");
+    assert_eq!(outs[1]["cause"]["event_id"], "e2");
+    assert_eq!(outs[1]["inputs"]["value_12m"], 2530.0);
+
+    let dead = lines(&dlq);
+    assert_eq!(dead.len(), 2);
+    assert_eq!(dead[0]["code"], "invalid_json");
+    assert_eq!(dead[0]["line"], 2);
+    assert_eq!(dead[0]["raw"], "not json");
+    assert_eq!(dead[1]["code"], "unknown_type");
+    assert_eq!(dead[1]["line"], 5);
+    assert!(dead[1]["message"].as_str().unwrap().contains("type"));
+}
+
+#[test]
+fn replay_is_deterministic_across_runs_and_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("gen.jsonl");
+    let st = bin()
+        .args([
+            "generate",
+            "--customers",
+            "200",
+            "--events",
+            "4000",
+            "--seed",
+            "5",
+            "--output",
+        ])
+        .arg(&input)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let run = |extra: &[&str], name: &str| {
+        let out = dir.path().join(name);
+        let st = bin()
+            .args(["replay", "--partitions", "3", "--input"])
+            .arg(&input)
+            .arg("--output")
+            .arg(&out)
+            .args(extra)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        std::fs::read(out).unwrap()
+    };
+    let rocks = run(&[], "a.jsonl");
+    assert!(!rocks.is_empty());
+    assert_eq!(rocks, run(&[], "b.jsonl"));
+    assert_eq!(rocks, run(&["--memory"], "c.jsonl"));
+}
+
+#[test]
+fn bad_config_is_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, "[tiers]\ngold = -5\n").unwrap();
+    let res = bin()
+        .args(["replay", "--input", "-", "--output", "-", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!res.status.success());
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert!(
+        stderr.contains("tiers.iron") || stderr.contains("tiers.gold"),
+        "{stderr}"
+    );
+    let res = bin()
+        .args(["replay", "--input", "-", "--output", "-"])
+        .env("TIERSTREAM_TIME__ALLOWED_LATENESS_DAYS", "soon")
+        .output()
+        .unwrap();
+    assert!(!res.status.success());
+    assert!(String::from_utf8_lossy(&res.stderr).contains("allowed_lateness_days"));
+}
