@@ -15,7 +15,8 @@ bin="$CARGO_TARGET_DIR/release/tierstream"
 
 run_id="demo-$(date +%s)"
 work="$(mktemp -d)"
-trap 'kill "$pipeline" 2>/dev/null || true; rm -rf "$work"' EXIT
+pipeline=""
+trap '[ -n "$pipeline" ] && kill "$pipeline" 2>/dev/null; rm -rf "$work"' EXIT
 cat > "$work/demo.toml" <<TOML
 [kafka]
 group_id = "$run_id"
@@ -43,14 +44,6 @@ done
 kill -TERM "$pipeline"; wait "$pipeline" || true
 echo "== some tier changes (customer, from -> to, direction, value_12m)"
 "$bin" tail --config "$work/demo.toml" --idle-ms 3000 2>/dev/null \
-  | python3 -c '
-import json, sys
-shown = 0
-for line in sys.stdin:
-    v = json.loads(line)["value"]
-    if v.get("schema") == "tierstream.tier_changed.v1" and v["direction"] != "initial" and shown < 10:
-        print(f"  {v[\"customer_id\"]}  {v[\"from\"]} -> {v[\"to\"]}  {v[\"direction\"]:9} value_12m={v[\"inputs\"][\"value_12m\"]}")
-        shown += 1
-'
+  | python3 "$(dirname "$0")/show_changes.py"
 echo "== counts by topic and schema"
 "$bin" tail --config "$work/demo.toml" --idle-ms 3000 --count-only

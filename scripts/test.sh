@@ -6,7 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tierstream/target}"
 scripts/setup.sh
-scripts/kafka.sh start
+# Start the broker unless it runs already; stop it again if we started it.
+if ! scripts/kafka.sh status >/dev/null 2>&1; then
+  scripts/kafka.sh start
+  trap 'scripts/kafka.sh stop' EXIT
+fi
 export KAFKA_BOOTSTRAP="${KAFKA_BOOTSTRAP:-127.0.0.1:9092}"
 
 echo "== cargo fmt --check"

@@ -55,13 +55,13 @@ struct Persona {
 }
 
 fn persona(rng: &mut ChaCha8Rng, index: u64) -> Persona {
-    let activity: f64 = Pareto::new(1.0, 1.6).expect("valid").sample(rng);
-    let basket: f64 = LogNormal::new(4.6, 0.9).expect("valid").sample(rng);
+    let activity: f64 = Pareto::new(1.0, 1.2).expect("valid").sample(rng);
+    let basket: f64 = LogNormal::new(5.8, 1.2).expect("valid").sample(rng);
     let fake_big = rng.gen_bool(0.01);
     let costly = rng.gen_bool(0.12);
     Persona {
         id: format!("c{index:07}"),
-        activity: activity.min(60.0),
+        activity: activity.min(300.0),
         basket: if fake_big { basket * 20.0 } else { basket },
         margin_rate: if fake_big {
             rng.gen_range(0.0..0.015)
