@@ -4,8 +4,9 @@
 //! offending key named, so a typo never silently falls back to a default.
 
 use crate::codec::input::DecodeRules;
-use crate::domain::engine::Policy;
+use crate::domain::engine::{LoyaltyPolicy, Policy};
 use crate::domain::event::Minor;
+use crate::domain::loyalty::{AttitudePolicy, BehaviourPolicy, QuadrantPolicy};
 use crate::domain::tier::{TierPolicy, TierSettings};
 use crate::domain::time::DAY_MS;
 use figment::providers::{Env, Format, Toml};
@@ -30,8 +31,72 @@ pub struct Config {
     pub time: TimeConfig,
     /// The pyramid.
     pub tiers: TiersConfig,
+    /// Behaviour score and quadrants.
+    pub loyalty: LoyaltyConfig,
+    /// Attitude score.
+    pub attitude: AttitudeConfig,
+    /// Churn-warning lifecycle.
+    pub warnings: WarningsConfig,
     /// Local state.
     pub state: StateConfig,
+}
+
+/// `[loyalty]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoyaltyConfig {
+    /// Purchases in 12 months that count as fully frequent.
+    pub repeat_target: f64,
+    /// Share of wallet that counts as fully loyal.
+    pub full_share_of_wallet: f64,
+    /// Recency reaches 0 at this many expected gaps.
+    pub dormancy_factor: f64,
+    /// Expected gap with fewer than 3 purchases.
+    pub default_gap_days: f64,
+    /// Scores at or above this are high.
+    pub quadrant_threshold: f64,
+    /// Points a score must cross the threshold by to change side.
+    pub quadrant_hysteresis: f64,
+}
+
+/// `[attitude]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttitudeConfig {
+    /// Weight of recommend.
+    pub w_recommend: f64,
+    /// Weight of repurchase intent.
+    pub w_repurchase: f64,
+    /// The formula's k.
+    pub k: f64,
+    /// Top of the answer scale.
+    pub scale_max: f64,
+    /// Survey part without survey or satisfaction.
+    pub neutral_prior: f64,
+    /// Penalty half-life.
+    pub penalty_half_life_days: f64,
+    /// Penalty of a low complaint.
+    pub complaint_penalty_low: f64,
+    /// Penalty of a medium complaint.
+    pub complaint_penalty_medium: f64,
+    /// Penalty of a high complaint.
+    pub complaint_penalty_high: f64,
+    /// Penalty of a critical complaint.
+    pub complaint_penalty_critical: f64,
+    /// Factor on a resolved complaint's penalty.
+    pub resolved_factor: f64,
+    /// Penalty per known signal.
+    pub signal_penalty: f64,
+    /// Days a high/critical complaint stays open for escalation.
+    pub open_complaint_days: f64,
+}
+
+/// `[warnings]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WarningsConfig {
+    /// Minimum event time between non-escalating warning outputs.
+    pub cooldown_hours: f64,
 }
 
 /// `[kafka]`
@@ -46,6 +111,10 @@ pub struct KafkaConfig {
     pub input_topics: Vec<String>,
     /// Where tier changes go.
     pub tier_topic: String,
+    /// Where churn warnings go.
+    pub warning_topic: String,
+    /// Compacted latest-profile topic; empty to disable.
+    pub profile_topic: String,
     /// Where rejected input goes.
     pub dlq_topic: String,
     /// Delivery guarantee of the pipeline.
@@ -194,6 +263,24 @@ fn minor(key: &'static str, x: f64) -> Result<Minor, ConfigError> {
         .ok_or_else(|| invalid(key, "is out of range"))
 }
 
+fn in_range(key: &'static str, x: f64, lo: f64, hi: f64) -> Result<(), ConfigError> {
+    if x.is_finite() && (lo..=hi).contains(&x) {
+        Ok(())
+    } else if hi == f64::MAX {
+        Err(invalid(key, format!("must be >= {lo}")))
+    } else {
+        Err(invalid(key, format!("must be between {lo} and {hi}")))
+    }
+}
+
+fn positive(key: &'static str, x: f64) -> Result<(), ConfigError> {
+    if x.is_finite() && x > 0.0 {
+        Ok(())
+    } else {
+        Err(invalid(key, "must be > 0"))
+    }
+}
+
 fn fraction(key: &'static str, x: f64) -> Result<(), ConfigError> {
     if (0.0..1.0).contains(&x) {
         Ok(())
@@ -227,6 +314,12 @@ impl Config {
             .split("__")
     }
 
+    /// The compiled-in defaults alone (no file, no environment).
+    pub fn defaults() -> Config {
+        Self::from_figment(Figment::from(Toml::string(DEFAULT_TOML)))
+            .expect("the shipped defaults are valid")
+    }
+
     /// Extracts and validates a config from any figment (tests use this).
     pub fn from_figment(fig: Figment) -> Result<Config, ConfigError> {
         let cfg: Config = fig.extract().map_err(describe)?;
@@ -250,6 +343,9 @@ impl Config {
         }
         if k.tier_topic.trim().is_empty() {
             return Err(invalid("kafka.tier_topic", "must not be empty"));
+        }
+        if k.warning_topic.trim().is_empty() {
+            return Err(invalid("kafka.warning_topic", "must not be empty"));
         }
         if k.dlq_topic.trim().is_empty() {
             return Err(invalid("kafka.dlq_topic", "must not be empty"));
@@ -296,6 +392,63 @@ impl Config {
         fraction("tiers.at_risk_margin", t.at_risk_margin)?;
         fraction("tiers.fake_big_margin_rate", t.fake_big_margin_rate)?;
         minor("tiers.fake_big_revenue", t.fake_big_revenue)?;
+        let l = &self.loyalty;
+        positive("loyalty.repeat_target", l.repeat_target)?;
+        positive("loyalty.full_share_of_wallet", l.full_share_of_wallet)?;
+        if l.dormancy_factor.is_nan() || l.dormancy_factor <= 1.0 {
+            return Err(invalid("loyalty.dormancy_factor", "must be > 1"));
+        }
+        positive("loyalty.default_gap_days", l.default_gap_days)?;
+        in_range(
+            "loyalty.quadrant_threshold",
+            l.quadrant_threshold,
+            0.0,
+            100.0,
+        )?;
+        in_range(
+            "loyalty.quadrant_hysteresis",
+            l.quadrant_hysteresis,
+            0.0,
+            50.0,
+        )?;
+        let a = &self.attitude;
+        in_range("attitude.w_recommend", a.w_recommend, 0.0, f64::MAX)?;
+        in_range("attitude.w_repurchase", a.w_repurchase, 0.0, f64::MAX)?;
+        if a.w_recommend + a.w_repurchase <= 0.0 {
+            return Err(invalid(
+                "attitude.w_recommend",
+                "and attitude.w_repurchase must not both be 0",
+            ));
+        }
+        positive("attitude.k", a.k)?;
+        if a.scale_max.is_nan() || a.scale_max <= 1.0 {
+            return Err(invalid("attitude.scale_max", "must be > 1"));
+        }
+        in_range("attitude.neutral_prior", a.neutral_prior, 0.0, 100.0)?;
+        positive("attitude.penalty_half_life_days", a.penalty_half_life_days)?;
+        for (key, v) in [
+            ("attitude.complaint_penalty_low", a.complaint_penalty_low),
+            (
+                "attitude.complaint_penalty_medium",
+                a.complaint_penalty_medium,
+            ),
+            ("attitude.complaint_penalty_high", a.complaint_penalty_high),
+            (
+                "attitude.complaint_penalty_critical",
+                a.complaint_penalty_critical,
+            ),
+            ("attitude.signal_penalty", a.signal_penalty),
+            ("attitude.open_complaint_days", a.open_complaint_days),
+        ] {
+            in_range(key, v, 0.0, f64::MAX)?;
+        }
+        in_range("attitude.resolved_factor", a.resolved_factor, 0.0, 1.0)?;
+        in_range(
+            "warnings.cooldown_hours",
+            self.warnings.cooldown_hours,
+            0.0,
+            f64::MAX,
+        )?;
         if self.state.block_cache_mb == 0 {
             return Err(invalid("state.block_cache_mb", "must be >= 1"));
         }
@@ -321,10 +474,42 @@ impl Config {
                 .expect("validated"),
             fake_big_margin_rate: t.fake_big_margin_rate,
         };
+        let (l, a) = (&self.loyalty, &self.attitude);
         Policy {
             tiers: TierPolicy::new(&settings),
             allowed_lateness: i64::from(self.time.allowed_lateness_days) * DAY_MS,
             dedup_window: self.input.dedup_window,
+            emit_profiles: !self.kafka.profile_topic.is_empty(),
+            loyalty: LoyaltyPolicy {
+                behaviour: BehaviourPolicy {
+                    repeat_target: l.repeat_target,
+                    full_share_of_wallet: l.full_share_of_wallet,
+                    dormancy_factor: l.dormancy_factor,
+                    default_gap_days: l.default_gap_days,
+                },
+                attitude: AttitudePolicy {
+                    w_recommend: a.w_recommend,
+                    w_repurchase: a.w_repurchase,
+                    k: a.k,
+                    scale_max: a.scale_max,
+                    neutral_prior: a.neutral_prior,
+                    penalty_half_life_days: a.penalty_half_life_days,
+                    complaint_penalty: [
+                        a.complaint_penalty_low,
+                        a.complaint_penalty_medium,
+                        a.complaint_penalty_high,
+                        a.complaint_penalty_critical,
+                    ],
+                    resolved_factor: a.resolved_factor,
+                    signal_penalty: a.signal_penalty,
+                    open_complaint_days: a.open_complaint_days,
+                },
+                quadrant: QuadrantPolicy {
+                    threshold: l.quadrant_threshold,
+                    hysteresis: l.quadrant_hysteresis,
+                },
+                warning_cooldown: (self.warnings.cooldown_hours * 3_600_000.0).round() as i64,
+            },
         }
     }
 

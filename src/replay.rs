@@ -96,7 +96,9 @@ pub fn replay(
             }
         }
         for o in &outs {
-            output.write_all(&to_bytes(o))?;
+            let line = to_bytes(o)
+                .unwrap_or_else(|| serde_json::to_vec(&tombstone(o)).expect("serializes"));
+            output.write_all(&line)?;
             output.write_all(b"\n")?;
         }
         summary.outputs += outs.len() as u64;
@@ -112,6 +114,11 @@ pub fn replay(
         d.flush()?;
     }
     Ok(summary)
+}
+
+/// How a profile tombstone appears in a JSONL file (Kafka gets a null value).
+fn tombstone(o: &crate::domain::output::Output) -> serde_json::Value {
+    json!({"schema": o.schema(), "customer_id": o.customer_id, "tombstone": true})
 }
 
 fn flush(tasks: &mut [TaskState], store: &dyn KvStore) -> Result<()> {

@@ -105,9 +105,23 @@ fn tier_changes_and_dead_letters_through_a_real_broker() {
             ev("b5", "bad-5", json!({"type": "purchase"})),
         ),
     ];
+    // a spurious-loyalty customer: frequent purchases, then a bad survey
+    // (any type may come on any topic; one topic keeps the order fixed)
+    let mut records = records;
+    for i in 0..8 {
+        let body = json!({"type": "purchase", "amount": 1000, "margin": 300});
+        records.push((
+            p.clone(),
+            key("spur-1"),
+            ev(&format!("s{i}"), "spur-1", body),
+        ));
+    }
+    let survey = json!({"type": "service", "recommend": 2, "repurchase_intent": 2});
+    records.push((p.clone(), key("spur-1"), ev("s-survey", "spur-1", survey)));
     produce(&records);
     let child = env.start_pipeline();
-    let tiers = env.consume(&env.config.kafka.tier_topic, 5);
+    let tiers = env.consume(&env.config.kafka.tier_topic, 7);
+    let warnings = env.consume(&env.config.kafka.warning_topic, 1);
     let dlq = env.consume(&env.config.kafka.dlq_topic, 5);
     stop_gracefully(child);
 
@@ -151,12 +165,22 @@ fn tier_changes_and_dead_letters_through_a_real_broker() {
         ("iron-1", vec![t(Value::Null, "iron", "initial", 1)]),
         ("lead-1", vec![t(Value::Null, "lead", "initial", 1)]),
         ("plat-1", vec![t(Value::Null, "platinum", "initial", 1)]),
+        (
+            "spur-1",
+            vec![
+                t(Value::Null, "iron", "initial", 1),
+                t(json!("iron"), "gold", "upgrade", 2),
+            ],
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
     assert_eq!(got, want);
-    let gold_up = values.iter().find(|v| v["direction"] == "upgrade").unwrap();
+    let gold_up = values
+        .iter()
+        .find(|v| v["direction"] == "upgrade" && v["customer_id"] == "gold-1")
+        .unwrap();
     assert_eq!(gold_up["inputs"]["value_12m"], json!(2000.0));
     assert_eq!(gold_up["cause"], json!({"event_id": "g2"}));
     assert_eq!(gold_up["at"], json!("2026-01-05T10:00:00.000Z"));
@@ -164,7 +188,7 @@ fn tier_changes_and_dead_letters_through_a_real_broker() {
     assert_eq!(
         env.consume_all(&env.config.kafka.tier_topic, Duration::from_secs(3))
             .len(),
-        5
+        7
     );
 
     // dead letters: original bytes, error code and source headers
@@ -263,9 +287,12 @@ fn pipeline_output_equals_replay_with_the_same_partitioning() {
 
     produce(&records);
     let child = env.start_pipeline();
-    let got = env.consume(&env.config.kafka.tier_topic, expected.len());
+    assert!(expected
+        .iter()
+        .any(|v| v["schema"] == "tierstream.churn_warning.v1"));
+    let k = &env.config.kafka;
+    let got = env.consume_topics(&[&k.tier_topic, &k.warning_topic], expected.len());
     stop_gracefully(child);
     let got: Vec<Value> = got.iter().map(|r| r.to_json()["value"].clone()).collect();
-    assert_eq!(got.len(), expected.len());
-    assert_eq!(by_customer(&got), by_customer(&expected));
+    assert_same_outputs(&got, &expected);
 }

@@ -2,8 +2,10 @@
 //! replay file and the Kafka topics carry byte-identical records.
 
 use crate::domain::event::Minor;
-use crate::domain::output::{Cause, Output, OutputBody, TierInputs};
+use crate::domain::loyalty::{Scores, SurveySource};
+use crate::domain::output::{Cause, ChurnWarning, Output, OutputBody, ProfileView, TierInputs};
 use crate::domain::time::{format_rfc3339, Millis};
+use crate::domain::warning::Reason;
 use serde_json::{json, Map, Value};
 
 /// Money as a JSON number with 2 decimals (minor units / 100).
@@ -86,11 +88,152 @@ pub fn to_json(o: &Output) -> Value {
             );
             m.insert("inputs".into(), tier_inputs(inputs));
         }
+        OutputBody::ChurnWarning(w) => churn_warning(&mut m, w),
+        OutputBody::Profile(p) => profile(&mut m, p),
+        OutputBody::ProfileErased => return Value::Null,
     }
     Value::Object(m)
 }
 
-/// The serialized bytes of one output.
-pub fn to_bytes(o: &Output) -> Vec<u8> {
-    serde_json::to_vec(&to_json(o)).expect("a JSON value always serializes")
+/// The profile fields, as on the profiles topic and the HTTP endpoint.
+pub fn profile(m: &mut Map<String, Value>, p: &ProfileView) {
+    m.insert("tier".into(), json!(p.tier.map(|t| t.as_str())));
+    m.insert("tier_since".into(), p.tier_since.map_or(Value::Null, time));
+    m.insert("quadrant".into(), json!(p.quadrant.map(|q| q.as_str())));
+    m.insert(
+        "behaviour".into(),
+        p.scores
+            .as_ref()
+            .map_or(Value::Null, |s| rounded(s.behaviour)),
+    );
+    m.insert(
+        "attitude".into(),
+        p.scores
+            .as_ref()
+            .map_or(Value::Null, |s| rounded(s.attitude)),
+    );
+    m.insert("value_12m".into(), money(p.figures.value_12m));
+    m.insert("revenue_12m".into(), money(p.figures.revenue_12m));
+    m.insert("purchases_12m".into(), json!(p.figures.purchases_12m));
+    m.insert("fake_big_customer".into(), json!(p.fake_big_customer));
+    m.insert(
+        "warning".into(),
+        p.warning.as_ref().map_or(Value::Null, |w| {
+            json!({
+                "warning_id": w.warning_id,
+                "severity": severity_name(w.severity),
+                "reasons": w.reasons.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+            })
+        }),
+    );
+    if let Some(s) = &p.scores {
+        m.insert("inputs".into(), Value::Object(score_inputs(s)));
+    }
+}
+
+fn churn_warning(m: &mut Map<String, Value>, w: &ChurnWarning) {
+    m.insert("action".into(), json!(w.action.as_str()));
+    m.insert("warning_id".into(), json!(w.warning_id));
+    m.insert("severity".into(), json!(severity_name(w.severity)));
+    m.insert("tier".into(), json!(w.tier.map(|t| t.as_str())));
+    m.insert("quadrant".into(), json!(w.quadrant.map(|q| q.as_str())));
+    m.insert(
+        "behaviour".into(),
+        w.scores
+            .as_ref()
+            .map_or(Value::Null, |s| rounded(s.behaviour)),
+    );
+    m.insert(
+        "attitude".into(),
+        w.scores
+            .as_ref()
+            .map_or(Value::Null, |s| rounded(s.attitude)),
+    );
+    m.insert("value_12m".into(), money(w.value_12m));
+    m.insert(
+        "reasons".into(),
+        Value::Array(w.reasons.iter().map(reason).collect()),
+    );
+    m.insert(
+        "recommended_action".into(),
+        json!(w.recommended_action.map(|a| a.as_str())),
+    );
+    let mut inputs = w.scores.as_ref().map(score_inputs).unwrap_or_default();
+    inputs.insert("value_12m".into(), money(w.value_12m));
+    m.insert("inputs".into(), Value::Object(inputs));
+}
+
+fn severity_name(s: crate::domain::event::Severity) -> &'static str {
+    use crate::domain::event::Severity;
+    match s {
+        Severity::Low => "low",
+        Severity::Medium => "medium",
+        Severity::High => "high",
+        Severity::Critical => "critical",
+    }
+}
+
+fn score_inputs(s: &Scores) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("behaviour".into(), rounded(s.behaviour));
+    m.insert("attitude".into(), rounded(s.attitude));
+    m.insert("frequency".into(), rounded(s.frequency));
+    m.insert("share_of_wallet_factor".into(), rounded(s.wallet));
+    m.insert("recency".into(), rounded(s.recency));
+    m.insert("expected_gap_days".into(), rounded(s.expected_gap_days));
+    m.insert(
+        "days_since_purchase".into(),
+        s.days_since_purchase.map_or(Value::Null, rounded),
+    );
+    m.insert("survey_part".into(), rounded(s.survey_part));
+    m.insert(
+        "survey_source".into(),
+        json!(match s.survey_source {
+            SurveySource::Survey(_) => "survey",
+            SurveySource::Satisfaction(_) => "satisfaction",
+            SurveySource::Prior => "neutral_prior",
+        }),
+    );
+    m.insert("complaint_penalty".into(), rounded(s.complaint_penalty));
+    m.insert("signal_penalty".into(), rounded(s.signal_penalty));
+    m
+}
+
+fn reason(r: &Reason) -> Value {
+    let evidence = match r {
+        Reason::Complaint {
+            penalty,
+            count,
+            open_high,
+        } => {
+            json!({"penalty": rounded(*penalty), "complaints": count, "open_high_or_critical": open_high})
+        }
+        Reason::LowSatisfaction { satisfaction } => {
+            json!({ "satisfaction": rounded(*satisfaction) })
+        }
+        Reason::LowRecommend { recommend } => json!({ "recommend": rounded(*recommend) }),
+        Reason::LowRepurchaseIntent { repurchase_intent } => {
+            json!({ "repurchase_intent": rounded(*repurchase_intent) })
+        }
+        Reason::CompetitorSignal { signals, penalty } => json!({
+            "signals": signals.iter().map(|s| serde_json::to_value(s).expect("enum serializes")).collect::<Vec<_>>(),
+            "penalty": rounded(*penalty),
+        }),
+        Reason::PurchaseGap {
+            days_since_purchase,
+            expected_gap_days,
+        } => json!({
+            "days_since_purchase": rounded(*days_since_purchase),
+            "expected_gap_days": rounded(*expected_gap_days),
+        }),
+    };
+    json!({"code": r.code().as_str(), "evidence": evidence})
+}
+
+/// The serialized bytes of one output; `None` for a tombstone.
+pub fn to_bytes(o: &Output) -> Option<Vec<u8>> {
+    match o.body {
+        OutputBody::ProfileErased => None,
+        _ => Some(serde_json::to_vec(&to_json(o)).expect("a JSON value always serializes")),
+    }
 }

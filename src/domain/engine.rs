@@ -4,11 +4,21 @@
 //! pipeline and inside property tests.
 
 use super::event::{Event, EventKind};
-use super::output::{Cause, Direction, Output, OutputBody, TierInputs, TimerKind};
+use super::loyalty::{
+    next_sides, scores, AttitudePolicy, BehaviourPolicy, QuadrantPolicy, Scores, Sides,
+};
+use super::output::{
+    output_id, Cause, ChurnWarning, Direction, Output, OutputBody, ProfileView, TierInputs,
+    TimerKind,
+};
 use super::profile::{Profile, Timers, ValueFigures};
 use super::tier::{MonthCloseDecision, Tier, TierPolicy};
 use super::time::{is_month_start, month_of, month_start, next_midnight, Millis, DAY_MS};
 use super::value::{window_start, WindowTotals};
+use super::warning::{
+    reasons, recommended_action, severity, transition, OpenWarning, Reason, ReasonCode, Transition,
+    WarningAction,
+};
 
 /// How far ahead month-close timers are projected. After 12 month closes
 /// without events every bucket has left the window, so one more is enough
@@ -24,6 +34,49 @@ pub struct Policy {
     pub allowed_lateness: Millis,
     /// How many recent event ids per customer are remembered.
     pub dedup_window: usize,
+    /// Loyalty scores, quadrants and warnings.
+    pub loyalty: LoyaltyPolicy,
+    /// Emit a profile snapshot whenever tier, quadrant or warning changes
+    /// (for the compacted profiles topic).
+    pub emit_profiles: bool,
+}
+
+/// Loyalty and churn-warning settings (SPEC §4).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoyaltyPolicy {
+    /// Behaviour score.
+    pub behaviour: BehaviourPolicy,
+    /// Attitude score.
+    pub attitude: AttitudePolicy,
+    /// Quadrant thresholds and hysteresis.
+    pub quadrant: QuadrantPolicy,
+    /// Minimum time between non-escalating warning outputs.
+    pub warning_cooldown: Millis,
+}
+
+/// How far a profile's loyalty evaluation is settled, for rescheduling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settled {
+    /// Evaluated at this instant; nothing changes until a computed deadline.
+    At(Millis),
+    /// New evidence was not evaluated (a late event): look at the next tick.
+    Unsettled,
+    /// Loyalty was not touched: keep the daily deadline as it is.
+    Unchanged,
+}
+
+/// Everything that decides a loyalty transition, except what cannot change
+/// between events inside one calendar month. Each part changes at most
+/// once between two month starts (scores are monotone there), so "differs
+/// from now" is monotone in time and the first midnight it holds can be
+/// found by bisection.
+#[derive(Debug, Clone, PartialEq)]
+struct Signature {
+    sides: Sides,
+    past_gap: bool,
+    open_complaint: bool,
+    codes: Vec<ReasonCode>,
+    cooldown_passed: bool,
 }
 
 /// Port through which the engine reads and writes one task's customers and
@@ -102,25 +155,42 @@ impl Engine {
 
         let loaded = store.load(&event.customer_id)?;
         if let EventKind::Forget = event.kind {
-            if let Some(p) = loaded {
+            if let Some(mut p) = loaded {
+                self.clear_on_forget(&mut p, event, out);
                 store.erase(&p.customer_id, p.timers)?;
+                if self.policy.emit_profiles {
+                    out.push(Output {
+                        customer_id: p.customer_id.clone(),
+                        seq: p.seq,
+                        at: event.ts,
+                        cause: Cause::Event(event.event_id.clone()),
+                        body: OutputBody::ProfileErased,
+                    });
+                }
             }
             return Ok(Outcome::Forgotten);
         }
         let mut profile = loaded.unwrap_or_else(|| Profile::new(&event.customer_id));
         let previous = profile.timers;
+        let before = Snapshot::of(&profile);
         let id_hash = xxhash_rust::xxh3::xxh3_64(event.event_id.as_bytes());
         if !profile.remember_event(id_hash, self.policy.dedup_window) {
             return Ok(Outcome::Duplicate);
         }
 
         let late = event.ts < stream_time - self.policy.allowed_lateness;
-        self.record_facts(&mut profile, event, stream_time);
-        if !late {
+        self.record_facts(&mut profile, event, id_hash, stream_time);
+        let settled = if late {
+            Settled::Unsettled
+        } else {
             let cause = Cause::Event(event.event_id.clone());
             self.reassess_tier(&mut profile, event.ts, &cause, out);
-        }
-        profile.timers = self.schedule(&profile, stream_time);
+            self.reassess_loyalty(&mut profile, event.ts, &cause, out);
+            Settled::At(event.ts)
+        };
+        profile.timers = self.schedule(&profile, stream_time, settled);
+        let cause = Cause::Event(event.event_id.clone());
+        self.snapshot_if_changed(&profile, before, event.ts, &cause, out);
         store.save(profile, previous)?;
         Ok(if late {
             Outcome::Late
@@ -178,32 +248,59 @@ impl Engine {
             return Ok(());
         };
         let previous = profile.timers;
+        let before = Snapshot::of(&profile);
         let cause = Cause::Timer(kind);
-        match kind {
-            TimerKind::MonthClose => self.month_close(&mut profile, midnight, out),
-            TimerKind::Daily => {
-                self.reassess_tier_if_unassigned(&mut profile, midnight, &cause, out)
+        let settled = match kind {
+            TimerKind::MonthClose => {
+                self.month_close(&mut profile, midnight, out);
+                Settled::Unchanged
             }
-        }
-        profile.timers = self.schedule(&profile, midnight);
+            TimerKind::Daily => {
+                // A customer whose first events were all late gets its tier
+                // at the next tick (their effect shows then, SPEC §7).
+                if profile.tier.is_none() {
+                    self.reassess_tier(&mut profile, midnight, &cause, out);
+                }
+                self.reassess_loyalty(&mut profile, midnight, &cause, out);
+                Settled::At(midnight)
+            }
+        };
+        profile.timers = self.schedule(&profile, midnight, settled);
+        self.snapshot_if_changed(&profile, before, midnight, &cause, out);
         store.save(profile, previous)
     }
 
-    /// Adds the event's facts to the profile. Value buckets only take events
-    /// whose month is still in the window at stream time (SPEC §2).
-    fn record_facts(&self, profile: &mut Profile, event: &Event, stream_time: Millis) {
-        let first_month = window_start(stream_time);
-        let in_window = month_of(event.ts) >= first_month;
+    /// Adds the event's facts to the profile. Only events whose month is
+    /// still in the window at stream time count (SPEC §2): anything older
+    /// could never be part of a decision again.
+    fn record_facts(
+        &self,
+        profile: &mut Profile,
+        event: &Event,
+        id_hash: u64,
+        stream_time: Millis,
+    ) {
+        let in_window = month_of(event.ts) >= window_start(stream_time);
         match &event.kind {
             EventKind::Purchase(p) if in_window => profile.buckets.add_purchase(event.ts, p),
-            EventKind::Service(s) if in_window => profile.buckets.add_cost(event.ts, s.cost),
+            EventKind::Service(s) if in_window => {
+                profile.buckets.add_cost(event.ts, s.cost);
+                profile.evidence.record_service(event.ts, id_hash, s);
+            }
+            EventKind::Complaint(c) if in_window => {
+                profile
+                    .evidence
+                    .record_complaint(event.ts, id_hash, c, |r| {
+                        xxhash_rust::xxh3::xxh3_64(r.as_bytes())
+                    });
+            }
             _ => {}
         }
         // No evaluation ever looks before the window of the oldest instant
         // that can still be evaluated (stream time minus the lateness).
-        profile
-            .buckets
-            .prune_before(window_start(stream_time - self.policy.allowed_lateness));
+        let first_kept = window_start(stream_time - self.policy.allowed_lateness);
+        profile.buckets.prune_before(first_kept);
+        profile.evidence.prune_before(first_kept);
     }
 
     /// Window totals as seen at instant `at`.
@@ -310,20 +407,6 @@ impl Engine {
         }
     }
 
-    /// A customer whose first events were all late gets its tier at the
-    /// next tick (their effect shows at the next event or tick, SPEC §7).
-    fn reassess_tier_if_unassigned(
-        &self,
-        profile: &mut Profile,
-        at: Millis,
-        cause: &Cause,
-        out: &mut Vec<Output>,
-    ) {
-        if profile.tier.is_none() {
-            self.reassess_tier(profile, at, cause, out);
-        }
-    }
-
     /// Month close for one customer at the month-start instant `at`.
     fn month_close(&self, profile: &mut Profile, at: Millis, out: &mut Vec<Output>) {
         let Some(tier) = profile.tier else { return };
@@ -405,19 +488,247 @@ impl Engine {
 
     /// Computes the customer's deadlines after `now`: the first month close
     /// that decides something (values only change by months leaving the
-    /// window, so it can be found without waiting), and the next midnight
-    /// for a customer still waiting for its initial tier.
-    fn schedule(&self, profile: &Profile, now: Millis) -> Timers {
-        match profile.tier {
-            None => Timers {
-                month_close: None,
-                daily: Some(next_midnight(now)),
-            },
-            Some(tier) => Timers {
-                month_close: Self::coming_month_closes(now)
-                    .find(|&m| self.month_close_decision(profile, tier, m).is_some()),
-                daily: None,
-            },
+    /// window, so it can be found without waiting), and the first midnight
+    /// at which the daily re-evaluation can change anything — the next one
+    /// for a customer still waiting for its initial tier or with evidence
+    /// not yet evaluated.
+    fn schedule(&self, profile: &Profile, now: Millis, settled: Settled) -> Timers {
+        let month_close = profile.tier.and_then(|tier| {
+            Self::coming_month_closes(now)
+                .find(|&m| self.month_close_decision(profile, tier, m).is_some())
+        });
+        let daily = if profile.tier.is_none() {
+            Some(next_midnight(now))
+        } else if !profile.evidence.any {
+            None
+        } else {
+            match settled {
+                Settled::At(t0) => Some(self.next_loyalty_change(profile, t0, now)),
+                Settled::Unsettled => Some(next_midnight(now)),
+                Settled::Unchanged => profile.timers.daily,
+            }
+        };
+        Timers { month_close, daily }
+    }
+
+    /// The first coming midnight at which re-evaluating a profile settled at
+    /// `t0` could change its quadrant or warning. Month starts bound the
+    /// search: the 12-month window moves there, and scores may jump.
+    fn next_loyalty_change(&self, profile: &Profile, t0: Millis, now: Millis) -> Millis {
+        let first = next_midnight(now);
+        if month_of(first) != month_of(t0) {
+            return first;
+        }
+        let reference = self.signature(profile, t0);
+        let segment_end = month_start(month_of(first) + 1);
+        let (mut lo, mut hi) = (0, (segment_end - first) / DAY_MS);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if self.signature(profile, first + mid * DAY_MS) != reference {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        first + lo * DAY_MS
+    }
+
+    fn scores_at(&self, profile: &Profile, at: Millis) -> Scores {
+        let lp = &self.policy.loyalty;
+        scores(
+            &lp.behaviour,
+            &lp.attitude,
+            &profile.evidence,
+            &Self::totals(profile, at),
+            at,
+        )
+    }
+
+    fn reasons_of(&self, s: &Scores) -> Vec<Reason> {
+        let lp = &self.policy.loyalty;
+        reasons(s, lp.attitude.scale_max, lp.quadrant.threshold)
+    }
+
+    fn signature(&self, profile: &Profile, at: Millis) -> Signature {
+        let s = self.scores_at(profile, at);
+        Signature {
+            sides: next_sides(&self.policy.loyalty.quadrant, profile.sides, &s),
+            past_gap: s.past_gap,
+            open_complaint: s.open_complaint,
+            codes: codes(&self.reasons_of(&s)),
+            cooldown_passed: self.cooldown_passed(profile, at),
         }
     }
+
+    fn cooldown_passed(&self, profile: &Profile, at: Millis) -> bool {
+        profile
+            .last_warning_at
+            .is_none_or(|last| at - last >= self.policy.loyalty.warning_cooldown)
+    }
+
+    /// Re-evaluates loyalty at `at`: scores, quadrant, and the warning
+    /// lifecycle. Customers without attitudinal evidence have no attitude,
+    /// no quadrant and no warning.
+    fn reassess_loyalty(
+        &self,
+        profile: &mut Profile,
+        at: Millis,
+        cause: &Cause,
+        out: &mut Vec<Output>,
+    ) {
+        if !profile.evidence.any {
+            return;
+        }
+        let s = self.scores_at(profile, at);
+        let sides = next_sides(&self.policy.loyalty.quadrant, profile.sides, &s);
+        profile.sides = Some(sides);
+        let quadrant = sides.quadrant();
+        let sev = severity(profile.tier, &s);
+        let reasons = self.reasons_of(&s);
+        let codes = codes(&reasons);
+        let step = transition(
+            quadrant,
+            profile.warning.as_ref(),
+            sev,
+            &codes,
+            at,
+            profile.last_warning_at,
+            self.policy.loyalty.warning_cooldown,
+        );
+        let action = match step {
+            Transition::None => return,
+            Transition::Open => {
+                profile.warning = Some(OpenWarning {
+                    warning_id: output_id(&profile.customer_id, profile.seq + 1),
+                    severity: sev,
+                    reasons: codes,
+                });
+                WarningAction::Opened
+            }
+            Transition::Update => {
+                let w = profile
+                    .warning
+                    .as_mut()
+                    .expect("an update needs an open warning");
+                w.severity = sev;
+                w.reasons = codes;
+                WarningAction::Updated
+            }
+            Transition::Clear => WarningAction::Cleared,
+        };
+        let open = match action {
+            WarningAction::Cleared => profile.warning.take(),
+            _ => profile.warning.clone(),
+        }
+        .expect("a warning output has a warning");
+        let body = ChurnWarning {
+            action,
+            warning_id: open.warning_id,
+            severity: open.severity,
+            tier: profile.tier,
+            quadrant: Some(quadrant),
+            recommended_action: Some(recommended_action(&s)),
+            reasons,
+            value_12m: Self::totals(profile, at).value,
+            scores: Some(s),
+        };
+        profile.last_warning_at = Some(at);
+        Self::emit(
+            profile,
+            at,
+            cause,
+            OutputBody::ChurnWarning(Box::new(body)),
+            out,
+        );
+    }
+
+    /// A forgotten customer's open warning is cleared before its state goes.
+    fn clear_on_forget(&self, profile: &mut Profile, event: &Event, out: &mut Vec<Output>) {
+        let Some(open) = profile.warning.take() else {
+            return;
+        };
+        let body = ChurnWarning {
+            action: WarningAction::Cleared,
+            warning_id: open.warning_id,
+            severity: open.severity,
+            tier: profile.tier,
+            quadrant: None,
+            reasons: Vec::new(),
+            recommended_action: None,
+            scores: None,
+            value_12m: Self::totals(profile, event.ts).value,
+        };
+        let cause = Cause::Event(event.event_id.clone());
+        Self::emit(
+            profile,
+            event.ts,
+            &cause,
+            OutputBody::ChurnWarning(Box::new(body)),
+            out,
+        );
+    }
+}
+
+/// What the profiles topic reports changes of.
+#[derive(Debug, Clone, PartialEq)]
+struct Snapshot {
+    tier: Option<Tier>,
+    quadrant: Option<super::loyalty::Quadrant>,
+    warning: Option<OpenWarning>,
+}
+
+impl Snapshot {
+    fn of(p: &Profile) -> Self {
+        Snapshot {
+            tier: p.tier,
+            quadrant: p.sides.map(Sides::quadrant),
+            warning: p.warning.clone(),
+        }
+    }
+}
+
+impl Engine {
+    /// Pushes the profile as it is now when tier, quadrant or warning
+    /// changed since `before` (and profile snapshots are wanted).
+    fn snapshot_if_changed(
+        &self,
+        p: &Profile,
+        before: Snapshot,
+        at: Millis,
+        cause: &Cause,
+        out: &mut Vec<Output>,
+    ) {
+        if !self.policy.emit_profiles || Snapshot::of(p) == before {
+            return;
+        }
+        out.push(Output {
+            customer_id: p.customer_id.clone(),
+            seq: p.seq,
+            at,
+            cause: cause.clone(),
+            body: OutputBody::Profile(Box::new(self.view(p, at))),
+        });
+    }
+
+    /// The profile as the outside world sees it at `at`: tier, quadrant,
+    /// scores, value figures and the open warning.
+    pub fn view(&self, p: &Profile, at: Millis) -> ProfileView {
+        let totals = Self::totals(p, at);
+        ProfileView {
+            tier: p.tier,
+            tier_since: p.tier.map(|_| p.tier_since),
+            quadrant: p.sides.map(Sides::quadrant),
+            scores: p.evidence.any.then(|| self.scores_at(p, at)),
+            figures: Self::figures(&totals),
+            fake_big_customer: self.policy.tiers.is_fake_big(totals.revenue, totals.margin),
+            warning: p.warning.clone(),
+        }
+    }
+}
+
+/// The sorted reason codes of a set of reasons.
+fn codes(reasons: &[Reason]) -> Vec<ReasonCode> {
+    let mut c: Vec<ReasonCode> = reasons.iter().map(Reason::code).collect();
+    c.sort();
+    c
 }

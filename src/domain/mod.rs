@@ -1,4 +1,5 @@
-//! The pure domain core: customers, events, value, tiers and time.
+//! The pure domain core: customers, events, value, tiers,
+//! loyalty, churn warnings and time.
 //!
 //! Nothing in here does I/O or knows about Kafka, RocksDB, tokio or
 //! Prometheus (ARCHITECTURE.md): the engine is `apply(state, event) ->
@@ -8,11 +9,13 @@
 
 pub mod engine;
 pub mod event;
+pub mod loyalty;
 pub mod output;
 pub mod profile;
 pub mod tier;
 pub mod time;
 pub mod value;
+pub mod warning;
 
 #[cfg(test)]
 mod tests;

@@ -1,10 +1,12 @@
 //! What the engine emits (SPEC §5). Outputs are plain data; the codec turns
 //! them into JSON and the adapters decide which topic each goes to.
 
-use super::event::Minor;
+use super::event::{Minor, Severity};
+use super::loyalty::{Quadrant, Scores};
 use super::profile::ValueFigures;
 use super::tier::Tier;
 use super::time::Millis;
+use super::warning::{Action, OpenWarning, Reason, WarningAction};
 
 /// A timer that can cause outputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -100,6 +102,56 @@ pub enum OutputBody {
         /// Figures the decision used.
         inputs: TierInputs,
     },
+    /// `tierstream.churn_warning.v1`
+    ChurnWarning(Box<ChurnWarning>),
+    /// `tierstream.profile.v1`: the latest profile (compacted topic only;
+    /// does not take a `seq`, it carries the customer's current one).
+    Profile(Box<ProfileView>),
+    /// The customer was forgotten: a tombstone on the profiles topic.
+    ProfileErased,
+}
+
+/// A customer's profile as reported outside: on the profiles topic and by
+/// the HTTP customer endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProfileView {
+    /// Current tier.
+    pub tier: Option<Tier>,
+    /// Since when.
+    pub tier_since: Option<Millis>,
+    /// Current quadrant (`None`: no attitudinal evidence yet).
+    pub quadrant: Option<Quadrant>,
+    /// Scores at the instant of the view (`None`: no attitude).
+    pub scores: Option<Scores>,
+    /// Value figures over the window.
+    pub figures: ValueFigures,
+    /// The fake-big-customer flag.
+    pub fake_big_customer: bool,
+    /// The open churn warning, if any.
+    pub warning: Option<OpenWarning>,
+}
+
+/// A churn-warning output (boxed in `OutputBody`: it is the largest).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChurnWarning {
+    /// opened / updated / cleared.
+    pub action: WarningAction,
+    /// Stable id of the warning across its lifecycle.
+    pub warning_id: String,
+    /// Severity (for `cleared`: the severity of the warning being cleared).
+    pub severity: Severity,
+    /// Tier at the decision.
+    pub tier: Option<Tier>,
+    /// Quadrant at the decision (`None` when cleared by `forget`).
+    pub quadrant: Option<Quadrant>,
+    /// Reasons with their evidence (empty when cleared).
+    pub reasons: Vec<Reason>,
+    /// What to do (`None` when cleared by `forget`).
+    pub recommended_action: Option<Action>,
+    /// Scores and value at the decision (`None` when cleared by `forget`).
+    pub scores: Option<Scores>,
+    /// value_12m at the decision.
+    pub value_12m: Minor,
 }
 
 /// One output event for one customer.
@@ -121,16 +173,31 @@ pub struct Output {
 const OUTPUT_ID_NAMESPACE: uuid::Uuid =
     uuid::Uuid::from_u128(0x5d1e_7c1e_a2f4_4b7e_9c55_7e25_7ea3_0001);
 
+/// The id of output `seq` of a customer (also used as the id of a warning
+/// opened by that output).
+pub fn output_id(customer_id: &str, seq: u64) -> String {
+    let mut name = Vec::with_capacity(customer_id.len() + 21);
+    name.extend_from_slice(customer_id.as_bytes());
+    name.push(0);
+    name.extend_from_slice(seq.to_string().as_bytes());
+    uuid::Uuid::new_v5(&OUTPUT_ID_NAMESPACE, &name).to_string()
+}
+
 impl Output {
+    /// Whether this output is an event with its own `seq` (tier change,
+    /// at-risk, churn warning), as opposed to a profile snapshot.
+    pub fn is_event(&self) -> bool {
+        !matches!(
+            self.body,
+            OutputBody::Profile(_) | OutputBody::ProfileErased
+        )
+    }
+
     /// The deterministic output id: derived from `customer_id` and `seq`
     /// only (SPEC §7), so a replay or a retried transaction reproduces it and
     /// consumers can de-duplicate.
     pub fn event_id(&self) -> String {
-        let mut name = Vec::with_capacity(self.customer_id.len() + 21);
-        name.extend_from_slice(self.customer_id.as_bytes());
-        name.push(0);
-        name.extend_from_slice(self.seq.to_string().as_bytes());
-        uuid::Uuid::new_v5(&OUTPUT_ID_NAMESPACE, &name).to_string()
+        output_id(&self.customer_id, self.seq)
     }
 
     /// The schema name written in the body and the `tierstream.schema` header.
@@ -138,6 +205,8 @@ impl Output {
         match self.body {
             OutputBody::TierChanged { .. } => "tierstream.tier_changed.v1",
             OutputBody::TierAtRisk { .. } => "tierstream.tier_at_risk.v1",
+            OutputBody::ChurnWarning(_) => "tierstream.churn_warning.v1",
+            OutputBody::Profile(_) | OutputBody::ProfileErased => "tierstream.profile.v1",
         }
     }
 }

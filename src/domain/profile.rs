@@ -2,9 +2,11 @@
 //! decision needs, nothing more, so it stays small in RocksDB.
 
 use super::event::Minor;
+use super::loyalty::{Evidence, Sides};
 use super::tier::Tier;
 use super::time::{Millis, MonthIndex};
 use super::value::Buckets;
+use super::warning::OpenWarning;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
@@ -27,6 +29,14 @@ pub struct Profile {
     pub recent_events: VecDeque<u64>,
     /// When this customer next needs a timer, as written in the deadline index.
     pub timers: Timers,
+    /// Attitudinal and behavioural evidence for the loyalty scores.
+    pub evidence: Evidence,
+    /// Sides of the quadrant thresholds (`None`: no attitude yet).
+    pub sides: Option<Sides>,
+    /// The open churn warning, as last emitted.
+    pub warning: Option<OpenWarning>,
+    /// `at` of the last churn-warning output (for the cooldown).
+    pub last_warning_at: Option<Millis>,
 }
 
 /// A customer's entries in the deadline index. Kept in the profile so that a
@@ -51,6 +61,10 @@ impl Profile {
             buckets: Buckets::default(),
             recent_events: VecDeque::new(),
             timers: Timers::default(),
+            evidence: Evidence::default(),
+            sides: None,
+            warning: None,
+            last_warning_at: None,
         }
     }
 

@@ -5,7 +5,6 @@ use super::engine::{Engine, Outcome, Policy, Profiles, StreamClock};
 use super::event::{Complaint, Event, EventKind, Minor, Purchase, Service, Severity};
 use super::output::{Cause, Direction, Output, OutputBody, TimerKind};
 use super::profile::{Profile, Timers};
-use super::tier::tests::default_policy;
 use super::tier::Tier;
 use super::time::{month_start, Millis, DAY_MS};
 use proptest::prelude::*;
@@ -62,12 +61,10 @@ impl Profiles for MapProfiles {
     }
 }
 
+/// The spec's defaults, read from `config/default.toml` so tests and the
+/// shipped defaults cannot drift apart.
 pub fn policy() -> Policy {
-    Policy {
-        tiers: default_policy(),
-        allowed_lateness: 7 * DAY_MS,
-        dedup_window: 32,
-    }
+    crate::config::Config::defaults().policy()
 }
 
 /// 2026-01-01T00:00:00Z
@@ -496,21 +493,49 @@ fn arb_event(customers: u8, span_days: i64) -> impl Strategy<Value = (u8, i64, u
     (
         0..customers,
         0..span_days * 24,
-        0u8..5,
+        0u8..12,
         0i64..400_000,
         -50_000i64..300_000,
     )
 }
 
+/// Builds event `n` from a random tuple: mostly purchases, with refunds,
+/// costs, complaints (some resolving an earlier one), surveys, satisfaction
+/// answers and competitor signals.
 fn build(n: usize, (c, hour, kind, amount, margin): (u8, i64, u8, i64, i64)) -> Event {
     let id = format!("e{n}");
     let cust = format!("c{c}");
     let ts = JAN + hour * H;
+    let pick = |k: i64| (amount % k) as f64 + 1.0;
     match kind {
-        0 | 1 => purchase(&id, &cust, ts, amount, margin),
-        2 => refund(&id, &cust, ts, amount / 4, margin / 4),
-        3 => cost(&id, &cust, ts, amount / 10),
-        _ => complaint(&id, &cust, ts),
+        0..=4 => purchase(&id, &cust, ts, amount, margin),
+        5 => refund(&id, &cust, ts, amount / 4, margin / 4),
+        6 => cost(&id, &cust, ts, amount / 10),
+        7 => {
+            let severity = [
+                Severity::Low,
+                Severity::Medium,
+                Severity::High,
+                Severity::Critical,
+            ][(amount % 4) as usize];
+            let resolves = (margin % 3 == 0 && n > 0).then(|| format!("e{}", n - 1));
+            complaint_of(
+                &id,
+                &cust,
+                ts,
+                severity,
+                margin % 5 == 0,
+                resolves.as_deref(),
+            )
+        }
+        8 => survey(&id, &cust, ts, pick(5), pick(4)),
+        9 => service(&id, &cust, ts, |s| s.satisfaction = Some(pick(5))),
+        10 => service(&id, &cust, ts, |s| {
+            s.share_of_wallet = Some((amount % 100) as f64 / 100.0)
+        }),
+        _ => service(&id, &cust, ts, |s| {
+            s.signals = vec![super::event::Signal::PriceMatchRequest]
+        }),
     }
 }
 
@@ -636,4 +661,297 @@ proptest! {
         prop_assert_eq!(naive, indexed);
         prop_assert_eq!(without_timers(&naive_store), without_timers(&indexed_store));
     }
+}
+
+// ---------- loyalty and churn warnings (SPEC §4) ----------
+
+const D: Millis = DAY_MS;
+
+fn service(id: &str, cust: &str, ts: Millis, f: impl FnOnce(&mut Service)) -> Event {
+    let mut s = Service::default();
+    f(&mut s);
+    Event {
+        kind: EventKind::Service(s),
+        ..purchase(id, cust, ts, 0, 0)
+    }
+}
+
+fn survey(id: &str, cust: &str, ts: Millis, recommend: f64, repurchase: f64) -> Event {
+    service(id, cust, ts, |s| {
+        s.recommend = Some(recommend);
+        s.repurchase_intent = Some(repurchase);
+    })
+}
+
+fn complaint_of(
+    id: &str,
+    cust: &str,
+    ts: Millis,
+    severity: Severity,
+    resolved: bool,
+    reference: Option<&str>,
+) -> Event {
+    Event {
+        kind: EventKind::Complaint(Complaint {
+            severity,
+            resolved,
+            reference: reference.map(str::to_owned),
+        }),
+        ..purchase(id, cust, ts, 0, 0)
+    }
+}
+
+/// Weekly purchases from `from`, `n` of them, each with `margin`.
+fn weekly(h: &mut Harness, cust: &str, from: Millis, n: i64, margin: Minor) -> Vec<Output> {
+    (0..n)
+        .flat_map(|k| {
+            h.outs(purchase(
+                &format!("{cust}-p{k}"),
+                cust,
+                from + k * 7 * D,
+                margin * 4,
+                margin,
+            ))
+        })
+        .collect()
+}
+
+fn warnings(outs: &[Output]) -> Vec<&super::output::ChurnWarning> {
+    outs.iter()
+        .filter_map(|o| match &o.body {
+            OutputBody::ChurnWarning(w) => Some(w.as_ref()),
+            _ => None,
+        })
+        .collect()
+}
+
+use super::warning::{Action, ReasonCode, WarningAction};
+
+fn codes_of(w: &super::output::ChurnWarning) -> Vec<ReasonCode> {
+    w.reasons.iter().map(|r| r.code()).collect()
+}
+
+#[test]
+fn a_true_loyal_customer_is_never_warned() {
+    let mut h = Harness::new();
+    let mut all = weekly(&mut h, "t", JAN, 10, 30_000);
+    all.extend(h.outs(survey("s1", "t", JAN + 10 * D, 5.0, 5.0)));
+    all.extend(weekly(&mut h, "t", JAN + 70 * D, 40, 30_000));
+    assert!(warnings(&all).is_empty());
+    let q = h.profile("t").sides.unwrap().quadrant();
+    assert_eq!(q, super::loyalty::Quadrant::TrueLoyal);
+}
+
+#[test]
+fn a_frequent_buyer_without_attitudinal_evidence_is_never_warned() {
+    let mut h = Harness::new();
+    let mut all = weekly(&mut h, "f", JAN, 30, 30_000);
+    all.extend(h.outs(service("c", "f", JAN + 220 * D, |s| s.cost = 100)));
+    all.extend(h.outs(purchase("z1", "z", JAN + 400 * D, 1, 1)));
+    assert!(warnings(&all).is_empty());
+    assert!(h.profile("f").sides.is_none());
+}
+
+/// A gold customer who buys weekly (Jan 1 .. Feb 19) and answers a bad survey.
+fn spurious_gold(h: &mut Harness) -> Vec<Output> {
+    let mut all = weekly(h, "g", JAN, 8, 30_000); // value 2400 -> gold
+    all.extend(h.outs(survey("s1", "g", JAN + 51 * D, 2.0, 2.0)));
+    all
+}
+
+#[test]
+fn a_spurious_gold_customer_is_warned_with_severity_high() {
+    let mut h = Harness::new();
+    let all = spurious_gold(&mut h);
+    let w = warnings(&all);
+    assert_eq!(w.len(), 1);
+    assert_eq!(w[0].action, WarningAction::Opened);
+    assert_eq!(w[0].severity, Severity::High);
+    assert_eq!(w[0].tier, Some(Tier::Gold));
+    assert_eq!(w[0].quadrant, Some(super::loyalty::Quadrant::Spurious));
+    assert_eq!(
+        codes_of(w[0]),
+        vec![ReasonCode::LowRecommend, ReasonCode::LowRepurchaseIntent]
+    );
+    assert_eq!(w[0].recommended_action, Some(Action::SatisfactionOutreach));
+    let s = w[0].scores.as_ref().unwrap();
+    assert!((s.behaviour - 100.0).abs() < 1e-9);
+    assert!((s.attitude - 40.0).abs() < 1e-9);
+    // the warning id is the id of the output that opened it
+    let opened = all
+        .iter()
+        .find(|o| matches!(o.body, OutputBody::ChurnWarning(_)))
+        .unwrap();
+    assert_eq!(w[0].warning_id, opened.event_id());
+}
+
+#[test]
+fn a_spurious_customer_whose_survey_turns_good_is_cleared() {
+    let mut h = Harness::new();
+    let first = spurious_gold(&mut h);
+    let id = warnings(&first)[0].warning_id.clone();
+    let o = h.outs(survey("s2", "g", JAN + 52 * D, 5.0, 5.0));
+    let w = warnings(&o);
+    assert_eq!(w.len(), 1);
+    assert_eq!(w[0].action, WarningAction::Cleared);
+    assert_eq!(w[0].warning_id, id);
+    assert_eq!(w[0].quadrant, Some(super::loyalty::Quadrant::TrueLoyal));
+    assert!(h.profile("g").warning.is_none());
+}
+
+#[test]
+fn a_dormant_spurious_customer_is_escalated_then_cleared_when_behaviour_fades() {
+    let mut h = Harness::new();
+    spurious_gold(&mut h);
+    // last purchase Feb 19 10:00? no: weekly from Jan 1 00:00, last = Feb 19 00:00;
+    // expected gap 7 days -> past the gap after Feb 26 00:00 -> first tick Feb 27.
+    let o = h.outs(purchase("z1", "z", JAN + 70 * D, 1, 1)); // stream time to Mar 12
+    let g: Vec<&Output> = o.iter().filter(|o| o.customer_id == "g").collect();
+    let w = warnings(&o);
+    assert_eq!(w.len(), 2, "{g:#?}");
+    assert_eq!(w[0].action, WarningAction::Updated);
+    assert_eq!(w[0].severity, Severity::Critical);
+    assert!(codes_of(w[0]).contains(&ReasonCode::PurchaseGap));
+    assert_eq!(w[0].recommended_action, Some(Action::ReactivationOffer));
+    assert_eq!(g[0].at, JAN + 57 * D); // Feb 27, the first midnight past the gap
+    assert_eq!(g[0].cause, Cause::Timer(TimerKind::Daily));
+    // behaviour falls below 55 when recency < 0.55: 7 + 0.45 x 14 = 13.3 days
+    assert_eq!(w[1].action, WarningAction::Cleared);
+    assert_eq!(g[1].at, JAN + 63 * D); // Mar 5
+    assert_eq!(w[1].quadrant, Some(super::loyalty::Quadrant::Disloyal));
+}
+
+#[test]
+fn a_platinum_customer_with_a_competitor_offer_gets_critical_and_raise_switching_cost() {
+    let mut h = Harness::new();
+    weekly(&mut h, "p", JAN, 6, 200_000); // 12000 -> platinum
+    let o = h.outs(service("sig", "p", JAN + 36 * D, |s| {
+        s.signals = vec![super::event::Signal::CompetitorOffer];
+    }));
+    let w = warnings(&o);
+    assert_eq!(w.len(), 1);
+    assert_eq!(w[0].action, WarningAction::Opened);
+    assert_eq!(w[0].severity, Severity::Critical);
+    assert_eq!(w[0].recommended_action, Some(Action::RaiseSwitchingCost));
+    assert_eq!(codes_of(w[0]), vec![ReasonCode::CompetitorSignal]);
+    assert!((w[0].scores.as_ref().unwrap().attitude - 50.0).abs() < 1e-9);
+}
+
+#[test]
+fn an_open_high_complaint_escalates_and_its_resolution_counts_half() {
+    let mut h = Harness::new();
+    weekly(&mut h, "i", JAN, 7, 10_000); // iron, frequent
+    let o = h.outs(complaint_of(
+        "k1",
+        "i",
+        JAN + 43 * D,
+        Severity::High,
+        false,
+        None,
+    ));
+    let w = warnings(&o);
+    // attitude 65 - 20 = 45: spurious; iron medium + open high complaint -> high
+    assert_eq!(w[0].action, WarningAction::Opened);
+    assert_eq!(w[0].severity, Severity::High);
+    assert_eq!(codes_of(w[0]), vec![ReasonCode::Complaint]);
+    assert_eq!(w[0].recommended_action, Some(Action::ServiceRecovery));
+    // resolving it halves the penalty (attitude 55: still low, needs 65 to go high)
+    // and ends the escalation: a non-escalating change, allowed after the cooldown
+    let o = h.outs(complaint_of(
+        "k2",
+        "i",
+        JAN + 45 * D,
+        Severity::High,
+        true,
+        Some("k1"),
+    ));
+    let w = warnings(&o);
+    assert_eq!(w.len(), 1);
+    assert_eq!(w[0].action, WarningAction::Updated);
+    assert_eq!(w[0].severity, Severity::Medium);
+}
+
+#[test]
+fn non_escalating_changes_wait_for_the_cooldown_escalations_do_not() {
+    let mut h = Harness::new();
+    weekly(&mut h, "i", JAN, 7, 10_000);
+    h.outs(complaint_of(
+        "k1",
+        "i",
+        JAN + 43 * D + 10 * H,
+        Severity::High,
+        false,
+        None,
+    )); // opened, high
+        // resolution 2 hours later: severity would drop to medium, but within 1 day
+    let o = h.outs(complaint_of(
+        "k2",
+        "i",
+        JAN + 43 * D + 12 * H,
+        Severity::High,
+        true,
+        Some("k1"),
+    ));
+    assert!(warnings(&o).is_empty());
+    assert_eq!(
+        h.profile("i").warning.as_ref().unwrap().severity,
+        Severity::High
+    );
+    // the next evaluation after the cooldown emits it (the next midnight tick)
+    let o = h.outs(purchase("z1", "z", JAN + 45 * D + H, 1, 1));
+    let i: Vec<&Output> = o.iter().filter(|o| o.customer_id == "i").collect();
+    assert_eq!(i.len(), 1);
+    assert_eq!(i[0].at, JAN + 45 * D); // first midnight >= 1 day after the last output
+    assert_eq!(warnings(&o)[0].severity, Severity::Medium);
+    // an escalation inside the cooldown goes out at once
+    let o = h.outs(complaint_of(
+        "k3",
+        "i",
+        JAN + 45 * D + 2 * H,
+        Severity::Critical,
+        false,
+        None,
+    ));
+    let w = warnings(&o);
+    assert_eq!(w.len(), 1);
+    assert_eq!(w[0].severity, Severity::High);
+}
+
+#[test]
+fn forget_clears_an_open_warning_and_tombstones_the_profile() {
+    let mut p = policy();
+    p.emit_profiles = true;
+    let mut h = Harness::with(p);
+    let first = spurious_gold(&mut h);
+    assert!(first
+        .iter()
+        .any(|o| matches!(o.body, OutputBody::Profile(_))));
+    let o = h.outs(forget("f", "g", JAN + 52 * D));
+    assert_eq!(o.len(), 2);
+    let w = warnings(&o);
+    assert_eq!(w[0].action, WarningAction::Cleared);
+    assert_eq!(w[0].quadrant, None);
+    assert_eq!(o[1].body, OutputBody::ProfileErased);
+    assert!(!h.store.profiles.contains_key("g"));
+}
+
+#[test]
+fn quadrant_hysteresis_needs_five_points() {
+    let mut h = Harness::new();
+    weekly(&mut h, "q", JAN, 7, 10_000);
+    // survey 3/3 = 60: exactly on the line -> high at first assignment
+    h.outs(survey("s1", "q", JAN + 43 * D, 3.0, 3.0));
+    assert!(h.profile("q").sides.unwrap().attitude_high);
+    // the latest survey counts: 57.14 stays high, 54.29 crosses 55 downwards
+    h.outs(survey("s2", "q", JAN + 43 * D + H, 3.0, 2.75)); // 57.14: stays high
+    assert!(h.profile("q").sides.unwrap().attitude_high);
+    let o = h.outs(survey("s3", "q", JAN + 43 * D + 2 * H, 3.0, 2.5)); // 54.29: low
+    assert!(!h.profile("q").sides.unwrap().attitude_high);
+    assert_eq!(warnings(&o)[0].action, WarningAction::Opened);
+    h.outs(survey("s4", "q", JAN + 45 * D, 3.0, 3.0)); // 60.0: stays low
+    assert!(!h.profile("q").sides.unwrap().attitude_high);
+    h.outs(survey("s5", "q", JAN + 46 * D, 3.5, 3.0)); // 64.29: still low
+    assert!(!h.profile("q").sides.unwrap().attitude_high);
+    h.outs(survey("s6", "q", JAN + 47 * D, 3.0, 3.5)); // 65.71: high again
+    assert!(h.profile("q").sides.unwrap().attitude_high);
 }

@@ -197,21 +197,12 @@ impl TierPolicy {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
 
     /// The spec's default tier policy, in minor units.
     pub fn default_policy() -> TierPolicy {
-        TierPolicy::new(&TierSettings {
-            platinum: 1_000_000,
-            gold: 200_000,
-            iron: 0,
-            hysteresis: Decimal::new(1, 1),
-            at_risk_margin: Decimal::new(1, 1),
-            min_residence_days: 90,
-            fake_big_revenue: 2_000_000,
-            fake_big_margin_rate: 0.02,
-        })
+        crate::domain::tests::policy().tiers
     }
 
     #[test]

@@ -14,7 +14,11 @@ use std::time::Duration;
 pub fn all_topics(cfg: &KafkaConfig) -> Vec<String> {
     let mut topics = cfg.input_topics.clone();
     topics.push(cfg.tier_topic.clone());
+    topics.push(cfg.warning_topic.clone());
     topics.push(cfg.dlq_topic.clone());
+    if !cfg.profile_topic.is_empty() {
+        topics.push(cfg.profile_topic.clone());
+    }
     topics
 }
 

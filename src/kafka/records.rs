@@ -3,7 +3,8 @@
 
 use crate::codec::input::Rejection;
 use crate::codec::output::to_bytes;
-use crate::domain::output::Output;
+use crate::config::KafkaConfig;
+use crate::domain::output::{Output, OutputBody};
 use rdkafka::message::{Header, OwnedHeaders};
 
 /// Header naming an output's schema.
@@ -15,16 +16,25 @@ pub struct OutRecord {
     pub topic: String,
     /// Message key (`None` for a keyless input sent to the DLQ).
     pub key: Option<Vec<u8>>,
-    /// Message value.
-    pub payload: Vec<u8>,
+    /// Message value (`None`: a tombstone).
+    pub payload: Option<Vec<u8>>,
     /// Message headers.
     pub headers: OwnedHeaders,
 }
 
-/// An output event for `topic`, keyed by customer id.
-pub fn output_record(topic: &str, o: &Output) -> OutRecord {
+/// The topic an output goes to.
+pub fn topic_for<'a>(cfg: &'a KafkaConfig, o: &Output) -> &'a str {
+    match o.body {
+        OutputBody::TierChanged { .. } | OutputBody::TierAtRisk { .. } => &cfg.tier_topic,
+        OutputBody::ChurnWarning(_) => &cfg.warning_topic,
+        OutputBody::Profile(_) | OutputBody::ProfileErased => &cfg.profile_topic,
+    }
+}
+
+/// An output for its topic, keyed by customer id, with the schema header.
+pub fn output_record(cfg: &KafkaConfig, o: &Output) -> OutRecord {
     OutRecord {
-        topic: topic.to_owned(),
+        topic: topic_for(cfg, o).to_owned(),
         key: Some(o.customer_id.as_bytes().to_vec()),
         payload: to_bytes(o),
         headers: OwnedHeaders::new().insert(Header {
@@ -74,7 +84,7 @@ pub fn dlq_record(topic: &str, payload: &[u8], r: &Rejection, src: &Source) -> O
     OutRecord {
         topic: topic.to_owned(),
         key: src.key.map(<[u8]>::to_vec),
-        payload: payload.to_vec(),
+        payload: Some(payload.to_vec()),
         headers,
     }
 }

@@ -7,6 +7,7 @@ use crate::config::KafkaConfig;
 use anyhow::{Context, Result};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
 use std::time::Duration;
 

@@ -242,7 +242,7 @@ impl Pipeline {
                     records.push(dlq_record(&k.dlq_topic, &r.payload, &rej, &src));
                 }
             }
-            records.extend(outs.iter().map(|o| output_record(&k.tier_topic, o)));
+            records.extend(outs.iter().map(|o| output_record(k, o)));
             offsets.insert((r.topic.clone(), r.partition), r.offset + 1);
         }
         Ok(BatchResult { records, offsets })
@@ -254,9 +254,11 @@ impl Pipeline {
     async fn deliver(&self, producer: &FutureProducer, records: Vec<OutRecord>) -> Result<()> {
         let mut pending = Vec::with_capacity(records.len());
         for r in &records {
-            let mut fr = FutureRecord::to(&r.topic)
-                .payload(&r.payload)
-                .headers(r.headers.clone());
+            let mut fr: FutureRecord<'_, Vec<u8>, Vec<u8>> =
+                FutureRecord::to(&r.topic).headers(r.headers.clone());
+            if let Some(payload) = &r.payload {
+                fr = fr.payload(payload);
+            }
             if let Some(key) = &r.key {
                 fr = fr.key(key);
             }

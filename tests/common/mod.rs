@@ -42,7 +42,7 @@ impl TestEnv {
             .collect();
         let toml = format!(
             "[kafka]\nbootstrap_servers = \"{}\"\ngroup_id = \"{prefix}\"\ninput_topics = [{}]\n\
-             tier_topic = \"{prefix}-tier-changes\"\ndlq_topic = \"{prefix}-dlq\"\ntopic_partitions = 3\n\
+             tier_topic = \"{prefix}-tier-changes\"\nwarning_topic = \"{prefix}-churn-warnings\"\ndlq_topic = \"{prefix}-dlq\"\ntopic_partitions = 3\n\
              [state]\ndir = \"{}\"\nblock_cache_mb = 16\nwrite_buffer_mb = 16\n",
             bootstrap(),
             topics.join(", "),
@@ -76,9 +76,15 @@ impl TestEnv {
 
     /// Reads `topic` until `n` records arrived (or 90 s without news).
     pub fn consume(&self, topic: &str, n: usize) -> Vec<TailRecord> {
+        self.consume_topics(&[topic], n)
+    }
+
+    /// Reads several topics until `n` records arrived in all (or 90 s without news).
+    pub fn consume_topics(&self, topics: &[&str], n: usize) -> Vec<TailRecord> {
+        let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
         rt().block_on(tail(
             &self.config.kafka,
-            &[topic.to_owned()],
+            &topics,
             Some(n),
             Duration::from_secs(90),
         ))
@@ -152,7 +158,8 @@ pub fn stop_gracefully(mut child: Child) {
     }
 }
 
-/// Output JSON documents grouped by customer, in order.
+/// Output JSON documents grouped by customer, in `seq` order (outputs of
+/// one customer may come from several topics).
 pub fn by_customer<'a>(
     values: impl IntoIterator<Item = &'a Value>,
 ) -> BTreeMap<String, Vec<Value>> {
@@ -162,5 +169,52 @@ pub fn by_customer<'a>(
             .or_default()
             .push(v.clone());
     }
+    for vs in m.values_mut() {
+        vs.sort_by_key(|v| v["seq"].as_u64());
+    }
     m
+}
+
+/// Asserts two output sets are equal per customer, reporting the first
+/// customer that differs (the full sets are too large to print).
+pub fn assert_same_outputs(got: &[Value], expected: &[Value]) {
+    let mut ids: Vec<&str> = got
+        .iter()
+        .map(|v| v["event_id"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    let total = ids.len();
+    ids.dedup();
+    assert_eq!(
+        ids.len(),
+        total,
+        "duplicate outputs: {} of {total} are repeats",
+        total - ids.len()
+    );
+    let (g, e) = (by_customer(got), by_customer(expected));
+    for (customer, want) in &e {
+        let have = g.get(customer).cloned().unwrap_or_default();
+        if &have != want {
+            let brief = |vs: &[Value]| -> Vec<String> {
+                vs.iter()
+                    .map(|v| {
+                        format!(
+                            "seq {} {} {} {}",
+                            v["seq"], v["schema"], v["at"], v["action"]
+                        )
+                    })
+                    .collect()
+            };
+            panic!(
+                "outputs of {customer} differ ({} got, {} expected)\ngot:      {:#?}\nexpected: {:#?}",
+                have.len(),
+                want.len(),
+                brief(&have),
+                brief(want)
+            );
+        }
+    }
+    let extra: Vec<&String> = g.keys().filter(|k| !e.contains_key(*k)).collect();
+    assert!(extra.is_empty(), "unexpected outputs for {extra:?}");
+    assert_eq!(got.len(), expected.len());
 }

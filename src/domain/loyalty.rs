@@ -1,0 +1,543 @@
+//! Loyalty = behaviour x attitude (SPEC §4): the evidence a customer's
+//! events leave behind, the two scores computed from it at any instant, and
+//! the quadrant with its hysteresis.
+//!
+//! Scores are pure functions of (evidence, instant). Between two month
+//! starts the behaviour score can only fall and the attitude score can only
+//! rise (recency decays, penalties decay), which is what lets the engine
+//! find the next instant anything can change without visiting every
+//! customer every day.
+
+use super::event::{Complaint, Service, Severity, Signal};
+use super::time::{month_of, Millis, DAY_MS};
+use super::value::{window_start, WindowTotals};
+use serde::{Deserialize, Serialize};
+
+/// Behaviour score settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BehaviourPolicy {
+    /// Purchases in 12 months that count as fully frequent.
+    pub repeat_target: f64,
+    /// Share of wallet that counts as fully loyal (0.5).
+    pub full_share_of_wallet: f64,
+    /// Recency reaches 0 at this many expected gaps.
+    pub dormancy_factor: f64,
+    /// Expected gap when a customer has fewer than 3 purchases.
+    pub default_gap_days: f64,
+}
+
+/// Attitude score settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttitudePolicy {
+    /// Weight of `recommend` in the survey formula.
+    pub w_recommend: f64,
+    /// Weight of `repurchase_intent`.
+    pub w_repurchase: f64,
+    /// The source formula's constant k.
+    pub k: f64,
+    /// Top of the answer scale.
+    pub scale_max: f64,
+    /// Survey part when there is no survey and no satisfaction.
+    pub neutral_prior: f64,
+    /// Half-life of every penalty, in days.
+    pub penalty_half_life_days: f64,
+    /// Penalty points per complaint severity (low, medium, high, critical).
+    pub complaint_penalty: [f64; 4],
+    /// Factor applied to a resolved complaint's penalty.
+    pub resolved_factor: f64,
+    /// Penalty points per known signal.
+    pub signal_penalty: f64,
+    /// How long a high/critical complaint counts as open, in days.
+    pub open_complaint_days: f64,
+}
+
+/// Quadrant settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuadrantPolicy {
+    /// A score is high at or above this.
+    pub threshold: f64,
+    /// To change side a score must cross the threshold by this much.
+    pub hysteresis: f64,
+}
+
+/// A dated answer, ordered by time then event id so "latest" does not
+/// depend on arrival order.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Dated<T> {
+    /// Event time of the answer.
+    pub ts: Millis,
+    /// Hash of the event id, to break ties deterministically.
+    pub tie: u64,
+    /// The answer.
+    pub value: T,
+}
+
+impl<T> Dated<T> {
+    fn newer_than(&self, other: &Option<Dated<T>>) -> bool {
+        other
+            .as_ref()
+            .is_none_or(|o| (self.ts, self.tie) > (o.ts, o.tie))
+    }
+}
+
+/// A survey with recommend and/or repurchase intent (1..5).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Survey {
+    /// 1..5
+    pub recommend: Option<f64>,
+    /// 1..5
+    pub repurchase_intent: Option<f64>,
+}
+
+/// A complaint as remembered for penalties and escalation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComplaintRecord {
+    /// When it was made.
+    pub ts: Millis,
+    /// Hash of its event id (what a resolution's `ref` names).
+    pub id: u64,
+    /// Severity.
+    pub severity: Severity,
+    /// Reported as already resolved.
+    pub resolved: bool,
+}
+
+/// Known signals from one event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignalRecord {
+    /// When they were seen.
+    pub ts: Millis,
+    /// Which.
+    pub signals: Vec<Signal>,
+}
+
+/// Everything attitudinal and behavioural a customer's events left behind,
+/// beyond the value buckets.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// Set by the first attitudinal evidence and never cleared: from then
+    /// on the customer has an attitude (SPEC §4).
+    pub any: bool,
+    /// Latest survey with recommend/nps or repurchase intent.
+    pub survey: Option<Dated<Survey>>,
+    /// Latest satisfaction answer.
+    pub satisfaction: Option<Dated<f64>>,
+    /// Latest share-of-wallet answer.
+    pub share_of_wallet: Option<Dated<f64>>,
+    /// Complaints in the window.
+    pub complaints: Vec<ComplaintRecord>,
+    /// Event-id hashes of complaints named by a resolution (`ref`).
+    pub resolved_refs: Vec<(Millis, u64)>,
+    /// Known signals in the window.
+    pub signals: Vec<SignalRecord>,
+}
+
+impl Evidence {
+    /// Records a service event's answers and signals.
+    pub fn record_service(&mut self, ts: Millis, tie: u64, s: &Service) {
+        if s.recommend.is_some() || s.repurchase_intent.is_some() {
+            let d = Dated {
+                ts,
+                tie,
+                value: Survey {
+                    recommend: s.recommend,
+                    repurchase_intent: s.repurchase_intent,
+                },
+            };
+            if d.newer_than(&self.survey) {
+                self.survey = Some(d);
+            }
+        }
+        if let Some(v) = s.satisfaction {
+            let d = Dated { ts, tie, value: v };
+            if d.newer_than(&self.satisfaction) {
+                self.satisfaction = Some(d);
+            }
+        }
+        if let Some(v) = s.share_of_wallet {
+            let d = Dated { ts, tie, value: v };
+            if d.newer_than(&self.share_of_wallet) {
+                self.share_of_wallet = Some(d);
+            }
+        }
+        if !s.signals.is_empty() {
+            self.signals.push(SignalRecord {
+                ts,
+                signals: s.signals.clone(),
+            });
+            self.signals.sort_by_key(|r| r.ts);
+        }
+        if s.satisfaction.is_some()
+            || s.recommend.is_some()
+            || s.repurchase_intent.is_some()
+            || !s.signals.is_empty()
+        {
+            self.any = true;
+        }
+    }
+
+    /// Records a complaint, or a resolution of an earlier one.
+    pub fn record_complaint(
+        &mut self,
+        ts: Millis,
+        id: u64,
+        c: &Complaint,
+        hash: impl Fn(&str) -> u64,
+    ) {
+        self.any = true;
+        match (&c.reference, c.resolved) {
+            (Some(r), true) => {
+                let target = hash(r);
+                if !self.resolved_refs.iter().any(|(_, h)| *h == target) {
+                    self.resolved_refs.push((ts, target));
+                }
+            }
+            _ => {
+                self.complaints.push(ComplaintRecord {
+                    ts,
+                    id,
+                    severity: c.severity,
+                    resolved: c.resolved,
+                });
+                self.complaints.sort_by_key(|r| (r.ts, r.id));
+            }
+        }
+    }
+
+    /// Drops evidence older than `first_kept` (a month no evaluation can
+    /// look at again).
+    pub fn prune_before(&mut self, first_kept: i32) {
+        self.complaints.retain(|c| month_of(c.ts) >= first_kept);
+        self.signals.retain(|s| month_of(s.ts) >= first_kept);
+        self.resolved_refs
+            .retain(|(ts, _)| month_of(*ts) >= first_kept);
+    }
+
+    fn is_resolved(&self, c: &ComplaintRecord) -> bool {
+        c.resolved || self.resolved_refs.iter().any(|(_, h)| *h == c.id)
+    }
+}
+
+/// Where the survey part of the attitude came from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SurveySource {
+    /// A recommend / repurchase survey.
+    Survey(Survey),
+    /// A satisfaction answer.
+    Satisfaction(f64),
+    /// Neither: the neutral prior.
+    Prior,
+}
+
+/// The scores and the facts behind them at one instant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scores {
+    /// 0..100
+    pub behaviour: f64,
+    /// 0..100
+    pub attitude: f64,
+    /// Frequency part.
+    pub frequency: f64,
+    /// Share-of-wallet part.
+    pub wallet: f64,
+    /// Recency factor.
+    pub recency: f64,
+    /// Expected purchase gap, days.
+    pub expected_gap_days: f64,
+    /// Days since the last purchase in the window, if any.
+    pub days_since_purchase: Option<f64>,
+    /// Survey part of the attitude.
+    pub survey_part: f64,
+    /// Its source.
+    pub survey_source: SurveySource,
+    /// Latest satisfaction in the window.
+    pub satisfaction: Option<f64>,
+    /// Decayed complaint penalty.
+    pub complaint_penalty: f64,
+    /// Complaints in the window up to the instant.
+    pub complaints: u32,
+    /// Decayed signal penalty.
+    pub signal_penalty: f64,
+    /// Known signals in the window up to the instant.
+    pub signals: Vec<Signal>,
+    /// Past the expected purchase gap.
+    pub past_gap: bool,
+    /// A high/critical complaint in the last 90 days, unresolved.
+    pub open_complaint: bool,
+}
+
+fn decay(points: f64, age: Millis, half_life_days: f64) -> f64 {
+    points * 0.5f64.powf(age as f64 / DAY_MS as f64 / half_life_days)
+}
+
+fn severity_index(s: Severity) -> usize {
+    match s {
+        Severity::Low => 0,
+        Severity::Medium => 1,
+        Severity::High => 2,
+        Severity::Critical => 3,
+    }
+}
+
+/// The survey score of the source formula: `raw / raw_max x 100`, where
+/// `raw = (recommend x w_r + repurchase x w_p) x k x 100 / scale_max` over
+/// the answers present and `raw_max` is the same with every present answer
+/// at `scale_max`.
+pub fn survey_score(p: &AttitudePolicy, s: &Survey) -> f64 {
+    let (raw, raw_max) = survey_raw(p, s);
+    if raw_max > 0.0 {
+        raw / raw_max * 100.0
+    } else {
+        p.neutral_prior
+    }
+}
+
+/// `(raw, raw_max)` of the source formula.
+pub fn survey_raw(p: &AttitudePolicy, s: &Survey) -> (f64, f64) {
+    let scale = p.k * 100.0 / p.scale_max;
+    let mut raw = 0.0;
+    let mut max = 0.0;
+    if let Some(r) = s.recommend {
+        raw += r * p.w_recommend;
+        max += p.scale_max * p.w_recommend;
+    }
+    if let Some(r) = s.repurchase_intent {
+        raw += r * p.w_repurchase;
+        max += p.scale_max * p.w_repurchase;
+    }
+    (raw * scale, max * scale)
+}
+
+fn in_window<T>(d: &Option<Dated<T>>, at: Millis) -> Option<&Dated<T>> {
+    d.as_ref()
+        .filter(|d| d.ts <= at && month_of(d.ts) >= window_start(at))
+}
+
+/// Computes both scores at instant `at` from the evidence and the window
+/// totals (which must be the window of `at`).
+pub fn scores(
+    b: &BehaviourPolicy,
+    a: &AttitudePolicy,
+    ev: &Evidence,
+    totals: &WindowTotals,
+    at: Millis,
+) -> Scores {
+    let first_month = window_start(at);
+    // behaviour
+    let n = totals.purchases;
+    let expected_gap_days = match (totals.first_purchase, totals.last_purchase) {
+        (Some(f), Some(l)) if n >= 3 => (l - f) as f64 / DAY_MS as f64 / f64::from(n - 1),
+        _ => b.default_gap_days,
+    };
+    let days_since_purchase = totals
+        .last_purchase
+        .map(|l| (at - l).max(0) as f64 / DAY_MS as f64);
+    let recency = match days_since_purchase {
+        None => 0.0,
+        Some(d) if d <= expected_gap_days => 1.0,
+        Some(d) => {
+            let span = (b.dormancy_factor - 1.0) * expected_gap_days;
+            if span <= 0.0 {
+                0.0
+            } else {
+                (1.0 - (d - expected_gap_days) / span).max(0.0)
+            }
+        }
+    };
+    let frequency = (f64::from(n) / b.repeat_target).min(1.0);
+    let wallet = in_window(&ev.share_of_wallet, at)
+        .map_or(0.0, |d| (d.value / b.full_share_of_wallet).min(1.0));
+    let behaviour = 100.0 * recency * frequency.max(wallet);
+    let past_gap = days_since_purchase.is_some_and(|d| d > expected_gap_days);
+
+    // attitude
+    let satisfaction = in_window(&ev.satisfaction, at).map(|d| d.value);
+    let (survey_part, survey_source) = match (in_window(&ev.survey, at), satisfaction) {
+        (Some(s), _) => (survey_score(a, &s.value), SurveySource::Survey(s.value)),
+        (None, Some(v)) => ((v - 1.0) / 4.0 * 100.0, SurveySource::Satisfaction(v)),
+        (None, None) => (a.neutral_prior, SurveySource::Prior),
+    };
+    let mut complaint_penalty = 0.0;
+    let mut complaints = 0;
+    let mut open_complaint = false;
+    for c in ev
+        .complaints
+        .iter()
+        .filter(|c| c.ts <= at && month_of(c.ts) >= first_month)
+    {
+        let resolved = ev.is_resolved(c);
+        let base = a.complaint_penalty[severity_index(c.severity)];
+        let base = if resolved {
+            base * a.resolved_factor
+        } else {
+            base
+        };
+        complaint_penalty += decay(base, at - c.ts, a.penalty_half_life_days);
+        complaints += 1;
+        if c.severity >= Severity::High
+            && !resolved
+            && (at - c.ts) as f64 <= a.open_complaint_days * DAY_MS as f64
+        {
+            open_complaint = true;
+        }
+    }
+    let mut signal_penalty = 0.0;
+    let mut signals = Vec::new();
+    for s in ev
+        .signals
+        .iter()
+        .filter(|s| s.ts <= at && month_of(s.ts) >= first_month)
+    {
+        signal_penalty += decay(
+            a.signal_penalty * s.signals.len() as f64,
+            at - s.ts,
+            a.penalty_half_life_days,
+        );
+        for sig in &s.signals {
+            if !signals.contains(sig) {
+                signals.push(*sig);
+            }
+        }
+    }
+    let attitude = (survey_part - complaint_penalty - signal_penalty).clamp(0.0, 100.0);
+    Scores {
+        behaviour,
+        attitude,
+        frequency,
+        wallet,
+        recency,
+        expected_gap_days,
+        days_since_purchase,
+        survey_part,
+        survey_source,
+        satisfaction,
+        complaint_penalty,
+        complaints,
+        signal_penalty,
+        signals,
+        past_gap,
+        open_complaint,
+    }
+}
+
+/// The four loyalty quadrants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Quadrant {
+    /// High behaviour, high attitude.
+    TrueLoyal,
+    /// Low behaviour, high attitude.
+    Latent,
+    /// High behaviour, low attitude: the churn risk.
+    Spurious,
+    /// Low behaviour, low attitude.
+    Disloyal,
+}
+
+impl Quadrant {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Quadrant::TrueLoyal => "true_loyal",
+            Quadrant::Latent => "latent",
+            Quadrant::Spurious => "spurious",
+            Quadrant::Disloyal => "disloyal",
+        }
+    }
+}
+
+/// Which side of each threshold a customer is on; the quadrant's memory
+/// for hysteresis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sides {
+    /// Behaviour is high.
+    pub behaviour_high: bool,
+    /// Attitude is high.
+    pub attitude_high: bool,
+}
+
+impl Sides {
+    /// The quadrant these sides make.
+    pub fn quadrant(self) -> Quadrant {
+        match (self.behaviour_high, self.attitude_high) {
+            (true, true) => Quadrant::TrueLoyal,
+            (false, true) => Quadrant::Latent,
+            (true, false) => Quadrant::Spurious,
+            (false, false) => Quadrant::Disloyal,
+        }
+    }
+}
+
+fn side(p: &QuadrantPolicy, previous: Option<bool>, score: f64) -> bool {
+    match previous {
+        None => score >= p.threshold,
+        Some(true) => score >= p.threshold - p.hysteresis,
+        Some(false) => score >= p.threshold + p.hysteresis,
+    }
+}
+
+/// The sides after scoring: plain thresholds the first time, then a score
+/// must cross its threshold by the hysteresis to change side.
+pub fn next_sides(p: &QuadrantPolicy, previous: Option<Sides>, s: &Scores) -> Sides {
+    Sides {
+        behaviour_high: side(p, previous.map(|x| x.behaviour_high), s.behaviour),
+        attitude_high: side(p, previous.map(|x| x.attitude_high), s.attitude),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attitude_policy() -> AttitudePolicy {
+        crate::domain::tests::policy().loyalty.attitude
+    }
+
+    #[test]
+    fn source_example_raw_33_6_and_score_68_57() {
+        let p = attitude_policy();
+        let s = Survey {
+            recommend: Some(4.0),
+            repurchase_intent: Some(3.0),
+        };
+        let (raw, _) = survey_raw(&p, &s);
+        assert!((raw - 33.6).abs() < 1e-9, "{raw}");
+        let score = survey_score(&p, &s);
+        assert_eq!((score * 100.0).round() / 100.0, 68.57);
+    }
+
+    #[test]
+    fn one_answer_is_scored_alone() {
+        let p = attitude_policy();
+        let only_rec = Survey {
+            recommend: Some(3.0),
+            repurchase_intent: None,
+        };
+        assert!((survey_score(&p, &only_rec) - 60.0).abs() < 1e-9);
+        let only_rep = Survey {
+            recommend: None,
+            repurchase_intent: Some(5.0),
+        };
+        assert!((survey_score(&p, &only_rep) - 100.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn penalties_halve_every_half_life() {
+        assert!((decay(20.0, 60 * DAY_MS, 60.0) - 10.0).abs() < 1e-9);
+        assert!((decay(20.0, 120 * DAY_MS, 60.0) - 5.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn hysteresis_sides() {
+        let q = QuadrantPolicy {
+            threshold: 60.0,
+            hysteresis: 5.0,
+        };
+        assert!(side(&q, None, 60.0));
+        assert!(!side(&q, None, 59.99));
+        assert!(side(&q, Some(true), 55.0));
+        assert!(!side(&q, Some(true), 54.99));
+        assert!(!side(&q, Some(false), 64.99));
+        assert!(side(&q, Some(false), 65.0));
+    }
+}

@@ -1,0 +1,283 @@
+//! Churn warnings for spurious-loyalty customers (SPEC §4, §7): severity by
+//! value with escalation, reason codes with their evidence, the recommended
+//! action, and the open/update/clear lifecycle with its cooldown.
+
+use super::event::{Severity, Signal};
+use super::loyalty::{Quadrant, Scores, SurveySource};
+use super::tier::Tier;
+use super::time::Millis;
+use serde::{Deserialize, Serialize};
+
+/// Reason codes of a warning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReasonCode {
+    /// Complaint penalties still weigh at least one point.
+    Complaint,
+    /// The latest satisfaction alone would make the attitude low.
+    LowSatisfaction,
+    /// The latest recommend answer alone would make the attitude low.
+    LowRecommend,
+    /// The latest repurchase intent alone would make the attitude low.
+    LowRepurchaseIntent,
+    /// Competitor or price signals still weigh at least one point.
+    CompetitorSignal,
+    /// Past the customer's own expected purchase gap.
+    PurchaseGap,
+}
+
+impl ReasonCode {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReasonCode::Complaint => "complaint",
+            ReasonCode::LowSatisfaction => "low_satisfaction",
+            ReasonCode::LowRecommend => "low_recommend",
+            ReasonCode::LowRepurchaseIntent => "low_repurchase_intent",
+            ReasonCode::CompetitorSignal => "competitor_signal",
+            ReasonCode::PurchaseGap => "purchase_gap",
+        }
+    }
+}
+
+/// A reason with the evidence behind it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reason {
+    /// Complaints: decayed penalty and how many.
+    Complaint {
+        /// Decayed penalty points.
+        penalty: f64,
+        /// Complaints in the window.
+        count: u32,
+        /// Whether a high/critical one is still open.
+        open_high: bool,
+    },
+    /// Satisfaction answer.
+    LowSatisfaction {
+        /// 1..5
+        satisfaction: f64,
+    },
+    /// Recommend answer.
+    LowRecommend {
+        /// 1..5
+        recommend: f64,
+    },
+    /// Repurchase-intent answer.
+    LowRepurchaseIntent {
+        /// 1..5
+        repurchase_intent: f64,
+    },
+    /// Signals and their decayed penalty.
+    CompetitorSignal {
+        /// Which signals.
+        signals: Vec<Signal>,
+        /// Decayed penalty points.
+        penalty: f64,
+    },
+    /// The purchase gap.
+    PurchaseGap {
+        /// Days since the last purchase.
+        days_since_purchase: f64,
+        /// The customer's expected gap.
+        expected_gap_days: f64,
+    },
+}
+
+impl Reason {
+    /// Its code.
+    pub fn code(&self) -> ReasonCode {
+        match self {
+            Reason::Complaint { .. } => ReasonCode::Complaint,
+            Reason::LowSatisfaction { .. } => ReasonCode::LowSatisfaction,
+            Reason::LowRecommend { .. } => ReasonCode::LowRecommend,
+            Reason::LowRepurchaseIntent { .. } => ReasonCode::LowRepurchaseIntent,
+            Reason::CompetitorSignal { .. } => ReasonCode::CompetitorSignal,
+            Reason::PurchaseGap { .. } => ReasonCode::PurchaseGap,
+        }
+    }
+}
+
+/// What the retention team should do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Fix what went wrong: complaints or low satisfaction dominate.
+    ServiceRecovery,
+    /// Benefits, targeted offers: competitor or price signals.
+    RaiseSwitchingCost,
+    /// Win back a customer who stopped buying.
+    ReactivationOffer,
+    /// Ask and listen.
+    SatisfactionOutreach,
+}
+
+impl Action {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::ServiceRecovery => "service_recovery",
+            Action::RaiseSwitchingCost => "raise_switching_cost",
+            Action::ReactivationOffer => "reactivation_offer",
+            Action::SatisfactionOutreach => "satisfaction_outreach",
+        }
+    }
+}
+
+/// The lifecycle step of a warning output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WarningAction {
+    /// The customer entered spurious.
+    Opened,
+    /// Severity or reasons changed while open.
+    Updated,
+    /// The customer left spurious, or was forgotten.
+    Cleared,
+}
+
+impl WarningAction {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WarningAction::Opened => "opened",
+            WarningAction::Updated => "updated",
+            WarningAction::Cleared => "cleared",
+        }
+    }
+}
+
+/// The open warning as last emitted, kept in the profile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenWarning {
+    /// Stable id for the warning's whole life.
+    pub warning_id: String,
+    /// Severity last emitted.
+    pub severity: Severity,
+    /// Reason codes last emitted, sorted.
+    pub reasons: Vec<ReasonCode>,
+}
+
+/// Severity by tier (platinum critical ... lead low), one step higher when
+/// the customer is past its expected gap or has an open high/critical
+/// complaint.
+pub fn severity(tier: Option<Tier>, s: &Scores) -> Severity {
+    let base = match tier {
+        Some(Tier::Platinum) => Severity::Critical,
+        Some(Tier::Gold) => Severity::High,
+        Some(Tier::Iron) => Severity::Medium,
+        Some(Tier::Lead) | None => Severity::Low,
+    };
+    if s.past_gap || s.open_complaint {
+        match base {
+            Severity::Low => Severity::Medium,
+            Severity::Medium => Severity::High,
+            Severity::High | Severity::Critical => Severity::Critical,
+        }
+    } else {
+        base
+    }
+}
+
+/// A penalty counts as a reason while it weighs at least this much.
+const MIN_PENALTY: f64 = 1.0;
+
+/// The reasons present at the scored instant. An answer is "low" when it
+/// alone would put the attitude below `high_threshold` (so recommend and
+/// repurchase intent below 3 of 5, satisfaction below 3.4 of 5).
+pub fn reasons(s: &Scores, scale_max: f64, high_threshold: f64) -> Vec<Reason> {
+    let mut r = Vec::new();
+    if s.complaint_penalty >= MIN_PENALTY {
+        r.push(Reason::Complaint {
+            penalty: s.complaint_penalty,
+            count: s.complaints,
+            open_high: s.open_complaint,
+        });
+    }
+    if let Some(v) = s.satisfaction {
+        if (v - 1.0) / (scale_max - 1.0) * 100.0 < high_threshold {
+            r.push(Reason::LowSatisfaction { satisfaction: v });
+        }
+    }
+    if let SurveySource::Survey(sv) = s.survey_source {
+        if let Some(v) = sv
+            .recommend
+            .filter(|v| v / scale_max * 100.0 < high_threshold)
+        {
+            r.push(Reason::LowRecommend { recommend: v });
+        }
+        if let Some(v) = sv
+            .repurchase_intent
+            .filter(|v| v / scale_max * 100.0 < high_threshold)
+        {
+            r.push(Reason::LowRepurchaseIntent {
+                repurchase_intent: v,
+            });
+        }
+    }
+    if s.signal_penalty >= MIN_PENALTY {
+        r.push(Reason::CompetitorSignal {
+            signals: s.signals.clone(),
+            penalty: s.signal_penalty,
+        });
+    }
+    if s.past_gap {
+        r.push(Reason::PurchaseGap {
+            days_since_purchase: s.days_since_purchase.unwrap_or(0.0),
+            expected_gap_days: s.expected_gap_days,
+        });
+    }
+    r
+}
+
+/// The recommended action, first rule that applies (SPEC §7).
+pub fn recommended_action(s: &Scores) -> Action {
+    if s.signal_penalty >= MIN_PENALTY {
+        Action::RaiseSwitchingCost
+    } else if s.complaint_penalty >= MIN_PENALTY || s.satisfaction.is_some_and(|v| v <= 2.0) {
+        Action::ServiceRecovery
+    } else if s.past_gap {
+        Action::ReactivationOffer
+    } else {
+        Action::SatisfactionOutreach
+    }
+}
+
+/// What the lifecycle decides at one evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// Emit `opened`.
+    Open,
+    /// Emit `updated`.
+    Update,
+    /// Emit `cleared`.
+    Clear,
+    /// Nothing to emit (possibly a change waiting for the cooldown).
+    None,
+}
+
+/// The lifecycle rule: open on entering spurious, clear on leaving, update
+/// on a change of severity or reason codes — escalations at once, other
+/// changes only once the cooldown since the last warning output has passed.
+pub fn transition(
+    quadrant: Quadrant,
+    open: Option<&OpenWarning>,
+    severity: Severity,
+    codes: &[ReasonCode],
+    at: Millis,
+    last_output_at: Option<Millis>,
+    cooldown: Millis,
+) -> Transition {
+    match (quadrant == Quadrant::Spurious, open) {
+        (true, None) => Transition::Open,
+        (false, Some(_)) => Transition::Clear,
+        (false, None) => Transition::None,
+        (true, Some(w)) => {
+            if w.severity == severity && w.reasons == codes {
+                Transition::None
+            } else if severity > w.severity || last_output_at.is_none_or(|l| at - l >= cooldown) {
+                Transition::Update
+            } else {
+                Transition::None
+            }
+        }
+    }
+}
