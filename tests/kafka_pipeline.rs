@@ -191,6 +191,30 @@ fn tier_changes_and_dead_letters_through_a_real_broker() {
         7
     );
 
+    // the churn warning: on its own topic, keyed, with its schema header
+    let w = &warnings[0];
+    assert_eq!(w.key.as_deref(), Some("spur-1"));
+    assert!(w.headers.contains(&(
+        "tierstream.schema".into(),
+        "tierstream.churn_warning.v1".into()
+    )));
+    let v = w.to_json()["value"].clone();
+    assert_eq!(v["action"], "opened");
+    assert_eq!(v["severity"], "high");
+    assert_eq!(v["tier"], "gold");
+    assert_eq!(v["quadrant"], "spurious");
+    assert_eq!(v["seq"], 3);
+    assert_eq!(v["warning_id"], v["event_id"]);
+    assert_eq!(v["attitude"], json!(40.0));
+    assert_eq!(v["recommended_action"], "satisfaction_outreach");
+    let codes: Vec<&str> = v["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, ["low_recommend", "low_repurchase_intent"]);
+
     // dead letters: original bytes, error code and source headers
     let header = |r: &tierstream::kafka::tail::TailRecord, k: &str| {
         r.headers

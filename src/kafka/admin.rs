@@ -31,11 +31,17 @@ pub async fn ensure_topics(cfg: &KafkaConfig) -> Result<()> {
     let new: Vec<NewTopic> = topics
         .iter()
         .map(|t| {
-            NewTopic::new(
+            let topic = NewTopic::new(
                 t,
                 cfg.topic_partitions,
                 TopicReplication::Fixed(cfg.replication_factor),
-            )
+            );
+            // The profiles topic keeps only the latest record per customer.
+            if *t == cfg.profile_topic {
+                topic.set("cleanup.policy", "compact")
+            } else {
+                topic
+            }
         })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));

@@ -42,23 +42,35 @@ impl TailRecord {
 }
 
 /// Reads `topics` from the beginning until `max` records were read or no
-/// record arrived for `idle`.
+/// record arrived for `idle`. Partitions are assigned directly, not through
+/// a consumer group, so concurrent tails never rebalance each other into
+/// reading a record twice.
 pub async fn tail(
     cfg: &KafkaConfig,
     topics: &[String],
     max: Option<usize>,
     idle: Duration,
 ) -> Result<Vec<TailRecord>> {
-    let group = format!("tierstream-tail-{}", std::process::id());
     let consumer: StreamConsumer = client_config(cfg)
-        .set("group.id", &group)
+        .set("group.id", "tierstream-tail")
         .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed")
         .create()
         .context("creating the tail consumer")?;
-    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-    consumer.subscribe(&names).context("subscribing")?;
+    let mut assignment = TopicPartitionList::new();
+    for topic in topics {
+        let md = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(30))
+            .with_context(|| format!("fetching metadata of {topic}"))?;
+        for t in md.topics() {
+            for p in t.partitions() {
+                assignment.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+            }
+        }
+    }
+    consumer
+        .assign(&assignment)
+        .context("assigning partitions")?;
     let mut out = Vec::new();
     while max.is_none_or(|m| out.len() < m) {
         match tokio::time::timeout(idle, consumer.recv()).await {
