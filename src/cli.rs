@@ -71,6 +71,10 @@ pub struct RunArgs {
     /// TOML config file (defaults and TIERSTREAM_* variables apply without one).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Stop by itself once no input arrived for this many milliseconds
+    /// (catch-up jobs and benchmarks); by default run until signalled.
+    #[arg(long)]
+    pub stop_when_idle_ms: Option<u64>,
 }
 
 /// `replay` flags.
@@ -173,7 +177,10 @@ fn run(a: RunArgs) -> Result<()> {
             tracing::info!("shutdown requested; finishing the current batch");
             let _ = tx.send(true);
         });
-        Pipeline::new(cfg, processor, store).run(rx).await
+        Pipeline::new(cfg, processor, store)
+            .stop_when_idle(a.stop_when_idle_ms.map(Duration::from_millis))
+            .run(rx)
+            .await
     })
 }
 

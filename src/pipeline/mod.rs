@@ -37,6 +37,29 @@ pub struct Pipeline {
     cfg: Config,
     processor: Arc<Processor>,
     store: Arc<dyn KvStore>,
+    stop_when_idle: Option<Duration>,
+}
+
+/// Records processed between the first record and the last commit.
+#[derive(Default)]
+struct Throughput {
+    records: u64,
+    first: Option<Instant>,
+    last: Option<Instant>,
+}
+
+impl Throughput {
+    fn report(&self) {
+        if let (Some(first), Some(last)) = (self.first, self.last) {
+            let secs = (last - first).as_secs_f64().max(1e-3);
+            tracing::info!(
+                records = self.records,
+                seconds = format!("{secs:.2}"),
+                records_per_second = format!("{:.0}", self.records as f64 / secs),
+                "throughput from the first record to the last commit"
+            );
+        }
+    }
 }
 
 /// One consumed record, copied out of librdkafka's buffer.
@@ -78,7 +101,15 @@ impl Pipeline {
             cfg,
             processor,
             store,
+            stop_when_idle: None,
         }
+    }
+
+    /// Stops by itself once no record arrived for `idle` (catch-up jobs,
+    /// benchmarks).
+    pub fn stop_when_idle(mut self, idle: Option<Duration>) -> Self {
+        self.stop_when_idle = idle;
+        self
     }
 
     fn consumer(&self) -> Result<StreamConsumer> {
@@ -128,9 +159,12 @@ impl Pipeline {
 
         let mut tasks: HashMap<u32, TaskState> = HashMap::new();
         let interval = Duration::from_millis(k.commit_interval_ms);
+        let mut throughput = Throughput::default();
         loop {
             let (batch, stopping) = self.collect(&consumer, &mut stop, interval).await?;
             if !batch.is_empty() {
+                throughput.first.get_or_insert_with(Instant::now);
+                throughput.records += batch.len() as u64;
                 let started = Instant::now();
                 self.forget_revoked(&consumer, &mut tasks);
                 let result = self.process(&batch, &mut tasks)?;
@@ -143,8 +177,10 @@ impl Pipeline {
                     .metrics
                     .batch_seconds
                     .observe(started.elapsed().as_secs_f64());
+                throughput.last = Some(Instant::now());
             }
             if stopping {
+                throughput.report();
                 tracing::info!("stopped after the last batch was committed");
                 return Ok(());
             }
@@ -162,6 +198,7 @@ impl Pipeline {
         let max = self.cfg.kafka.batch_max_records;
         let mut batch = Vec::new();
         let mut deadline: Option<tokio::time::Instant> = None;
+        let idle_deadline = self.stop_when_idle.map(|d| tokio::time::Instant::now() + d);
         loop {
             if *stop.borrow() {
                 return Ok((batch, true));
@@ -170,6 +207,12 @@ impl Pipeline {
                 match deadline {
                     Some(d) => tokio::time::sleep_until(d).await,
                     None => std::future::pending().await,
+                }
+            };
+            let idle = async {
+                match idle_deadline {
+                    Some(d) if batch.is_empty() => tokio::time::sleep_until(d).await,
+                    _ => std::future::pending().await,
                 }
             };
             tokio::select! {
@@ -186,6 +229,10 @@ impl Pipeline {
                     }
                 }
                 _ = sleep => return Ok((batch, false)),
+                _ = idle => {
+                    tracing::info!("no input for the idle period; stopping");
+                    return Ok((batch, true));
+                }
                 _ = stop.changed() => return Ok((batch, true)),
             }
         }
