@@ -20,7 +20,8 @@ fn workload() -> Vec<u8> {
         seed: 3,
         start: 1_735_689_600_000,
         days: 365,
-    });
+    })
+    .events;
     let mut jsonl = Vec::new();
     for g in events {
         jsonl.extend(serde_json::to_vec(&g.json).unwrap());

@@ -43,6 +43,8 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Print the records of topics (read_committed), one JSON per line.
     Tail(TailArgs),
+    /// Score churn warnings against a generated workload's ground truth.
+    Backtest(BacktestArgs),
 }
 
 /// `tail` flags.
@@ -131,6 +133,26 @@ pub struct GenerateArgs {
     /// JSONL output file (default: stdout).
     #[arg(long)]
     pub output: Option<PathBuf>,
+    /// Also write the ground truth (archetype, churn date per customer).
+    #[arg(long)]
+    pub truth: Option<PathBuf>,
+}
+
+/// `backtest` flags.
+#[derive(Debug, Args)]
+pub struct BacktestArgs {
+    /// Ground truth from `generate --truth`.
+    #[arg(long)]
+    pub truth: PathBuf,
+    /// Events to replay with the config's policy.
+    #[arg(long, conflicts_with = "outputs")]
+    pub input: Option<PathBuf>,
+    /// Or: outputs of an earlier replay.
+    #[arg(long)]
+    pub outputs: Option<PathBuf>,
+    /// TOML config file (the policy to test).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 /// Opens the RocksDB store the config describes, at `dir`.
@@ -159,6 +181,7 @@ pub fn execute(cli: Cli) -> Result<()> {
         Command::Replay(a) => run_replay(a),
         Command::Generate(a) => run_generate(a),
         Command::Tail(a) => run_tail(a),
+        Command::Backtest(a) => run_backtest(a),
     }
 }
 
@@ -256,6 +279,68 @@ fn run_replay(a: ReplayArgs) -> Result<()> {
     Ok(())
 }
 
+/// Writes one JSON document per line.
+fn write_jsonl<T: serde::Serialize>(
+    path: &std::path::Path,
+    items: impl Iterator<Item = T>,
+) -> Result<()> {
+    let mut out =
+        BufWriter::new(File::create(path).with_context(|| format!("creating {}", path.display()))?);
+    for item in items {
+        serde_json::to_writer(&mut out, &item)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// Reads one JSON document per line (blank lines skipped).
+fn read_jsonl<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<Vec<T>> {
+    let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    BufReader::new(f)
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.as_ref().map_or(true, |l| !l.trim().is_empty()))
+        .map(|(n, l)| {
+            let l = l?;
+            serde_json::from_str(&l).with_context(|| format!("{} line {}", path.display(), n + 1))
+        })
+        .collect()
+}
+
+fn run_backtest(a: BacktestArgs) -> Result<()> {
+    let truth: Vec<crate::generate::Truth> = read_jsonl(&a.truth)?;
+    let outputs: Vec<serde_json::Value> = match (&a.outputs, &a.input) {
+        (Some(path), _) => read_jsonl(path)?,
+        (None, Some(input)) => {
+            let cfg = Config::load(a.config.as_deref())?;
+            let processor = processor(&cfg);
+            let f = File::open(input).with_context(|| format!("opening {}", input.display()))?;
+            let mut reader = BufReader::with_capacity(1 << 20, f);
+            let mut buffer = Vec::new();
+            let io = ReplayIo {
+                input: &mut reader,
+                output: &mut buffer,
+                dlq: None,
+                on_bytes: &|_| {},
+            };
+            let now = chrono::Utc::now().timestamp_millis();
+            replay(&processor, &MemoryStore::new(), 1, io, now)?;
+            buffer
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(serde_json::from_slice)
+                .collect::<Result<_, _>>()?
+        }
+        (None, None) => {
+            bail!("backtest needs --input (events to replay) or --outputs (a replay's output)")
+        }
+    };
+    let report = crate::backtest::backtest(&truth, &outputs)?;
+    print!("{}", report.render());
+    Ok(())
+}
+
 fn parse_day(s: &str) -> Result<i64> {
     let d = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
         .with_context(|| format!("--start {s}: expected YYYY-MM-DD"))?;
@@ -276,7 +361,11 @@ fn run_generate(a: GenerateArgs) -> Result<()> {
     if a.customers == 0 {
         bail!("--customers must be >= 1");
     }
-    let events = generate(&spec);
+    let workload = generate(&spec);
+    if let Some(path) = &a.truth {
+        write_jsonl(path, workload.truth.iter())?;
+    }
+    let events = workload.events;
     if a.to_kafka {
         let cfg = Config::load(a.config.as_deref())?;
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -285,17 +374,17 @@ fn run_generate(a: GenerateArgs) -> Result<()> {
             .context("starting the async runtime")?;
         return runtime.block_on(produce_generated(&cfg, &events));
     }
-    let mut out: Box<dyn Write> = match &a.output {
-        Some(p) => Box::new(BufWriter::new(
-            File::create(p).with_context(|| format!("creating {}", p.display()))?,
-        )),
-        None => Box::new(BufWriter::new(std::io::stdout().lock())),
-    };
-    for g in &events {
-        serde_json::to_writer(&mut out, &g.json)?;
-        out.write_all(b"\n")?;
+    match &a.output {
+        Some(p) => write_jsonl(p, events.iter().map(|g| &g.json))?,
+        None => {
+            let mut out = BufWriter::new(std::io::stdout().lock());
+            for g in &events {
+                serde_json::to_writer(&mut out, &g.json)?;
+                out.write_all(b"\n")?;
+            }
+            out.flush()?;
+        }
     }
-    out.flush()?;
     eprintln!(
         "generated {} events for {} customers",
         events.len(),

@@ -1,14 +1,21 @@
 //! `tierstream generate`: a deterministic synthetic workload that looks like
 //! a real customer base — heavy-tailed profit (a few percent platinum, a
 //! minority of loss-making lead customers), purchases, refunds, service
-//! costs, complaints and surveys — for demos, tests and benchmarks.
+//! costs, complaints, surveys and competitor signals — for demos, tests,
+//! benchmarks and backtests.
+//!
+//! Every customer is planted with a labelled loyalty archetype, and the
+//! ground truth (archetype, and the day a churner stopped buying) can be
+//! written out, so `tierstream backtest` can measure how early and how
+//! precisely churn warnings fire.
 
 use crate::domain::time::{format_rfc3339, Millis, DAY_MS};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, LogNormal, Pareto};
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
 
 /// What to generate.
 #[derive(Debug, Clone)]
@@ -38,9 +45,84 @@ pub struct Generated {
     pub json: Value,
 }
 
+/// The loyalty archetype planted in a synthetic customer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Archetype {
+    /// Buys often and likes us.
+    TrueLoyal,
+    /// Likes us but buys rarely.
+    Latent,
+    /// Buys often but does not like us — and stops buying at its churn date.
+    Spurious,
+    /// Neither buys much nor likes us.
+    Disloyal,
+    /// Bought for a while early on, then went quiet.
+    Dormant,
+}
+
+impl Archetype {
+    /// Population mix: (archetype, share).
+    const MIX: [(Archetype, f64); 5] = [
+        (Archetype::TrueLoyal, 0.30),
+        (Archetype::Latent, 0.15),
+        (Archetype::Spurious, 0.20),
+        (Archetype::Disloyal, 0.20),
+        (Archetype::Dormant, 0.15),
+    ];
+
+    /// Relative number of events.
+    fn activity(self) -> f64 {
+        match self {
+            Archetype::TrueLoyal | Archetype::Spurious => 1.6,
+            Archetype::Latent | Archetype::Disloyal => 0.35,
+            Archetype::Dormant => 0.5,
+        }
+    }
+
+    /// Typical survey answer, 1..5.
+    fn mood(self) -> f64 {
+        match self {
+            Archetype::TrueLoyal => 4.6,
+            Archetype::Latent => 4.3,
+            Archetype::Spurious | Archetype::Disloyal => 2.0,
+            Archetype::Dormant => 3.4,
+        }
+    }
+
+    /// Share of events that are complaints.
+    fn complaint_rate(self) -> f64 {
+        match self {
+            Archetype::Spurious => 0.07,
+            Archetype::Disloyal => 0.05,
+            _ => 0.015,
+        }
+    }
+
+    /// Share of events that are surveys / contacts with answers.
+    fn survey_rate(self) -> f64 {
+        match self {
+            Archetype::Latent | Archetype::Disloyal => 0.25,
+            _ => 0.07,
+        }
+    }
+}
+
+/// Ground truth for one synthetic customer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Truth {
+    /// The customer.
+    pub customer_id: String,
+    /// Its planted archetype.
+    pub archetype: Archetype,
+    /// When it stopped buying for good (churners only), RFC 3339.
+    pub churn_date: Option<String>,
+}
+
 /// How one synthetic customer behaves.
 struct Persona {
     id: String,
+    archetype: Archetype,
     /// Relative activity: how many of the events are this customer's.
     activity: f64,
     /// Typical purchase amount.
@@ -50,18 +132,41 @@ struct Persona {
     /// Probability that an event is a service cost, and its typical size.
     service_share: f64,
     service_cost: f64,
-    /// Typical attitude, 1..5.
-    mood: f64,
+    /// Active period; a churner's ends at its churn date.
+    from: Millis,
+    until: Millis,
+    churns: bool,
 }
 
-fn persona(rng: &mut ChaCha8Rng, index: u64) -> Persona {
+fn pick_archetype(rng: &mut ChaCha8Rng) -> Archetype {
+    Archetype::MIX
+        .choose_weighted(rng, |(_, share)| *share)
+        .expect("shares are positive")
+        .0
+}
+
+fn persona(rng: &mut ChaCha8Rng, index: u64, spec: &GenerateSpec) -> Persona {
+    let archetype = pick_archetype(rng);
     let activity: f64 = Pareto::new(1.0, 1.2).expect("valid").sample(rng);
     let basket: f64 = LogNormal::new(5.8, 1.2).expect("valid").sample(rng);
     let fake_big = rng.gen_bool(0.01);
     let costly = rng.gen_bool(0.12);
+    let span = i64::from(spec.days.max(1)) * DAY_MS;
+    let (until, churns) = match archetype {
+        Archetype::Spurious => (
+            spec.start + (span as f64 * rng.gen_range(0.45..0.9)) as i64,
+            true,
+        ),
+        Archetype::Dormant => (
+            spec.start + (span as f64 * rng.gen_range(0.1..0.3)) as i64,
+            true,
+        ),
+        _ => (spec.start + span, false),
+    };
     Persona {
         id: format!("c{index:07}"),
-        activity: activity.min(300.0),
+        archetype,
+        activity: activity.min(300.0) * archetype.activity(),
         basket: if fake_big { basket * 20.0 } else { basket },
         margin_rate: if fake_big {
             rng.gen_range(0.0..0.015)
@@ -70,7 +175,9 @@ fn persona(rng: &mut ChaCha8Rng, index: u64) -> Persona {
         },
         service_share: if costly { 0.35 } else { 0.06 },
         service_cost: if costly { basket * 0.9 } else { basket * 0.05 },
-        mood: rng.gen_range(1.5..5.0),
+        from: spec.start,
+        until,
+        churns,
     }
 }
 
@@ -82,48 +189,57 @@ fn answer(rng: &mut ChaCha8Rng, mood: f64) -> i64 {
     (mood + rng.gen_range(-1.0..1.0)).round().clamp(1.0, 5.0) as i64
 }
 
+fn service_answers(rng: &mut ChaCha8Rng, p: &Persona, doc: &mut Map<String, Value>) {
+    let mood = p.archetype.mood();
+    doc.insert("satisfaction".into(), json!(answer(rng, mood)));
+    doc.insert("recommend".into(), json!(answer(rng, mood)));
+    doc.insert("repurchase_intent".into(), json!(answer(rng, mood)));
+    let wallet = match p.archetype {
+        Archetype::TrueLoyal | Archetype::Spurious => rng.gen_range(0.4..0.9),
+        _ => rng.gen_range(0.05..0.4),
+    };
+    doc.insert("share_of_wallet".into(), money(wallet));
+    if mood < 2.5 && rng.gen_bool(0.3) {
+        let signal = [
+            "competitor_offer",
+            "price_match_request",
+            "contract_end_inquiry",
+        ]
+        .choose(rng)
+        .expect("non-empty");
+        doc.insert("signals".into(), json!([signal]));
+    }
+}
+
 fn event_for(rng: &mut ChaCha8Rng, p: &Persona, n: u64, ts: Millis) -> (&'static str, Value) {
-    let base = json!({
-        "event_id": format!("{}-{n}", p.id),
-        "customer_id": p.id,
-        "ts": format_rfc3339(ts),
-    });
-    let mut doc = base.as_object().expect("object").clone();
+    let mut doc = Map::new();
+    doc.insert("event_id".into(), json!(format!("{}-{n}", p.id)));
+    doc.insert("customer_id".into(), json!(p.id));
+    doc.insert("ts".into(), json!(format_rfc3339(ts)));
+    let a = p.archetype;
     let roll: f64 = rng.gen();
     let kind = if roll < p.service_share {
         doc.insert("type".into(), json!("service"));
         let cost = p.service_cost * LogNormal::new(0.0, 0.5).expect("valid").sample(rng);
         doc.insert("cost".into(), money(cost));
         "service"
-    } else if roll < p.service_share + 0.06 {
+    } else if roll < p.service_share + a.survey_rate() {
         doc.insert("type".into(), json!("service"));
-        doc.insert("satisfaction".into(), json!(answer(rng, p.mood)));
-        doc.insert("recommend".into(), json!(answer(rng, p.mood)));
-        doc.insert("repurchase_intent".into(), json!(answer(rng, p.mood)));
-        doc.insert("share_of_wallet".into(), money(rng.gen_range(0.05..0.9)));
-        if p.mood < 2.5 && rng.gen_bool(0.3) {
-            doc.insert("signals".into(), json!(["competitor_offer"]));
-        }
+        service_answers(rng, p, &mut doc);
         "service"
-    } else if roll < p.service_share + 0.06 + 0.04 {
+    } else if roll < p.service_share + a.survey_rate() + a.complaint_rate() {
         doc.insert("type".into(), json!("complaint"));
-        let severity = *["low", "medium", "high", "critical"]
-            .choose_weighted(rng, |s| match *s {
-                "low" => 5,
-                "medium" => 3,
-                "high" => 2,
-                _ => 1,
-            })
+        let severity = *[("low", 5), ("medium", 3), ("high", 2), ("critical", 1)]
+            .choose_weighted(rng, |s| s.1)
             .expect("weights are positive");
-        doc.insert("severity".into(), json!(severity));
+        doc.insert("severity".into(), json!(severity.0));
         "complaint"
     } else {
         doc.insert("type".into(), json!("purchase"));
         let amount = p.basket * LogNormal::new(0.0, 0.6).expect("valid").sample(rng);
-        let refund = rng.gen_bool(0.04);
         doc.insert("amount".into(), money(amount));
         doc.insert("margin".into(), money(amount * p.margin_rate));
-        if refund {
+        if rng.gen_bool(0.04) {
             doc.insert("refund".into(), json!(true));
         }
         doc.insert("currency".into(), json!("USD"));
@@ -132,28 +248,37 @@ fn event_for(rng: &mut ChaCha8Rng, p: &Persona, n: u64, ts: Millis) -> (&'static
     (kind, Value::Object(doc))
 }
 
-/// Generates the workload, sorted by event time (ties by customer id).
-pub fn generate(spec: &GenerateSpec) -> Vec<Generated> {
+/// The workload and its ground truth.
+pub struct Workload {
+    /// Events sorted by event time (ties by customer id).
+    pub events: Vec<Generated>,
+    /// One record per customer.
+    pub truth: Vec<Truth>,
+}
+
+/// Generates the workload.
+pub fn generate(spec: &GenerateSpec) -> Workload {
     let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
-    let personas: Vec<Persona> = (0..spec.customers).map(|i| persona(&mut rng, i)).collect();
+    let personas: Vec<Persona> = (0..spec.customers)
+        .map(|i| persona(&mut rng, i, spec))
+        .collect();
     let total_activity: f64 = personas.iter().map(|p| p.activity).sum();
-    let span = i64::from(spec.days.max(1)) * DAY_MS;
-    let mut out = Vec::with_capacity(spec.events as usize);
+    let mut events = Vec::with_capacity(spec.events as usize);
     let mut assigned = 0u64;
     for (i, p) in personas.iter().enumerate() {
-        let remaining_customers = personas.len() - i;
         let share = (spec.events as f64 * p.activity / total_activity).round() as u64;
         // Every customer gets at least one event while events last; the
         // last customer takes whatever rounding left over.
-        let n = if remaining_customers == 1 {
-            spec.events.saturating_sub(assigned)
+        let left = spec.events.saturating_sub(assigned);
+        let n = if i + 1 == personas.len() {
+            left
         } else {
-            share.max(1).min(spec.events.saturating_sub(assigned))
+            share.max(1).min(left)
         };
         for k in 0..n {
-            let ts = spec.start + rng.gen_range(0..span);
+            let ts = rng.gen_range(p.from..p.until.max(p.from + 1));
             let (kind, json) = event_for(&mut rng, p, k, ts);
-            out.push(Generated {
+            events.push(Generated {
                 ts,
                 customer_id: p.id.clone(),
                 kind,
@@ -162,11 +287,19 @@ pub fn generate(spec: &GenerateSpec) -> Vec<Generated> {
         }
         assigned += n;
     }
-    out.sort_by(|a, b| {
+    events.sort_by(|a, b| {
         a.ts.cmp(&b.ts)
             .then_with(|| a.customer_id.cmp(&b.customer_id))
     });
-    out
+    let truth = personas
+        .iter()
+        .map(|p| Truth {
+            customer_id: p.id.clone(),
+            archetype: p.archetype,
+            churn_date: p.churns.then(|| format_rfc3339(p.until)),
+        })
+        .collect();
+    Workload { events, truth }
 }
 
 #[cfg(test)]
@@ -175,8 +308,8 @@ mod tests {
 
     fn spec(seed: u64) -> GenerateSpec {
         GenerateSpec {
-            customers: 200,
-            events: 3_000,
+            customers: 400,
+            events: 6_000,
             seed,
             start: 1_735_689_600_000,
             days: 365,
@@ -187,19 +320,45 @@ mod tests {
     fn deterministic_for_a_seed_and_sorted() {
         let a = generate(&spec(7));
         let b = generate(&spec(7));
-        assert_eq!(a, b);
-        assert_ne!(a, generate(&spec(8)));
-        assert_eq!(a.len(), 3_000);
-        assert!(a.windows(2).all(|w| w[0].ts <= w[1].ts));
+        assert_eq!(a.events, b.events);
+        assert_eq!(a.truth, b.truth);
+        assert_ne!(a.events, generate(&spec(8)).events);
+        assert_eq!(a.events.len(), 6_000);
+        assert!(a.events.windows(2).all(|w| w[0].ts <= w[1].ts));
     }
 
     #[test]
-    fn has_every_kind_of_event() {
+    fn has_every_kind_of_event_and_archetype() {
         let a = generate(&spec(1));
         for kind in ["purchase", "complaint", "service"] {
-            assert!(a.iter().any(|g| g.kind == kind), "{kind}");
+            assert!(a.events.iter().any(|g| g.kind == kind), "{kind}");
         }
-        assert!(a.iter().any(|g| g.json.get("refund").is_some()));
-        assert!(a.iter().any(|g| g.json.get("cost").is_some()));
+        assert!(a.events.iter().any(|g| g.json.get("refund").is_some()));
+        assert!(a.events.iter().any(|g| g.json.get("signals").is_some()));
+        for (archetype, _) in Archetype::MIX {
+            assert!(
+                a.truth.iter().any(|t| t.archetype == archetype),
+                "{archetype:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn churners_stop_buying_at_their_churn_date() {
+        let a = generate(&spec(3));
+        for t in a.truth.iter().filter(|t| t.churn_date.is_some()) {
+            let churn = chrono::DateTime::parse_from_rfc3339(t.churn_date.as_deref().unwrap())
+                .unwrap()
+                .timestamp_millis();
+            assert!(a
+                .events
+                .iter()
+                .filter(|g| g.customer_id == t.customer_id)
+                .all(|g| g.ts < churn));
+        }
+        let non_churners = a.truth.iter().filter(|t| t.churn_date.is_none());
+        assert!(non_churners
+            .clone()
+            .all(|t| !matches!(t.archetype, Archetype::Spurious | Archetype::Dormant)));
     }
 }

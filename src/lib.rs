@@ -7,6 +7,7 @@
 
 #![warn(missing_docs)]
 
+pub mod backtest;
 pub mod cli;
 pub mod codec;
 pub mod config;

@@ -118,10 +118,18 @@ fn tier_changes_and_dead_letters_through_a_real_broker() {
     }
     let survey = json!({"type": "service", "recommend": 2, "repurchase_intent": 2});
     records.push((p.clone(), key("spur-1"), ev("s-survey", "spur-1", survey)));
+    // iron-1 asks to be forgotten (same topic as its complaint, so after it)
+    records.push((
+        c.clone(),
+        key("iron-1"),
+        ev("i-forget", "iron-1", json!({"type": "forget"})),
+    ));
     produce(&records);
     let child = env.start_pipeline();
     let tiers = env.consume(&env.config.kafka.tier_topic, 7);
     let warnings = env.consume(&env.config.kafka.warning_topic, 1);
+    // snapshots: gold-1 2, lead-1 1, plat-1 1, iron-1 1 + tombstone, spur-1 3
+    let profiles = env.consume(&env.config.kafka.profile_topic, 9);
     let dlq = env.consume(&env.config.kafka.dlq_topic, 5);
     stop_gracefully(child);
 
@@ -207,6 +215,19 @@ fn tier_changes_and_dead_letters_through_a_real_broker() {
     assert_eq!(v["warning_id"], v["event_id"]);
     assert_eq!(v["attitude"], json!(40.0));
     assert_eq!(v["recommended_action"], "satisfaction_outreach");
+    // profiles: the latest per customer, a tombstone for the forgotten one
+    let mut latest: BTreeMap<String, Option<Value>> = BTreeMap::new();
+    for r in &profiles {
+        let value = (!r.payload.is_empty()).then(|| r.to_json()["value"].clone());
+        latest.insert(r.key.clone().unwrap(), value);
+    }
+    assert_eq!(latest["iron-1"], None, "forget leaves a tombstone");
+    assert_eq!(latest["gold-1"].as_ref().unwrap()["tier"], "gold");
+    assert_eq!(latest["spur-1"].as_ref().unwrap()["quadrant"], "spurious");
+    assert_eq!(
+        latest["spur-1"].as_ref().unwrap()["warning"]["severity"],
+        "high"
+    );
     let codes: Vec<&str> = v["reasons"]
         .as_array()
         .unwrap()
@@ -269,7 +290,8 @@ fn pipeline_output_equals_replay_with_the_same_partitioning() {
         seed: 11,
         start: 1_735_689_600_000, // 2025-01-01
         days: 420,
-    });
+    })
+    .events;
     let mut jsonl = Vec::new();
     let mut records = Vec::new();
     for g in &events {
@@ -295,10 +317,12 @@ fn pipeline_output_equals_replay_with_the_same_partitioning() {
         on_bytes: &|_| {},
     };
     replay(&processor, &MemoryStore::new(), 3, io, now).unwrap();
+    // profile snapshots go to the profiles topic, not consumed here
     let expected: Vec<Value> = out
         .split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())
-        .map(|l| serde_json::from_slice(l).unwrap())
+        .map(|l| serde_json::from_slice::<Value>(l).unwrap())
+        .filter(|v| v["schema"] != "tierstream.profile.v1")
         .collect();
     assert!(
         expected.len() > 300,

@@ -136,3 +136,58 @@ fn bad_config_is_refused_naming_the_key() {
     assert!(!res.status.success());
     assert!(String::from_utf8_lossy(&res.stderr).contains("allowed_lateness_days"));
 }
+
+#[test]
+fn backtest_scores_warnings_against_the_planted_truth() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    let truth = dir.path().join("truth.jsonl");
+    let st = bin()
+        .args([
+            "generate",
+            "--customers",
+            "2000",
+            "--events",
+            "30000",
+            "--seed",
+            "9",
+            "--output",
+        ])
+        .arg(&events)
+        .arg("--truth")
+        .arg(&truth)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(lines(&truth).len(), 2000);
+    let res = bin()
+        .args(["backtest", "--truth"])
+        .arg(&truth)
+        .arg("--input")
+        .arg(&events)
+        .output()
+        .unwrap();
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let report = String::from_utf8_lossy(&res.stdout);
+    // the policy must single out spurious customers: a far larger share of
+    // them is warned than of true loyal or latent ones
+    let share = |name: &str| -> f64 {
+        let line = report
+            .lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap();
+        let pct = line.rsplit('(').next().unwrap().trim_end_matches("%)");
+        pct.parse().unwrap()
+    };
+    assert!(share("spurious") > 30.0, "{report}");
+    assert!(share("spurious") > 4.0 * share("true_loyal"), "{report}");
+    assert!(share("latent") < 5.0, "{report}");
+    assert!(
+        report.contains("recall") && report.contains("precision"),
+        "{report}"
+    );
+}

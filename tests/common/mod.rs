@@ -42,7 +42,7 @@ impl TestEnv {
             .collect();
         let toml = format!(
             "[kafka]\nbootstrap_servers = \"{}\"\ngroup_id = \"{prefix}\"\ninput_topics = [{}]\n\
-             tier_topic = \"{prefix}-tier-changes\"\nwarning_topic = \"{prefix}-churn-warnings\"\ndlq_topic = \"{prefix}-dlq\"\ntopic_partitions = 3\n\
+             tier_topic = \"{prefix}-tier-changes\"\nwarning_topic = \"{prefix}-churn-warnings\"\nprofile_topic = \"{prefix}-profiles\"\ndlq_topic = \"{prefix}-dlq\"\ntopic_partitions = 3\n\
              [state]\ndir = \"{}\"\nblock_cache_mb = 16\nwrite_buffer_mb = 16\n",
             bootstrap(),
             topics.join(", "),
