@@ -197,7 +197,6 @@ fn run(a: RunArgs) -> Result<()> {
         let (tx, rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             wait_for_shutdown_signal().await;
-            tracing::info!("shutdown requested; finishing the current batch");
             let _ = tx.send(true);
         });
         Pipeline::new(cfg, processor, store)

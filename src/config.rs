@@ -119,6 +119,10 @@ pub struct KafkaConfig {
     pub dlq_topic: String,
     /// Delivery guarantee of the pipeline.
     pub processing_guarantee: ProcessingGuarantee,
+    /// Stable name of this instance, the suffix of its transactional id.
+    /// Empty: derived from the host name and the state directory, which is
+    /// stable across restarts and unique per instance on one host.
+    pub instance_id: String,
     /// Create missing topics at start.
     pub create_topics: bool,
     /// Partitions of topics created at start.
@@ -137,6 +141,9 @@ pub struct KafkaConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProcessingGuarantee {
+    /// Outputs, state changelog and input offsets commit in one Kafka
+    /// transaction; state is written locally only after the commit.
+    ExactlyOnce,
     /// Offsets are committed only after outputs are acknowledged and state
     /// is written: nothing is lost, a crash may repeat some outputs.
     AtLeastOnce,
@@ -362,6 +369,22 @@ impl Config {
         if k.commit_interval_ms == 0 {
             return Err(invalid("kafka.commit_interval_ms", "must be >= 1"));
         }
+        if k.instance_id.contains(char::is_whitespace) {
+            return Err(invalid("kafka.instance_id", "must not contain spaces"));
+        }
+        // A task spans one partition number of every input topic; only the
+        // range assignor keeps those on one instance. cooperative-sticky
+        // assigns each topic's partitions independently.
+        let strategy = k
+            .properties
+            .get("partition.assignment.strategy")
+            .map_or("", String::as_str);
+        if k.input_topics.len() > 1 && !strategy.is_empty() && strategy != "range" {
+            return Err(invalid(
+                "kafka.properties.partition.assignment.strategy",
+                "must be \"range\" when there is more than one input topic (a task is one partition number across all of them)",
+            ));
+        }
         if self.input.max_event_bytes == 0 {
             return Err(invalid("input.max_event_bytes", "must be >= 1"));
         }
@@ -568,6 +591,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("processing_guarantee"), "{e}");
+    }
+
+    #[test]
+    fn exactly_once_is_the_default_and_at_least_once_an_option() {
+        let c = with("").unwrap();
+        assert_eq!(c.kafka.processing_guarantee, ProcessingGuarantee::ExactlyOnce);
+        let c = with("[kafka]\nprocessing_guarantee = \"at_least_once\"").unwrap();
+        assert_eq!(c.kafka.processing_guarantee, ProcessingGuarantee::AtLeastOnce);
+    }
+
+    #[test]
+    fn an_assignor_that_splits_tasks_is_refused_by_name() {
+        let coop = "[kafka.properties]\n\"partition.assignment.strategy\" = \"cooperative-sticky\"";
+        let e = with(coop).unwrap_err().to_string();
+        assert!(
+            e.contains("kafka.properties.partition.assignment.strategy"),
+            "{e}"
+        );
+        // With a single input topic a partition is a whole task.
+        let one_topic = format!("[kafka]\ninput_topics = [\"events\"]\n{coop}");
+        assert!(with(&one_topic).is_ok());
     }
 
     #[test]

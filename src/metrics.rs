@@ -5,7 +5,9 @@
 use crate::codec::input::ErrorCode;
 use crate::domain::engine::Outcome;
 use crate::domain::output::{Output, OutputBody};
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
 
 /// All metrics of one process.
 #[derive(Clone)]
@@ -26,6 +28,18 @@ pub struct Metrics {
     pub batch_seconds: Histogram,
     /// Batches committed.
     pub commits: IntCounter,
+    /// Kafka transactions by result (committed, aborted).
+    pub transactions: IntCounterVec,
+    /// Time from `begin_transaction` to the end of the commit.
+    pub transaction_seconds: Histogram,
+    /// Transactional producers dropped and rebuilt after a fatal error.
+    pub producer_rebuilds: IntCounter,
+    /// Changelog records applied to the local store by restores.
+    pub restored_records: IntCounter,
+    /// Tasks assigned but not yet restored (not processing).
+    pub restoring_tasks: IntGauge,
+    /// Partition moves by kind (assign, revoke).
+    pub rebalances: IntCounterVec,
 }
 
 fn outcome_name(o: Outcome) -> &'static str {
@@ -76,6 +90,39 @@ impl Metrics {
         ))
         .expect("valid metric");
         let commits = IntCounter::new("commits_total", "Batches committed").expect("valid metric");
+        let transactions = IntCounterVec::new(
+            Opts::new("transactions_total", "Kafka transactions by result"),
+            &["result"],
+        )
+        .expect("valid metric");
+        for r in ["committed", "aborted"] {
+            transactions.with_label_values(&[r]);
+        }
+        let transaction_seconds = Histogram::with_opts(HistogramOpts::new(
+            "transaction_duration_seconds",
+            "Time from beginning a Kafka transaction to the end of its commit",
+        ))
+        .expect("valid metric");
+        let producer_rebuilds = IntCounter::new(
+            "producer_rebuilds_total",
+            "Transactional producers rebuilt after a fatal error or fencing",
+        )
+        .expect("valid metric");
+        let restored_records = IntCounter::new(
+            "restored_records_total",
+            "Changelog records applied to the local store by restores",
+        )
+        .expect("valid metric");
+        let restoring_tasks = IntGauge::new(
+            "restoring_tasks",
+            "Assigned tasks whose state is still being restored",
+        )
+        .expect("valid metric");
+        let rebalances = IntCounterVec::new(
+            Opts::new("rebalances_total", "Partition assignments and revocations"),
+            &["kind"],
+        )
+        .expect("valid metric");
         for c in ErrorCode::ALL {
             rejected.with_label_values(&[c.as_str()]);
         }
@@ -88,28 +135,31 @@ impl Metrics {
             tier_changes,
             batch_seconds,
             commits,
+            transactions,
+            transaction_seconds,
+            producer_rebuilds,
+            restored_records,
+            restoring_tasks,
+            rebalances,
         };
-        m.registry
-            .register(Box::new(m.events.clone()))
-            .expect("unique");
-        m.registry
-            .register(Box::new(m.rejected.clone()))
-            .expect("unique");
-        m.registry
-            .register(Box::new(m.unknown_signals.clone()))
-            .expect("unique");
-        m.registry
-            .register(Box::new(m.outputs.clone()))
-            .expect("unique");
-        m.registry
-            .register(Box::new(m.tier_changes.clone()))
-            .expect("unique");
-        m.registry
-            .register(Box::new(m.batch_seconds.clone()))
-            .expect("unique");
-        m.registry
-            .register(Box::new(m.commits.clone()))
-            .expect("unique");
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(m.events.clone()),
+            Box::new(m.rejected.clone()),
+            Box::new(m.unknown_signals.clone()),
+            Box::new(m.outputs.clone()),
+            Box::new(m.tier_changes.clone()),
+            Box::new(m.batch_seconds.clone()),
+            Box::new(m.commits.clone()),
+            Box::new(m.transactions.clone()),
+            Box::new(m.transaction_seconds.clone()),
+            Box::new(m.producer_rebuilds.clone()),
+            Box::new(m.restored_records.clone()),
+            Box::new(m.restoring_tasks.clone()),
+            Box::new(m.rebalances.clone()),
+        ];
+        for c in collectors {
+            m.registry.register(c).expect("unique metric names");
+        }
         m
     }
 

@@ -6,15 +6,8 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::io::Cursor;
 use std::time::Duration;
-use tierstream::config::Config;
-use tierstream::domain::engine::Engine;
 use tierstream::generate::{generate, GenerateSpec};
-use tierstream::metrics::Metrics;
-use tierstream::processor::Processor;
-use tierstream::replay::{replay, ReplayIo};
-use tierstream::store::memory::MemoryStore;
 
 fn ev(id: &str, cust: &str, body: Value) -> Vec<u8> {
     let mut v = json!({"event_id": id, "customer_id": cust, "ts": "2026-01-05T10:00:00Z"});
@@ -300,30 +293,7 @@ fn pipeline_output_equals_replay_with_the_same_partitioning() {
         jsonl.push(b'\n');
         records.push((env.input(0), Some(g.customer_id.clone()), bytes));
     }
-    // expected: replay with 3 tasks, customers hashed like Kafka
-    let cfg = Config::load(Some(&env.config_path)).unwrap();
-    let processor = Processor::new(
-        Engine::new(cfg.policy()),
-        cfg.decode_rules(),
-        Metrics::new(),
-    );
-    let mut out = Vec::new();
-    let now = chrono::Utc::now().timestamp_millis();
-    let mut input = Cursor::new(jsonl);
-    let io = ReplayIo {
-        input: &mut input,
-        output: &mut out,
-        dlq: None,
-        on_bytes: &|_| {},
-    };
-    replay(&processor, &MemoryStore::new(), 3, io, now).unwrap();
-    // profile snapshots go to the profiles topic, not consumed here
-    let expected: Vec<Value> = out
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| serde_json::from_slice::<Value>(l).unwrap())
-        .filter(|v| v["schema"] != "tierstream.profile.v1")
-        .collect();
+    let expected = replay_expected(&env.config_path, jsonl);
     assert!(
         expected.len() > 300,
         "the workload should produce tier changes and at-risk events"

@@ -24,9 +24,6 @@ pub fn all_topics(cfg: &KafkaConfig) -> Vec<String> {
 
 /// Creates the topics that do not exist yet; existing ones are left alone.
 pub async fn ensure_topics(cfg: &KafkaConfig) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> = super::client_config(cfg)
-        .create()
-        .context("creating the Kafka admin client")?;
     let topics = all_topics(cfg);
     let new: Vec<NewTopic> = topics
         .iter()
@@ -44,9 +41,42 @@ pub async fn ensure_topics(cfg: &KafkaConfig) -> Result<()> {
             }
         })
         .collect();
+    create(cfg, &new).await
+}
+
+/// Creates the compacted state changelog with one partition per task if it
+/// is missing, then checks that it has exactly `partitions` partitions: a
+/// changelog partitioned differently from the input would restore tasks
+/// from the wrong records.
+pub async fn ensure_changelog(
+    cfg: &KafkaConfig,
+    probe: &BaseConsumer,
+    partitions: u32,
+) -> Result<String> {
+    let topic = super::changelog::topic(cfg);
+    if cfg.create_topics {
+        let new = NewTopic::new(
+            &topic,
+            partitions as i32,
+            TopicReplication::Fixed(cfg.replication_factor),
+        )
+        .set("cleanup.policy", "compact");
+        create(cfg, &[new]).await?;
+    }
+    match partition_count(probe, &topic)? {
+        0 => bail!("the state changelog topic {topic} does not exist (set kafka.create_topics = true or create it, compacted, with {partitions} partitions)"),
+        n if n == partitions as usize => Ok(topic),
+        n => bail!("the state changelog topic {topic} has {n} partitions but the input topics have {partitions}; they must match (one changelog partition per task)"),
+    }
+}
+
+async fn create(cfg: &KafkaConfig, new: &[NewTopic<'_>]) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = super::client_config(cfg)
+        .create()
+        .context("creating the Kafka admin client")?;
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     for result in admin
-        .create_topics(&new, &opts)
+        .create_topics(new, &opts)
         .await
         .context("creating topics")?
     {
@@ -59,20 +89,25 @@ pub async fn ensure_topics(cfg: &KafkaConfig) -> Result<()> {
     Ok(())
 }
 
+/// Partitions of `topic`, 0 when it does not exist.
+fn partition_count(consumer: &BaseConsumer, topic: &str) -> Result<usize> {
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(30))
+        .with_context(|| format!("fetching metadata of topic {topic}"))?;
+    Ok(md
+        .topics()
+        .first()
+        .filter(|t| t.error().is_none())
+        .map(|t| t.partitions().len())
+        .unwrap_or(0))
+}
+
 /// Returns the common partition count of the input topics, or an error
 /// naming the topics that differ or are missing.
 pub fn input_partitions(consumer: &BaseConsumer, cfg: &KafkaConfig) -> Result<u32> {
     let mut counts = Vec::new();
     for topic in &cfg.input_topics {
-        let md = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(30))
-            .with_context(|| format!("fetching metadata of topic {topic}"))?;
-        let n = md
-            .topics()
-            .first()
-            .filter(|t| t.error().is_none())
-            .map(|t| t.partitions().len())
-            .unwrap_or(0);
+        let n = partition_count(consumer, topic)?;
         if n == 0 {
             bail!(
                 "input topic {topic} does not exist (set kafka.create_topics = true or create it)"

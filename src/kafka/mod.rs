@@ -1,7 +1,9 @@
 //! Kafka adapters: client configuration (with librdkafka pass-through),
-//! topic administration, and the record shapes we write.
+//! topic administration, the state changelog, and the record shapes we
+//! write.
 
 pub mod admin;
+pub mod changelog;
 pub mod records;
 pub mod tail;
 
@@ -17,4 +19,12 @@ pub fn client_config(cfg: &KafkaConfig) -> ClientConfig {
         c.set(k, v);
     }
     c
+}
+
+/// Sets `key` unless the user passed it through `kafka.properties`: our
+/// defaults are tuned for the pipeline, but the operator has the last word.
+pub fn set_default(c: &mut ClientConfig, key: &str, value: &str) {
+    if c.get(key).is_none() {
+        c.set(key, value);
+    }
 }

@@ -1,36 +1,60 @@
 //! `tierstream run`: the Kafka consume-process-produce loop.
 //!
-//! Records are taken in batches (up to `batch_max_records` or
-//! `commit_interval_ms`), each routed to the task of its partition number,
-//! processed by the pure engine, and then, in this order: every output and
-//! dead-letter record is produced and acknowledged, the batch's state is
-//! written to RocksDB in one atomic write, and only then are the input
-//! offsets committed. A crash anywhere before the commit replays the batch
-//! (at-least-once); duplicate input is then skipped by the engine's event-id
-//! check, which also keeps the replayed batch from changing state twice.
+//! One thread runs the loop (every Kafka and RocksDB call in it blocks, so
+//! it stays off the async executor):
+//!
+//! 1. **Rebalances** are recorded by the consumer's callbacks; the loop
+//!    drops the uncommitted records and in-memory state of revoked tasks
+//!    and queues assigned tasks for restore (their partitions stay paused).
+//! 2. **Restore** brings every queued task up to the end of its changelog
+//!    partition, checks that the restored input position has caught up with
+//!    the group's committed offsets, and only then resumes the task.
+//! 3. **Collect** polls records until the batch is full, the commit
+//!    interval has passed since its first record, or a rebalance arrives.
+//! 4. **Process and commit**: the engine runs over the batch, and the sink
+//!    commits outputs, changelog and offsets (one transaction under
+//!    exactly-once) before the state is written to RocksDB.
+//!
+//! A failed commit never kills the process and never commits past unsaved
+//! state: the batch is dropped, a fenced or broken producer is rebuilt,
+//! every partition is rewound to its committed offset, and every task is
+//! restored again (which also picks up a commit whose outcome was unknown).
+//!
+//! Backpressure is structural: the loop takes no new input while a batch is
+//! being committed, so the output path can never fall behind by more than
+//! one batch, and librdkafka's prefetch queue is bounded by config.
+
+mod batch;
+pub mod rebalance;
+pub mod restore;
+pub mod sink;
 
 use crate::config::Config;
-use crate::domain::output::Output;
-use crate::domain::time::Millis;
-use crate::kafka::records::{dlq_record, output_record, OutRecord, Source};
-use crate::kafka::{admin, client_config};
-use crate::processor::{Processed, Processor};
+use crate::kafka::{admin, client_config, set_default};
+use crate::processor::Processor;
+use crate::store::checkpoint::{input_offset_name, read_i64};
 use crate::store::session::TaskState;
 use crate::store::KvStore;
 use anyhow::{Context, Result};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
-use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::types::RDKafkaErrorCode;
+use batch::InRecord;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::{BTreeMap, HashMap};
+use rebalance::{RebalanceContext, TopicPartition};
+use restore::Restorer;
+use sink::{CommitError, Sink};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-/// How long to wait for output acknowledgements before failing the batch.
-const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest single poll, so a stop request is noticed quickly.
+const MAX_POLL: Duration = Duration::from_millis(100);
+/// Timeout of committed-offset lookups and seeks.
+const OFFSETS_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a restored task may wait for the changelog to catch up with
+/// the committed offsets (a crashed instance's open transaction resolves
+/// within the transaction timeout).
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A running pipeline's pieces.
 pub struct Pipeline {
@@ -62,35 +86,7 @@ impl Throughput {
     }
 }
 
-/// One consumed record, copied out of librdkafka's buffer.
-struct InRecord {
-    topic: String,
-    partition: i32,
-    offset: i64,
-    key: Option<Vec<u8>>,
-    payload: Vec<u8>,
-}
-
-impl InRecord {
-    fn from_message(m: &BorrowedMessage<'_>) -> Self {
-        InRecord {
-            topic: m.topic().to_owned(),
-            partition: m.partition(),
-            offset: m.offset(),
-            key: m.key().map(<[u8]>::to_vec),
-            payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-        }
-    }
-}
-
-/// What processing one batch produced.
-struct BatchResult {
-    records: Vec<OutRecord>,
-    /// Next offset to consume per (topic, partition).
-    offsets: BTreeMap<(String, i32), i64>,
-}
-
-fn wall_clock() -> Millis {
+fn wall_clock() -> crate::domain::time::Millis {
     chrono::Utc::now().timestamp_millis()
 }
 
@@ -112,243 +108,378 @@ impl Pipeline {
         self
     }
 
-    fn consumer(&self) -> Result<StreamConsumer> {
+    /// Runs until `stop` turns true (SIGTERM / Ctrl-C), finishing the
+    /// current batch before returning.
+    pub async fn run(self, stop: watch::Receiver<bool>) -> Result<()> {
+        let k = &self.cfg.kafka;
+        if k.create_topics {
+            admin::ensure_topics(k).await?;
+        }
+        let probe: BaseConsumer = client_config(k)
+            .create()
+            .context("creating a metadata client")?;
+        let partitions = admin::input_partitions(&probe, k)?;
+        tracing::info!(partitions, topics = ?k.input_topics, "input topics are co-partitioned");
+        let changelog = admin::ensure_changelog(k, &probe, partitions).await?;
+        drop(probe);
+        tokio::task::spawn_blocking(move || Runner::start(self, stop, changelog)?.run())
+            .await
+            .context("the pipeline thread panicked")?
+    }
+
+    fn consumer(&self) -> Result<BaseConsumer<RebalanceContext>> {
         let k = &self.cfg.kafka;
         let mut c = client_config(k);
         c.set("group.id", &k.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("isolation.level", "read_committed")
-            // Range keeps equal partition numbers of co-partitioned topics on
-            // one instance, which is what a task needs.
-            .set("partition.assignment.strategy", "range");
-        c.create().context("creating the Kafka consumer")
+            .set("isolation.level", "read_committed");
+        set_default(&mut c, "auto.offset.reset", "earliest");
+        // Range keeps equal partition numbers of co-partitioned topics on
+        // one instance, which is what a task needs (config validation
+        // allows cooperative-sticky only with a single input topic).
+        set_default(&mut c, "partition.assignment.strategy", "range");
+        // Bound the prefetch queue: memory stays flat however far behind.
+        set_default(&mut c, "queued.max.messages.kbytes", "32768");
+        c.create_with_context(RebalanceContext::new(self.processor.metrics.clone()))
+            .context("creating the Kafka consumer")
     }
+}
 
-    fn producer(&self) -> Result<FutureProducer> {
-        let mut c = client_config(&self.cfg.kafka);
-        c.set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "5")
-            .set("compression.type", "lz4");
-        c.create().context("creating the Kafka producer")
-    }
+/// The loop's state.
+struct Runner {
+    p: Pipeline,
+    stop: watch::Receiver<bool>,
+    consumer: BaseConsumer<RebalanceContext>,
+    sink: Sink,
+    restorer: Restorer,
+    /// Tasks ready to process, with their in-memory state.
+    tasks: HashMap<u32, TaskState>,
+    /// Partitions this instance owns.
+    owned: BTreeSet<TopicPartition>,
+    /// Owned tasks still to restore before they process anything.
+    restoring: BTreeSet<u32>,
+    /// Polled records not yet committed.
+    pending: Vec<InRecord>,
+    stopping: bool,
+    failures: u32,
+    throughput: Throughput,
+}
 
-    /// Runs until `stop` turns true (SIGTERM / Ctrl-C), finishing the
-    /// current batch before returning.
-    pub async fn run(&self, mut stop: watch::Receiver<bool>) -> Result<()> {
-        let k = &self.cfg.kafka;
-        if k.create_topics {
-            admin::ensure_topics(k).await?;
-        }
-        {
-            let probe: BaseConsumer = client_config(k)
-                .create()
-                .context("creating a metadata client")?;
-            let n = admin::input_partitions(&probe, k)?;
-            tracing::info!(partitions = n, topics = ?k.input_topics, "input topics are co-partitioned");
-        }
-        let consumer = self.consumer()?;
-        let producer = self.producer()?;
+impl Runner {
+    fn start(p: Pipeline, stop: watch::Receiver<bool>, changelog: String) -> Result<Self> {
+        let k = &p.cfg.kafka;
+        let metrics = p.processor.metrics.clone();
+        let consumer = p.consumer()?;
+        let txn_id = sink::transactional_id(k, &p.cfg.state.dir);
+        let sink = Sink::new(
+            k,
+            p.cfg.kafka.processing_guarantee,
+            txn_id,
+            changelog.clone(),
+            metrics.clone(),
+        )?;
+        let restorer = Restorer::new(k, changelog, metrics)?;
         let topics: Vec<&str> = k.input_topics.iter().map(String::as_str).collect();
         consumer
             .subscribe(&topics)
             .context("subscribing to the input topics")?;
-        tracing::info!(group = %k.group_id, "consuming");
+        tracing::info!(group = %k.group_id, guarantee = ?k.processing_guarantee, "consuming");
+        Ok(Runner {
+            p,
+            stop,
+            consumer,
+            sink,
+            restorer,
+            tasks: HashMap::new(),
+            owned: BTreeSet::new(),
+            restoring: BTreeSet::new(),
+            pending: Vec::new(),
+            stopping: false,
+            failures: 0,
+            throughput: Throughput::default(),
+        })
+    }
 
-        let mut tasks: HashMap<u32, TaskState> = HashMap::new();
-        let interval = Duration::from_millis(k.commit_interval_ms);
-        let mut throughput = Throughput::default();
+    fn run(mut self) -> Result<()> {
         loop {
-            let (batch, stopping) = self.collect(&consumer, &mut stop, interval).await?;
-            if !batch.is_empty() {
-                throughput.first.get_or_insert_with(Instant::now);
-                throughput.records += batch.len() as u64;
-                let started = Instant::now();
-                self.forget_revoked(&consumer, &mut tasks);
-                let result = self.process(&batch, &mut tasks)?;
-                self.deliver(&producer, result.records).await?;
-                let writes: Vec<_> = tasks.values_mut().flat_map(TaskState::drain).collect();
-                self.store.write(writes).context("writing state")?;
-                commit(&consumer, &result.offsets);
-                self.processor.metrics.commits.inc();
-                self.processor
-                    .metrics
-                    .batch_seconds
-                    .observe(started.elapsed().as_secs_f64());
-                throughput.last = Some(Instant::now());
+            self.apply_moves();
+            if !self.restoring.is_empty() && !self.stopping {
+                self.restore()?;
+                continue;
             }
-            if stopping {
-                throughput.report();
+            self.collect();
+            if self.consumer.context().pending() {
+                continue;
+            }
+            if !self.pending.is_empty() {
+                self.commit_batch()?;
+            }
+            if self.stopping {
+                self.throughput.report();
                 tracing::info!("stopped after the last batch was committed");
                 return Ok(());
             }
         }
     }
 
-    /// Collects one batch: until it is full, the interval has passed since
-    /// its first record, or a stop is requested.
-    async fn collect(
-        &self,
-        consumer: &StreamConsumer,
-        stop: &mut watch::Receiver<bool>,
-        interval: Duration,
-    ) -> Result<(Vec<InRecord>, bool)> {
-        let max = self.cfg.kafka.batch_max_records;
-        let mut batch = Vec::new();
-        let mut deadline: Option<tokio::time::Instant> = None;
-        let idle_deadline = self.stop_when_idle.map(|d| tokio::time::Instant::now() + d);
-        loop {
-            if *stop.borrow() {
-                return Ok((batch, true));
-            }
-            let sleep = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
-                }
-            };
-            let idle = async {
-                match idle_deadline {
-                    Some(d) if batch.is_empty() => tokio::time::sleep_until(d).await,
-                    _ => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                msg = consumer.recv() => {
-                    match msg {
-                        Ok(m) => {
-                            batch.push(InRecord::from_message(&m));
-                            deadline.get_or_insert_with(|| tokio::time::Instant::now() + interval);
-                            if batch.len() >= max {
-                                return Ok((batch, false));
-                            }
-                        }
-                        Err(e) => tracing::warn!(error = %e, "consumer error"),
-                    }
-                }
-                _ = sleep => return Ok((batch, false)),
-                _ = idle => {
-                    tracing::info!("no input for the idle period; stopping");
-                    return Ok((batch, true));
-                }
-                _ = stop.changed() => return Ok((batch, true)),
-            }
-        }
-    }
-
-    /// Drops the state of tasks whose partitions this instance no longer
-    /// owns; their committed state stays in the store.
-    fn forget_revoked(&self, consumer: &StreamConsumer, tasks: &mut HashMap<u32, TaskState>) {
-        let Ok(assignment) = consumer.assignment() else {
+    /// Acts on recorded rebalances.
+    fn apply_moves(&mut self) {
+        let moves = self.consumer.context().take();
+        if moves.is_empty() {
             return;
-        };
-        let owned: std::collections::HashSet<u32> = assignment
-            .elements()
-            .iter()
-            .map(|e| e.partition() as u32)
-            .collect();
-        tasks.retain(|task, state| owned.contains(task) || state.is_dirty());
+        }
+        // Revocations first: a partition revoked and assigned again (eager
+        // rebalancing) restarts from its committed offset, so whatever was
+        // polled from it before is dropped.
+        let revoked: BTreeSet<TopicPartition> = moves.revoked.into_iter().collect();
+        self.owned.retain(|tp| !revoked.contains(tp));
+        self.pending
+            .retain(|r| !revoked.contains(&(r.topic.clone(), r.partition)));
+        let owned_tasks: BTreeSet<u32> = self.owned.iter().map(|(_, p)| *p as u32).collect();
+        self.tasks.retain(|t, _| owned_tasks.contains(t));
+        self.restoring.retain(|t| owned_tasks.contains(t));
+        for tp in moves.assigned {
+            self.restoring.insert(tp.1 as u32);
+            self.owned.insert(tp);
+        }
+        self.p
+            .processor
+            .metrics
+            .restoring_tasks
+            .set(self.restoring.len() as i64);
     }
 
-    /// Runs the engine over a batch, in arrival order per task.
-    fn process(
-        &self,
-        batch: &[InRecord],
-        tasks: &mut HashMap<u32, TaskState>,
-    ) -> Result<BatchResult> {
-        let k = &self.cfg.kafka;
-        let store = self.store.as_ref();
-        let mut records = Vec::new();
-        let mut offsets = BTreeMap::new();
-        let mut outs: Vec<Output> = Vec::new();
-        let now = wall_clock();
-        for r in batch {
-            let task_id = r.partition as u32;
-            let task = match tasks.entry(task_id) {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert(TaskState::open(task_id, store).context("opening task state")?)
+    /// Restores the queued tasks, then resumes them.
+    fn restore(&mut self) -> Result<()> {
+        let tasks = self.restoring.clone();
+        let deadline = Instant::now() + CATCH_UP_TIMEOUT;
+        loop {
+            let consumer = &self.consumer;
+            let pending = &mut self.pending;
+            // Serve the group while restoring; a record of a running task
+            // that arrives meanwhile joins the next batch.
+            let mut keepalive = || {
+                while let Some(Ok(m)) = consumer.poll(Duration::ZERO) {
+                    pending.push(InRecord::from_message(&m));
                 }
             };
-            outs.clear();
-            match self
-                .processor
-                .process(task, store, &r.payload, now, &mut outs)?
-            {
-                Processed::Event(_) => {}
-                Processed::Rejected(rej) => {
-                    tracing::debug!(code = rej.code.as_str(), topic = %r.topic, partition = r.partition, offset = r.offset, "rejected input");
-                    let src = Source {
-                        topic: &r.topic,
-                        partition: r.partition,
-                        offset: r.offset,
-                        key: r.key.as_deref(),
-                    };
-                    records.push(dlq_record(&k.dlq_topic, &r.payload, &rej, &src));
+            self.restorer
+                .restore(self.p.store.as_ref(), &tasks, &mut keepalive)?;
+            match self.behind_committed(&tasks) {
+                Ok(behind) if behind.is_empty() => break,
+                Ok(behind) if Instant::now() > deadline => {
+                    tracing::warn!(?behind, "the changelog is behind the committed offsets; continuing (outputs of the missing batches may repeat)");
+                    break;
                 }
+                Ok(behind) => tracing::info!(?behind, "waiting for the changelog to catch up with the committed offsets"),
+                Err(e) => tracing::warn!(error = %e, "could not read committed offsets; retrying"),
             }
-            records.extend(outs.iter().map(|o| output_record(k, o)));
-            offsets.insert((r.topic.clone(), r.partition), r.offset + 1);
+            std::thread::sleep(Duration::from_millis(500));
         }
-        Ok(BatchResult { records, offsets })
-    }
-
-    /// Produces every record and waits for all acknowledgements. Records are
-    /// enqueued without waiting (librdkafka batches them); a full local
-    /// queue is waited out rather than failing the batch.
-    async fn deliver(&self, producer: &FutureProducer, records: Vec<OutRecord>) -> Result<()> {
-        let mut pending = Vec::with_capacity(records.len());
-        for r in &records {
-            let mut fr: FutureRecord<'_, Vec<u8>, Vec<u8>> =
-                FutureRecord::to(&r.topic).headers(r.headers.clone());
-            if let Some(payload) = &r.payload {
-                fr = fr.payload(payload);
-            }
-            if let Some(key) = &r.key {
-                fr = fr.key(key);
-            }
-            loop {
-                match producer.send_result(fr) {
-                    Ok(delivery) => {
-                        pending.push(delivery);
-                        break;
-                    }
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                        fr = back;
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                    Err((e, _)) => anyhow::bail!("producing to {} failed: {e}", r.topic),
-                }
-            }
+        for &task in &tasks {
+            let state = TaskState::open(task, self.p.store.as_ref())?;
+            self.tasks.insert(task, state);
         }
-        let deadline = tokio::time::Instant::now() + DELIVERY_TIMEOUT;
-        for delivery in pending {
-            match tokio::time::timeout_at(deadline, delivery).await {
-                Ok(Ok(Ok(_))) => {}
-                Ok(Ok(Err((e, _)))) => anyhow::bail!("an output was not acknowledged: {e}"),
-                Ok(Err(_)) => {
-                    anyhow::bail!("the producer was closed before an output was acknowledged")
-                }
-                Err(_) => anyhow::bail!("outputs not acknowledged within {DELIVERY_TIMEOUT:?}"),
-            }
+        self.restoring.retain(|t| !tasks.contains(t));
+        self.apply_moves();
+        let resume = self.partitions(|task| tasks.contains(&task));
+        if let Err(e) = self.consumer.resume(&resume) {
+            tracing::warn!(error = %e, "could not resume restored partitions");
         }
         Ok(())
     }
-}
 
-/// Commits the batch's input offsets. A failure (typically a rebalance that
-/// took the partitions away) is logged, not fatal: the next owner re-reads
-/// from the last commit, and the engine skips what it already applied.
-fn commit(consumer: &StreamConsumer, offsets: &BTreeMap<(String, i32), i64>) {
-    let mut tpl = TopicPartitionList::new();
-    for ((topic, partition), offset) in offsets {
-        if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset)) {
-            tracing::warn!(error = %e, "could not add offset to commit");
+    /// Owned partitions whose task passes `select` and is not restoring.
+    fn partitions(&self, select: impl Fn(u32) -> bool) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        for (topic, p) in &self.owned {
+            let task = *p as u32;
+            if select(task) && !self.restoring.contains(&task) {
+                tpl.add_partition(topic, *p);
+            }
+        }
+        tpl
+    }
+
+    /// Partitions of `tasks` whose committed offset is past the input
+    /// position the restored state records: their last committed batch is
+    /// not in the changelog yet.
+    fn behind_committed(&self, tasks: &BTreeSet<u32>) -> Result<Vec<TopicPartition>> {
+        let mut tpl = TopicPartitionList::new();
+        for (topic, p) in &self.owned {
+            if tasks.contains(&(*p as u32)) {
+                tpl.add_partition(topic, *p);
+            }
+        }
+        let committed = self.consumer.committed_offsets(tpl, OFFSETS_TIMEOUT)?;
+        let mut behind = Vec::new();
+        for e in committed.elements() {
+            if let Offset::Offset(c) = e.offset() {
+                let local = read_i64(
+                    self.p.store.as_ref(),
+                    e.partition() as u32,
+                    &input_offset_name(e.topic()),
+                )?;
+                if local.is_none_or(|l| l < c) {
+                    behind.push((e.topic().to_owned(), e.partition()));
+                }
+            }
+        }
+        Ok(behind)
+    }
+
+    /// Polls records into `pending` until the batch is full, the commit
+    /// interval passed since its first record, a rebalance arrived, or a
+    /// stop was requested.
+    fn collect(&mut self) {
+        let k = &self.p.cfg.kafka;
+        let interval = Duration::from_millis(k.commit_interval_ms);
+        let mut deadline = (!self.pending.is_empty()).then(|| Instant::now() + interval);
+        let idle_deadline = self.p.stop_when_idle.map(|d| Instant::now() + d);
+        loop {
+            if *self.stop.borrow() {
+                tracing::info!("shutdown requested; finishing the current batch");
+                self.stopping = true;
+                return;
+            }
+            if self.consumer.context().pending() || self.pending.len() >= k.batch_max_records {
+                return;
+            }
+            let now = Instant::now();
+            let wait = match deadline {
+                Some(d) if d <= now => return,
+                Some(d) => (d - now).min(MAX_POLL),
+                None => MAX_POLL,
+            };
+            match self.consumer.poll(wait) {
+                Some(Ok(m)) => {
+                    self.pending.push(InRecord::from_message(&m));
+                    deadline.get_or_insert_with(|| Instant::now() + interval);
+                }
+                Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
+                None => {
+                    // Idle only counts once partitions are owned: waiting
+                    // for the group to hand some out is not idleness.
+                    let idle = self.pending.is_empty()
+                        && !self.owned.is_empty()
+                        && idle_deadline.is_some_and(|d| Instant::now() >= d);
+                    if idle {
+                        tracing::info!("no input for the idle period; stopping");
+                        self.stopping = true;
+                        return;
+                    }
+                }
+            }
         }
     }
-    if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
-        tracing::warn!(error = %e, "offset commit failed; the batch will be re-read and de-duplicated");
+
+    /// Processes and commits the pending records.
+    fn commit_batch(&mut self) -> Result<()> {
+        let records = std::mem::take(&mut self.pending);
+        let started = Instant::now();
+        self.throughput.first.get_or_insert(started);
+        let p = &self.p;
+        let batch = batch::process(
+            &p.cfg.kafka,
+            &p.processor,
+            p.store.as_ref(),
+            &mut self.tasks,
+            &records,
+            wall_clock(),
+        )
+        .context("processing a batch")?;
+        match self.sink.commit(&self.consumer, p.store.as_ref(), batch) {
+            Ok(()) => {
+                let m = &p.processor.metrics;
+                m.commits.inc();
+                m.batch_seconds.observe(started.elapsed().as_secs_f64());
+                self.throughput.records += records.len() as u64;
+                self.throughput.last = Some(Instant::now());
+                self.failures = 0;
+                Ok(())
+            }
+            Err(CommitError::Store(e)) => Err(e),
+            Err(CommitError::Aborted(e)) => {
+                tracing::warn!(error = format!("{e:#}"), "batch not committed; rewinding");
+                self.recover()
+            }
+            Err(CommitError::Fatal(e)) => {
+                tracing::warn!(error = format!("{e:#}"), "producer failed; rebuilding it and rewinding");
+                self.rebuild_producer()?;
+                self.recover()
+            }
+        }
+    }
+
+    /// Waits a little longer after each consecutive failure (at most 5 s),
+    /// so a broker outage is ridden out without a hot loop.
+    fn backoff(&mut self) {
+        self.failures = (self.failures + 1).min(6);
+        std::thread::sleep(Duration::from_millis(100 << self.failures).min(Duration::from_secs(5)));
+    }
+
+    fn rebuild_producer(&mut self) -> Result<()> {
+        loop {
+            self.backoff();
+            match self.sink.rebuild() {
+                Ok(()) => return Ok(()),
+                Err(e) if *self.stop.borrow() => return Err(e),
+                Err(e) => tracing::warn!(error = format!("{e:#}"), "could not rebuild the producer; retrying"),
+            }
+        }
+    }
+
+    /// Forgets everything uncommitted: in-memory task state and polled
+    /// records; rewinds every owned partition to its committed offset and
+    /// queues every task for restore.
+    fn recover(&mut self) -> Result<()> {
+        self.backoff();
+        self.tasks.clear();
+        self.pending.clear();
+        let all = self.partitions(|_| true);
+        self.restoring
+            .extend(self.owned.iter().map(|(_, p)| *p as u32));
+        if all.count() == 0 {
+            return Ok(());
+        }
+        if let Err(e) = self.consumer.pause(&all) {
+            tracing::warn!(error = %e, "could not pause partitions for the rewind");
+        }
+        loop {
+            match self.rewind(&all) {
+                Ok(()) => return Ok(()),
+                Err(e) if *self.stop.borrow() => return Err(e),
+                Err(e) => {
+                    tracing::warn!(error = format!("{e:#}"), "could not rewind to the committed offsets; retrying");
+                    self.backoff();
+                }
+            }
+        }
+    }
+
+    fn rewind(&self, partitions: &TopicPartitionList) -> Result<()> {
+        let committed = self
+            .consumer
+            .committed_offsets(partitions.clone(), OFFSETS_TIMEOUT)
+            .context("reading committed offsets")?;
+        let mut seek = TopicPartitionList::new();
+        for e in committed.elements() {
+            let to = match e.offset() {
+                Offset::Offset(o) => Offset::Offset(o),
+                _ => Offset::Beginning,
+            };
+            seek.add_partition_offset(e.topic(), e.partition(), to)?;
+        }
+        let result = self
+            .consumer
+            .seek_partitions(seek, OFFSETS_TIMEOUT)
+            .context("seeking")?;
+        for e in result.elements() {
+            if let Err(err) = e.error() {
+                anyhow::bail!("seeking {}/{}: {err}", e.topic(), e.partition());
+            }
+        }
+        Ok(())
     }
 }

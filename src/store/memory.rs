@@ -62,4 +62,12 @@ impl KvStore for MemoryStore {
         }
         Ok(())
     }
+
+    fn write_unlogged(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        self.write(writes)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

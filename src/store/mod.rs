@@ -6,6 +6,7 @@
 //! store is always at a batch boundary (the exactly-once pipeline relies on
 //! this to commit state only after its Kafka transaction).
 
+pub mod checkpoint;
 pub mod keys;
 pub mod memory;
 pub mod rocks;
@@ -18,7 +19,7 @@ pub enum Cf {
     Profiles,
     /// The deadline index, keyed by task, timer kind, instant and customer.
     Timers,
-    /// Per-task metadata: stream time, input offsets.
+    /// Per-task metadata: stream time, input offsets, changelog position.
     Meta,
 }
 
@@ -69,4 +70,10 @@ pub trait KvStore: Send + Sync {
     fn range(&self, cf: Cf, from: &[u8], to: &[u8]) -> Result<Entries, StoreError>;
     /// Applies all writes atomically.
     fn write(&self, writes: Vec<Write>) -> Result<(), StoreError>;
+    /// Applies writes without the write-ahead log: for bulk restores from
+    /// the changelog, which can always be redone, so durability is bought
+    /// once with `flush` instead of per write.
+    fn write_unlogged(&self, writes: Vec<Write>) -> Result<(), StoreError>;
+    /// Makes every write so far durable (flushes all column families).
+    fn flush(&self) -> Result<(), StoreError>;
 }

@@ -4,7 +4,7 @@
 
 use super::{Cf, Entries, KvStore, StoreError, Write};
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamilyDescriptor, Direction, IteratorMode, Options,
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, Direction, FlushOptions, IteratorMode, Options,
     ReadOptions, WriteBatch, WriteBufferManager, WriteOptions, DB,
 };
 use std::path::Path;
@@ -46,12 +46,28 @@ impl RocksStore {
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
         db_opts.set_write_buffer_manager(&wbm);
+        // Restores write without the WAL; atomic flushes keep the families
+        // consistent with each other if the process dies mid-restore.
+        db_opts.set_atomic_flush(true);
         db_opts.increase_parallelism(2);
         let cfs = Cf::ALL
             .iter()
             .map(|cf| ColumnFamilyDescriptor::new(cf.name(), cf_opts()));
         let db = DB::open_cf_descriptors(&db_opts, dir, cfs)?;
         Ok(RocksStore { db })
+    }
+
+    fn write_with(&self, writes: Vec<Write>, opts: &WriteOptions) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        for w in writes {
+            let cf = self.handle(w.cf);
+            match w.value {
+                Some(v) => batch.put_cf(cf, w.key, v),
+                None => batch.delete_cf(cf, w.key),
+            }
+        }
+        self.db.write_opt(batch, opts)?;
+        Ok(())
     }
 
     fn handle(&self, cf: Cf) -> &rocksdb::ColumnFamily {
@@ -82,15 +98,18 @@ impl KvStore for RocksStore {
     }
 
     fn write(&self, writes: Vec<Write>) -> Result<(), StoreError> {
-        let mut batch = WriteBatch::default();
-        for w in writes {
-            let cf = self.handle(w.cf);
-            match w.value {
-                Some(v) => batch.put_cf(cf, w.key, v),
-                None => batch.delete_cf(cf, w.key),
-            }
-        }
-        self.db.write_opt(batch, &WriteOptions::default())?;
+        self.write_with(writes, &WriteOptions::default())
+    }
+
+    fn write_unlogged(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        let mut opts = WriteOptions::default();
+        opts.disable_wal(true);
+        self.write_with(writes, &opts)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        let handles: Vec<_> = Cf::ALL.iter().map(|cf| self.handle(*cf)).collect();
+        self.db.flush_cfs_opt(&handles, &FlushOptions::default())?;
         Ok(())
     }
 }

@@ -3,8 +3,9 @@
 //! batch of writes. This is what lets the pipeline commit state only after
 //! its outputs are safe, and discard a batch that failed.
 
+use super::checkpoint::{read_i64, write_i64, STREAM_TIME};
 use super::keys::{
-    decode_profile, encode_profile, meta_key, profile_key, timer_customer, timer_key,
+    decode_profile, encode_profile, profile_key, timer_customer, timer_key,
     timers_due_range,
 };
 use super::{Cf, KvStore, StoreError, Write};
@@ -13,8 +14,6 @@ use crate::domain::output::TimerKind;
 use crate::domain::profile::{Profile, Timers};
 use crate::domain::time::Millis;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-
-const STREAM_TIME: &str = "stream_time";
 
 /// The state of one task (a partition number across the input topics).
 #[derive(Debug, Default)]
@@ -30,18 +29,11 @@ pub struct TaskState {
 impl TaskState {
     /// Opens a task, reading its stream time from the store.
     pub fn open(task: u32, store: &dyn KvStore) -> Result<Self, StoreError> {
-        let stream_time = match store.get(Cf::Meta, &meta_key(task, STREAM_TIME))? {
-            Some(bytes) => Some(Millis::from_be_bytes(
-                bytes
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| StoreError::Corrupt("stream time".into()))?,
-            )),
-            None => None,
-        };
         Ok(TaskState {
             task,
-            clock: StreamClock { stream_time },
+            clock: StreamClock {
+                stream_time: read_i64(store, task, STREAM_TIME)?,
+            },
             ..TaskState::default()
         })
     }
@@ -78,11 +70,7 @@ impl TaskState {
                 }),
         );
         if let Some(st) = self.clock.stream_time {
-            writes.push(Write {
-                cf: Cf::Meta,
-                key: meta_key(task, STREAM_TIME),
-                value: Some(st.to_be_bytes().to_vec()),
-            });
+            writes.push(write_i64(task, STREAM_TIME, st));
         }
         writes
     }

@@ -5,6 +5,14 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::io::Cursor;
+use std::path::Path;
+use tierstream::domain::engine::Engine;
+use tierstream::generate::{generate, GenerateSpec};
+use tierstream::metrics::Metrics;
+use tierstream::processor::Processor;
+use tierstream::replay::{replay, ReplayIo};
+use tierstream::store::memory::MemoryStore;
 use rdkafka::ClientConfig;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -43,6 +51,7 @@ impl TestEnv {
         let toml = format!(
             "[kafka]\nbootstrap_servers = \"{}\"\ngroup_id = \"{prefix}\"\ninput_topics = [{}]\n\
              tier_topic = \"{prefix}-tier-changes\"\nwarning_topic = \"{prefix}-churn-warnings\"\nprofile_topic = \"{prefix}-profiles\"\ndlq_topic = \"{prefix}-dlq\"\ntopic_partitions = 3\n\
+             [kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"1000\"\n\
              [state]\ndir = \"{}\"\nblock_cache_mb = 16\nwrite_buffer_mb = 16\n",
             bootstrap(),
             topics.join(", "),
@@ -217,4 +226,189 @@ pub fn assert_same_outputs(got: &[Value], expected: &[Value]) {
     let extra: Vec<&String> = g.keys().filter(|k| !e.contains_key(*k)).collect();
     assert!(extra.is_empty(), "unexpected outputs for {extra:?}");
     assert_eq!(got.len(), expected.len());
+}
+
+/// A generated workload for one input topic, with what an uninterrupted
+/// replay (3 tasks, customers hashed like Kafka) outputs for it.
+pub struct Workload {
+    /// `(topic, key, payload)` in order.
+    pub records: Vec<(String, Option<String>, Vec<u8>)>,
+    /// Expected tier and warning outputs.
+    pub expected: Vec<Value>,
+    /// Records that must end up in the DLQ.
+    pub poison: usize,
+}
+
+/// Generates `spec` onto input topic 0; every `poison_every`-th record is
+/// replaced by a malformed one (a poison pill for the DLQ).
+pub fn workload(env: &TestEnv, spec: &GenerateSpec, poison_every: Option<usize>) -> Workload {
+    let events = generate(spec).events;
+    let mut jsonl = Vec::new();
+    let mut records = Vec::new();
+    let mut poison = 0;
+    for (i, g) in events.iter().enumerate() {
+        let bytes = match poison_every {
+            Some(n) if i % n == n - 1 => {
+                poison += 1;
+                format!("{{\"event_id\": \"poison-{i}\", \"type\": ").into_bytes()
+            }
+            _ => serde_json::to_vec(&g.json).unwrap(),
+        };
+        jsonl.extend_from_slice(&bytes);
+        jsonl.push(b'\n');
+        records.push((env.input(0), Some(g.customer_id.clone()), bytes));
+    }
+    Workload {
+        records,
+        expected: replay_expected(&env.config_path, jsonl),
+        poison,
+    }
+}
+
+/// Tier and warning outputs of replaying `jsonl` with 3 tasks.
+pub fn replay_expected(config_path: &Path, jsonl: Vec<u8>) -> Vec<Value> {
+    let cfg = Config::load(Some(config_path)).unwrap();
+    let processor = Processor::new(
+        Engine::new(cfg.policy()),
+        cfg.decode_rules(),
+        Metrics::new(),
+    );
+    let mut out = Vec::new();
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut input = Cursor::new(jsonl);
+    let io = ReplayIo {
+        input: &mut input,
+        output: &mut out,
+        dlq: None,
+        on_bytes: &|_| {},
+    };
+    replay(&processor, &MemoryStore::new(), 3, io, now).unwrap();
+    // profile snapshots go to the profiles topic, compared separately
+    out.split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice::<Value>(l).unwrap())
+        .filter(|v| v["schema"] != "tierstream.profile.v1")
+        .collect()
+}
+
+/// One `tierstream run` process with its own instance id and state
+/// directory, logging at info level to a file the test can watch.
+pub struct Instance {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl TestEnv {
+    /// Starts an instance named `name` (state under the test's directory),
+    /// with extra environment overrides and arguments.
+    pub fn spawn(&self, name: &str, envs: &[(&str, &str)], args: &[&str]) -> Instance {
+        let log = self.dir.path().join(format!("{name}.log"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_tierstream"))
+            .args(["run", "--config"])
+            .arg(&self.config_path)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env("TIERSTREAM_KAFKA__INSTANCE_ID", name)
+            .env("TIERSTREAM_STATE__DIR", self.state_dir(name))
+            .envs(envs.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("starting tierstream run");
+        Instance { child, log }
+    }
+
+    /// The state directory of instance `name`.
+    pub fn state_dir(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("state-{name}"))
+    }
+
+    /// Runs instance `name` until it has been idle for 3 s, and asserts it
+    /// exited cleanly.
+    pub fn run_until_idle(&self, name: &str, envs: &[(&str, &str)]) {
+        let mut inst = self.spawn(name, envs, &["--stop-when-idle-ms", "3000"]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(300);
+        loop {
+            if let Some(status) = inst.child.try_wait().unwrap() {
+                assert!(status.success(), "{name} exited with {status}; log: {}", inst.log_text());
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "{name} did not go idle");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Every committed tier and warning output (read_committed), once
+    /// nothing new arrived for 5 s.
+    pub fn committed_outputs(&self) -> Vec<Value> {
+        let k = &self.config.kafka;
+        self.all_values(&[&k.tier_topic, &k.warning_topic])
+    }
+
+    /// Every committed record of `topics` as JSON documents (key, value,
+    /// headers), once nothing new arrived for 5 s.
+    pub fn all_records(&self, topics: &[&str]) -> Vec<Value> {
+        let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
+        rt().block_on(tail(
+            &self.config.kafka,
+            &topics,
+            None,
+            Duration::from_secs(5),
+        ))
+        .unwrap()
+        .iter()
+        .map(TailRecord::to_json)
+        .collect()
+    }
+
+    fn all_values(&self, topics: &[&str]) -> Vec<Value> {
+        self.all_records(topics)
+            .into_iter()
+            .map(|r| r["value"].clone())
+            .collect()
+    }
+}
+
+impl Instance {
+    /// Waits until the log contains `needle`; false after `timeout`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if self.log_text().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Sends a signal by name (STOP, CONT, TERM).
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args([&format!("-{sig}"), &pid])
+            .status()
+            .unwrap();
+    }
+
+    /// SIGTERM and a clean exit.
+    pub fn stop(self) {
+        stop_gracefully(self.child);
+    }
 }

@@ -1,0 +1,195 @@
+//! Restoring tasks from the state changelog before they process anything.
+//!
+//! The local store knows, per task, the next changelog offset it has not
+//! applied (written atomically with the state). A restore reads each
+//! task's changelog partition from there to its end — with
+//! `isolation.level=read_committed`, so aborted batches never come back —
+//! applying records in large batches with the RocksDB WAL off, then
+//! flushes once and records the new positions. A local store that is
+//! missing entirely restores from the beginning; one that is current reads
+//! nothing. A crash mid-restore loses nothing: positions are written only
+//! after the flush, so the next restore redoes the same records (applying a
+//! changelog prefix again is idempotent).
+
+use crate::config::KafkaConfig;
+use crate::kafka::{changelog, client_config};
+use crate::metrics::Metrics;
+use crate::store::checkpoint::{read_i64, write_i64, CHANGELOG_NEXT};
+use crate::store::{KvStore, Write};
+use anyhow::{bail, Context, Result};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::ClientContext;
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+/// Records applied per unlogged RocksDB write.
+const CHUNK: usize = 20_000;
+/// A restore that makes no progress for this long has failed.
+const STALL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The restore consumer's context: reaching the end of a partition is how a
+/// restore knows it is done, not an error worth logging.
+pub struct RestoreContext;
+
+impl ClientContext for RestoreContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() != Some(RDKafkaErrorCode::PartitionEOF) {
+            tracing::warn!(error = %error, reason, "restore consumer error");
+        }
+    }
+}
+
+impl ConsumerContext for RestoreContext {}
+
+/// Reads changelog partitions into the local store.
+pub struct Restorer {
+    consumer: BaseConsumer<RestoreContext>,
+    topic: String,
+    metrics: Metrics,
+}
+
+/// What one restore did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Restored {
+    /// Changelog records applied.
+    pub records: u64,
+    /// Time it took.
+    pub seconds: f64,
+}
+
+impl Restorer {
+    /// A restorer with its own (group-less, never committing) consumer.
+    pub fn new(cfg: &KafkaConfig, topic: String, metrics: Metrics) -> Result<Self> {
+        let mut c = client_config(cfg);
+        c.set("group.id", format!("{}-restore", cfg.group_id))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "true")
+            .set("isolation.level", "read_committed")
+            .set("auto.offset.reset", "earliest");
+        let consumer = c
+            .create_with_context(RestoreContext)
+            .context("creating the restore consumer")?;
+        Ok(Restorer {
+            consumer,
+            topic,
+            metrics,
+        })
+    }
+
+    /// Brings `tasks` up to the end of their changelog partitions.
+    /// `keepalive` is called between chunks so the caller can keep serving
+    /// its group consumer (a long restore must not look like a dead member).
+    pub fn restore(
+        &self,
+        store: &dyn KvStore,
+        tasks: &BTreeSet<u32>,
+        keepalive: &mut dyn FnMut(),
+    ) -> Result<Restored> {
+        let started = Instant::now();
+        let mut tpl = TopicPartitionList::new();
+        for &task in tasks {
+            let from = match read_i64(store, task, CHANGELOG_NEXT)? {
+                Some(next) => Offset::Offset(next),
+                None => Offset::Beginning,
+            };
+            tpl.add_partition_offset(&self.topic, task as i32, from)?;
+        }
+        self.consumer
+            .assign(&tpl)
+            .context("assigning changelog partitions")?;
+        let result = self.drain(store, tasks, keepalive);
+        if let Err(e) = self.consumer.unassign() {
+            tracing::warn!(error = %e, "could not unassign changelog partitions");
+        }
+        let records = result?;
+        let restored = Restored {
+            records,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        tracing::info!(
+            tasks = ?tasks,
+            records,
+            seconds = format!("{:.2}", restored.seconds),
+            records_per_second = format!("{:.0}", records as f64 / restored.seconds.max(1e-3)),
+            "restored state from the changelog"
+        );
+        Ok(restored)
+    }
+
+    /// Applies records until every partition reached its end, then makes
+    /// them durable and records the positions.
+    fn drain(
+        &self,
+        store: &dyn KvStore,
+        tasks: &BTreeSet<u32>,
+        keepalive: &mut dyn FnMut(),
+    ) -> Result<u64> {
+        let mut at_end: BTreeSet<u32> = BTreeSet::new();
+        let mut chunk: Vec<Write> = Vec::with_capacity(CHUNK);
+        let mut records = 0u64;
+        let mut last_progress = Instant::now();
+        while at_end.len() < tasks.len() {
+            match self.consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    let write = changelog::decode(m.key().unwrap_or_default(), m.payload())
+                        .with_context(|| {
+                            format!(
+                                "changelog record {}/{} at offset {}",
+                                self.topic,
+                                m.partition(),
+                                m.offset()
+                            )
+                        })?;
+                    chunk.push(write);
+                    records += 1;
+                    last_progress = Instant::now();
+                    if chunk.len() >= CHUNK {
+                        self.apply(store, &mut chunk)?;
+                        keepalive();
+                    }
+                }
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    at_end.insert(p as u32);
+                    last_progress = Instant::now();
+                }
+                Some(Err(e)) => tracing::warn!(error = %e, "changelog read error; retrying"),
+                None => {
+                    keepalive();
+                    if last_progress.elapsed() > STALL_TIMEOUT {
+                        bail!(
+                            "restoring from {} made no progress for {STALL_TIMEOUT:?}",
+                            self.topic
+                        );
+                    }
+                }
+            }
+        }
+        self.apply(store, &mut chunk)?;
+        store.flush().context("flushing restored state")?;
+        let positions = self.consumer.position()?;
+        let marks: Vec<Write> = positions
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(next) => Some(write_i64(e.partition() as u32, CHANGELOG_NEXT, next)),
+                _ => None,
+            })
+            .collect();
+        store.write(marks).context("recording changelog positions")?;
+        Ok(records)
+    }
+
+    fn apply(&self, store: &dyn KvStore, chunk: &mut Vec<Write>) -> Result<()> {
+        let n = chunk.len() as u64;
+        store
+            .write_unlogged(std::mem::take(chunk))
+            .context("writing restored state")?;
+        self.metrics.restored_records.inc_by(n);
+        Ok(())
+    }
+}

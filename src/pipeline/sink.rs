@@ -1,0 +1,396 @@
+//! Committing a processed batch: its outputs, its state changelog and its
+//! input offsets, under the configured guarantee — and only then its state
+//! in the local store.
+//!
+//! * `exactly_once`: one Kafka transaction per batch (outputs, dead
+//!   letters, changelog records, and the input offsets through
+//!   `send_offsets_to_transaction` with the consumer's group metadata, so
+//!   a fenced zombie cannot commit). RocksDB is written after the commit
+//!   succeeds, in one atomic batch with the changelog position; after a
+//!   crash the store is at the committed point or behind it, and the
+//!   changelog fills the gap.
+//! * `at_least_once`: outputs are acknowledged, then the changelog, then
+//!   the store is written and the input offsets committed. A crash repeats
+//!   at most the uncommitted batch's outputs.
+
+use crate::config::{KafkaConfig, ProcessingGuarantee};
+use crate::kafka::records::OutRecord;
+use crate::kafka::{changelog, client_config, set_default};
+use crate::metrics::Metrics;
+use crate::pipeline::rebalance::RebalanceContext;
+use crate::store::checkpoint::{write_i64, CHANGELOG_NEXT};
+use crate::store::{KvStore, Write};
+use anyhow::{anyhow, Context};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Timeout of each transactional call (they block).
+const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A processed batch, ready to commit.
+#[derive(Default)]
+pub struct Batch {
+    /// Outputs and dead letters, in the order they were produced.
+    pub records: Vec<OutRecord>,
+    /// State writes per task (the changelog partition is the task).
+    pub state: Vec<(u32, Vec<Write>)>,
+    /// Next input offset per (topic, partition).
+    pub offsets: BTreeMap<(String, i32), i64>,
+}
+
+/// Why a batch did not commit.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// The batch is not visible to read_committed consumers (aborted, or
+    /// never produced); the producer is still usable.
+    #[error("batch aborted: {0:#}")]
+    Aborted(anyhow::Error),
+    /// The producer is unusable (fenced or a fatal error); whether the
+    /// batch committed is unknown. Rebuild the producer and restore.
+    #[error("producer failed: {0:#}")]
+    Fatal(anyhow::Error),
+    /// The batch committed to Kafka but the local store could not be
+    /// written; the changelog still has it, so a restart restores it.
+    #[error("state store write failed after commit: {0:#}")]
+    Store(anyhow::Error),
+}
+
+/// The producer side of the pipeline.
+pub struct Sink {
+    cfg: KafkaConfig,
+    guarantee: ProcessingGuarantee,
+    transactional_id: String,
+    changelog_topic: String,
+    producer: FutureProducer,
+    metrics: Metrics,
+}
+
+/// The transactional id of this instance: `<group_id>-<instance_id>`. A
+/// stable id lets a restarted instance fence its own previous incarnation
+/// and abort its open transaction at once, instead of every reader of the
+/// outputs waiting for the transaction to time out.
+pub fn transactional_id(cfg: &KafkaConfig, state_dir: &Path) -> String {
+    let instance = if cfg.instance_id.is_empty() {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "localhost".into());
+        let dir = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
+        let hash = xxhash_rust::xxh3::xxh3_64(dir.to_string_lossy().as_bytes());
+        format!("{host}-{:08x}", hash as u32)
+    } else {
+        cfg.instance_id.clone()
+    };
+    format!("{}-{instance}", cfg.group_id)
+}
+
+fn kafka_error(e: KafkaError) -> anyhow::Error {
+    anyhow!(e)
+}
+
+/// Whether a transactional call failed in a way that leaves the producer
+/// unusable (fencing, fatal errors).
+fn is_fatal(e: &KafkaError) -> bool {
+    match e {
+        KafkaError::Transaction(t) => t.is_fatal(),
+        _ => false,
+    }
+}
+
+fn is_retriable(e: &KafkaError) -> bool {
+    matches!(e, KafkaError::Transaction(t) if t.is_retriable())
+}
+
+impl Sink {
+    /// Creates the producer (and, for exactly-once, initialises its
+    /// transactions, which fences any older producer with the same id).
+    pub fn new(
+        cfg: &KafkaConfig,
+        guarantee: ProcessingGuarantee,
+        transactional_id: String,
+        changelog_topic: String,
+        metrics: Metrics,
+    ) -> anyhow::Result<Self> {
+        let producer = create_producer(cfg, guarantee, &transactional_id)?;
+        Ok(Sink {
+            cfg: cfg.clone(),
+            guarantee,
+            transactional_id,
+            changelog_topic,
+            producer,
+            metrics,
+        })
+    }
+
+    /// Drops the producer and builds a new one (after fencing or a fatal
+    /// error).
+    pub fn rebuild(&mut self) -> anyhow::Result<()> {
+        self.metrics.producer_rebuilds.inc();
+        self.producer = create_producer(&self.cfg, self.guarantee, &self.transactional_id)?;
+        Ok(())
+    }
+
+    /// Commits `batch`, then writes its state to `store`.
+    pub fn commit(
+        &self,
+        consumer: &BaseConsumer<RebalanceContext>,
+        store: &dyn KvStore,
+        batch: Batch,
+    ) -> Result<(), CommitError> {
+        match self.guarantee {
+            ProcessingGuarantee::ExactlyOnce => self.commit_transaction(consumer, store, batch),
+            ProcessingGuarantee::AtLeastOnce => self.commit_acknowledged(consumer, store, batch),
+        }
+    }
+
+    fn commit_transaction(
+        &self,
+        consumer: &BaseConsumer<RebalanceContext>,
+        store: &dyn KvStore,
+        batch: Batch,
+    ) -> Result<(), CommitError> {
+        let started = Instant::now();
+        self.producer
+            .begin_transaction()
+            .map_err(|e| self.classify(e))?;
+        let produced = self.produce_all(&batch).and_then(|(outputs, changelog)| {
+            wait(outputs)?;
+            wait_changelog(changelog)
+        });
+        let positions = match produced {
+            Ok(p) => p,
+            Err(e) => return Err(self.abort(e)),
+        };
+        let cgm = consumer
+            .group_metadata()
+            .ok_or_else(|| self.abort(anyhow!("the consumer has no group metadata")))?;
+        let tpl = offsets_list(&batch.offsets).map_err(|e| self.abort(e))?;
+        if let Err(e) = self
+            .producer
+            .send_offsets_to_transaction(&tpl, &cgm, TXN_CALL_TIMEOUT)
+        {
+            return Err(self.fail(e));
+        }
+        loop {
+            match self.producer.commit_transaction(TXN_CALL_TIMEOUT) {
+                Ok(()) => break,
+                Err(e) if is_retriable(&e) => {
+                    tracing::warn!(error = %e, "transaction commit still in progress; retrying");
+                }
+                Err(e) => return Err(self.fail(e)),
+            }
+        }
+        self.metrics
+            .transactions
+            .with_label_values(&["committed"])
+            .inc();
+        self.metrics
+            .transaction_seconds
+            .observe(started.elapsed().as_secs_f64());
+        write_state(store, batch.state, &positions).map_err(CommitError::Store)
+    }
+
+    fn commit_acknowledged(
+        &self,
+        consumer: &BaseConsumer<RebalanceContext>,
+        store: &dyn KvStore,
+        batch: Batch,
+    ) -> Result<(), CommitError> {
+        // Outputs before the changelog: a crash between them replays the
+        // batch with the old state, so no output can be skipped.
+        let outputs = self
+            .produce_outputs(&batch.records)
+            .map_err(CommitError::Aborted)?;
+        wait(outputs).map_err(CommitError::Aborted)?;
+        let changelog = self
+            .produce_changelog(&batch.state)
+            .map_err(CommitError::Aborted)?;
+        let positions = wait_changelog(changelog).map_err(CommitError::Aborted)?;
+        write_state(store, batch.state, &positions).map_err(CommitError::Store)?;
+        let tpl = offsets_list(&batch.offsets).map_err(CommitError::Aborted)?;
+        if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+            // Typically a rebalance took the partitions: their next owner
+            // re-reads from the last commit, and duplicates are skipped.
+            tracing::warn!(error = %e, "offset commit failed; the batch will be re-read");
+        }
+        Ok(())
+    }
+
+    /// Aborts the open transaction after `e`; a failed abort means the
+    /// producer must be rebuilt.
+    fn abort(&self, e: anyhow::Error) -> CommitError {
+        match self.producer.abort_transaction(TXN_CALL_TIMEOUT) {
+            Ok(()) => {
+                self.metrics
+                    .transactions
+                    .with_label_values(&["aborted"])
+                    .inc();
+                CommitError::Aborted(e)
+            }
+            Err(abort) => CommitError::Fatal(e.context(format!("abort failed too: {abort}"))),
+        }
+    }
+
+    /// A failed transactional call: fatal errors need a new producer,
+    /// anything else aborts the transaction.
+    fn fail(&self, e: KafkaError) -> CommitError {
+        if is_fatal(&e) {
+            CommitError::Fatal(kafka_error(e))
+        } else {
+            self.abort(kafka_error(e))
+        }
+    }
+
+    /// `begin_transaction` failed: nothing is open to abort.
+    fn classify(&self, e: KafkaError) -> CommitError {
+        if is_fatal(&e) {
+            CommitError::Fatal(kafka_error(e))
+        } else {
+            CommitError::Aborted(kafka_error(e))
+        }
+    }
+
+    fn produce_all(&self, batch: &Batch) -> anyhow::Result<(Vec<DeliveryFuture>, Changelog)> {
+        Ok((
+            self.produce_outputs(&batch.records)?,
+            self.produce_changelog(&batch.state)?,
+        ))
+    }
+
+    fn produce_outputs(&self, records: &[OutRecord]) -> anyhow::Result<Vec<DeliveryFuture>> {
+        records
+            .iter()
+            .map(|r| {
+                let mut fr: FutureRecord<'_, Vec<u8>, Vec<u8>> =
+                    FutureRecord::to(&r.topic).headers(r.headers.clone());
+                if let Some(payload) = &r.payload {
+                    fr = fr.payload(payload);
+                }
+                if let Some(key) = &r.key {
+                    fr = fr.key(key);
+                }
+                self.send(fr)
+            })
+            .collect()
+    }
+
+    fn produce_changelog(&self, state: &[(u32, Vec<Write>)]) -> anyhow::Result<Changelog> {
+        let mut out = Vec::new();
+        for (task, writes) in state {
+            for w in writes {
+                let (key, value) = changelog::encode(w);
+                let mut fr: FutureRecord<'_, Vec<u8>, Vec<u8>> =
+                    FutureRecord::to(&self.changelog_topic)
+                        .partition(*task as i32)
+                        .key(&key);
+                if let Some(v) = &value {
+                    fr = fr.payload(v);
+                }
+                out.push((*task, self.send(fr)?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Enqueues one record, waiting out a full local queue.
+    fn send(&self, mut fr: FutureRecord<'_, Vec<u8>, Vec<u8>>) -> anyhow::Result<DeliveryFuture> {
+        loop {
+            match self.producer.send_result(fr) {
+                Ok(delivery) => return Ok(delivery),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    fr = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err((e, back)) => anyhow::bail!("producing to {} failed: {e}", back.topic),
+            }
+        }
+    }
+}
+
+/// Changelog deliveries, by task.
+type Changelog = Vec<(u32, DeliveryFuture)>;
+
+fn create_producer(
+    cfg: &KafkaConfig,
+    guarantee: ProcessingGuarantee,
+    transactional_id: &str,
+) -> anyhow::Result<FutureProducer> {
+    let mut c = client_config(cfg);
+    set_default(&mut c, "acks", "all");
+    set_default(&mut c, "linger.ms", "5");
+    set_default(&mut c, "compression.type", "lz4");
+    c.set("enable.idempotence", "true");
+    if guarantee == ProcessingGuarantee::ExactlyOnce {
+        c.set("transactional.id", transactional_id);
+        // Like Kafka Streams: a crashed instance's open transaction blocks
+        // read_committed readers until it times out, so keep that short.
+        set_default(&mut c, "transaction.timeout.ms", "10000");
+    } else {
+        set_default(&mut c, "message.timeout.ms", "60000");
+    }
+    let producer: FutureProducer = c.create().context("creating the Kafka producer")?;
+    if guarantee == ProcessingGuarantee::ExactlyOnce {
+        producer
+            .init_transactions(TXN_CALL_TIMEOUT)
+            .with_context(|| format!("initialising transactions of {transactional_id}"))?;
+        tracing::info!(transactional_id, "transactional producer ready");
+    }
+    Ok(producer)
+}
+
+fn wait(deliveries: Vec<DeliveryFuture>) -> anyhow::Result<()> {
+    for d in deliveries {
+        delivered(d)?;
+    }
+    Ok(())
+}
+
+/// Waits for the changelog records; returns the next changelog offset of
+/// each task that wrote any.
+fn wait_changelog(deliveries: Changelog) -> anyhow::Result<HashMap<u32, i64>> {
+    let mut next = HashMap::new();
+    for (task, d) in deliveries {
+        let offset = delivered(d)?;
+        let e = next.entry(task).or_insert(offset + 1);
+        *e = (*e).max(offset + 1);
+    }
+    Ok(next)
+}
+
+/// The offset a record landed at, or why it did not.
+fn delivered(d: DeliveryFuture) -> anyhow::Result<i64> {
+    match futures::executor::block_on(d) {
+        Ok(Ok(delivery)) => Ok(delivery.offset),
+        Ok(Err((e, _))) => Err(anyhow!("a record was not acknowledged: {e}")),
+        Err(_) => Err(anyhow!("the producer closed before a record was acknowledged")),
+    }
+}
+
+fn offsets_list(offsets: &BTreeMap<(String, i32), i64>) -> anyhow::Result<TopicPartitionList> {
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), offset) in offsets {
+        tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+    }
+    Ok(tpl)
+}
+
+/// Writes the batch's state and each task's new changelog position in one
+/// atomic write.
+fn write_state(
+    store: &dyn KvStore,
+    state: Vec<(u32, Vec<Write>)>,
+    positions: &HashMap<u32, i64>,
+) -> anyhow::Result<()> {
+    let mut writes: Vec<Write> = state.into_iter().flat_map(|(_, w)| w).collect();
+    writes.extend(
+        positions
+            .iter()
+            .map(|(task, next)| write_i64(*task, CHANGELOG_NEXT, *next)),
+    );
+    store.write(writes).context("writing state")
+}
