@@ -596,9 +596,15 @@ mod tests {
     #[test]
     fn exactly_once_is_the_default_and_at_least_once_an_option() {
         let c = with("").unwrap();
-        assert_eq!(c.kafka.processing_guarantee, ProcessingGuarantee::ExactlyOnce);
+        assert_eq!(
+            c.kafka.processing_guarantee,
+            ProcessingGuarantee::ExactlyOnce
+        );
         let c = with("[kafka]\nprocessing_guarantee = \"at_least_once\"").unwrap();
-        assert_eq!(c.kafka.processing_guarantee, ProcessingGuarantee::AtLeastOnce);
+        assert_eq!(
+            c.kafka.processing_guarantee,
+            ProcessingGuarantee::AtLeastOnce
+        );
     }
 
     #[test]

@@ -5,9 +5,7 @@
 use crate::codec::input::ErrorCode;
 use crate::domain::engine::Outcome;
 use crate::domain::output::{Output, OutputBody};
-use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 /// All metrics of one process.
 #[derive(Clone)]

@@ -48,6 +48,11 @@ fn a_broker_restart_mid_run_loses_and_duplicates_nothing() {
     );
     produce(second);
     std::thread::sleep(Duration::from_secs(5));
+    let log = a.log_text();
+    eprintln!(
+        "batches rewound during the outage: {}",
+        log.matches("rewinding").count()
+    );
     a.stop();
     env.run_until_idle("a", &[]);
     let got = env.committed_outputs();

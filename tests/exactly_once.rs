@@ -39,7 +39,7 @@ fn assert_exactly_once(env: &TestEnv, w: &Workload) {
     assert_eq!(dlq.len(), w.poison, "each poison pill reaches the DLQ once");
 }
 
-fn chunks(w: &Workload, n: usize) -> Vec<&[(String, Option<String>, Vec<u8>)]> {
+fn chunks(w: &Workload, n: usize) -> Vec<&[InputRecord]> {
     w.records.chunks(w.records.len().div_ceil(n)).collect()
 }
 
@@ -47,31 +47,43 @@ fn chunks(w: &Workload, n: usize) -> Vec<&[(String, Option<String>, Vec<u8>)]> {
 fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     let env = TestEnv::new("eos-kill", 1);
     env.create_topics();
-    let w = workload(&env, &spec(1500, 36_000, 21), Some(997));
-    assert!(w.expected.len() > 1000 && w.poison > 30);
-    let kills = std::env::var("TIERSTREAM_KILLS")
+    let kills: usize = std::env::var("TIERSTREAM_KILLS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(12);
+    let w = workload(&env, &spec(1500, 5000 * kills as u64, 21), Some(997));
+    assert!(w.expected.len() > 1000 && w.poison > 30);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
     // New input keeps arriving, so every incarnation has work when it dies.
     let parts = chunks(&w, kills);
+    let tiny_batches = [
+        ("TIERSTREAM_KAFKA__BATCH_MAX_RECORDS", "50"),
+        ("TIERSTREAM_KAFKA__COMMIT_INTERVAL_MS", "50"),
+    ];
     let mut mid_stream = 0;
     for (i, part) in parts.iter().enumerate() {
         produce(part);
-        let inst = env.spawn("a", &SMALL_BATCHES, &[]);
+        let inst = env.spawn("a", &tiny_batches, &[]);
         assert!(
             inst.wait_for_log("restored state from the changelog", Duration::from_secs(60)),
             "incarnation {i} never became ready: {}",
             inst.log_text()
         );
-        std::thread::sleep(Duration::from_millis(rng.gen_range(100..1500)));
-        let before = inst.log_text().matches("restored state").count();
+        std::thread::sleep(Duration::from_millis(rng.gen_range(50..800)));
         inst.kill9();
-        mid_stream += usize::from(before > 0);
+        // Input left uncommitted at the kill: it died mid-stream.
+        mid_stream += usize::from(env.lag() > 0);
     }
-    eprintln!("{} kills, {mid_stream} after processing had started", parts.len());
+    eprintln!(
+        "{} kills, {mid_stream} with input still uncommitted",
+        parts.len()
+    );
     assert!(parts.len() >= 10);
+    assert!(
+        mid_stream * 4 >= parts.len() * 3,
+        "most kills must land mid-stream ({mid_stream} of {})",
+        parts.len()
+    );
     env.run_until_idle("a", &[]);
     assert_exactly_once(&env, &w);
 }
@@ -110,7 +122,14 @@ fn instances_joining_and_leaving_give_identical_output() {
     produce(parts[1]);
     let c = env.spawn("c", &SMALL_BATCHES, &[]);
     produce(parts[2]);
-    std::thread::sleep(Duration::from_secs(3));
+    // Every instance got tasks and restored them before working.
+    for (name, inst) in [("b", &b), ("c", &c)] {
+        assert!(
+            inst.wait_for_log("restored state", Duration::from_secs(60)),
+            "{name} never got partitions: {}",
+            inst.log_text()
+        );
+    }
     a.stop(); // a graceful leave
     produce(parts[3]);
     std::thread::sleep(Duration::from_secs(2));
@@ -129,22 +148,31 @@ fn instances_joining_and_leaving_give_identical_output() {
 fn a_zombie_instance_is_fenced() {
     let env = TestEnv::new("eos-zombie", 1);
     env.create_topics();
-    let w = workload(&env, &spec(1000, 20_000, 24), Some(1999));
+    let w = workload(&env, &spec(1000, 24_000, 24), Some(1999));
     let parts = chunks(&w, 4);
+    let tiny_batches = [
+        ("TIERSTREAM_KAFKA__BATCH_MAX_RECORDS", "50"),
+        ("TIERSTREAM_KAFKA__COMMIT_INTERVAL_MS", "50"),
+    ];
     produce(parts[0]);
-    let a = env.spawn("a", &SMALL_BATCHES, &[]);
-    assert!(a.wait_for_log("restored state from the changelog", Duration::from_secs(60)));
-    let b = env.spawn("b", &SMALL_BATCHES, &[]);
+    let a = env.spawn("a", &tiny_batches, &[]);
+    assert!(a.wait_for_log("restored state", Duration::from_secs(60)));
+    let b = env.spawn("b", &tiny_batches, &[]);
+    assert!(b.wait_for_log("restored state", Duration::from_secs(60)));
+    // Freeze a in the middle of its work, past its session timeout and its
+    // transaction timeout: b takes its partitions over while a still
+    // believes it owns them, with a transaction open.
     produce(parts[1]);
-    std::thread::sleep(Duration::from_secs(2));
-    // Freeze a mid-stream past its session timeout: b takes its partitions
-    // over while a still believes it owns them.
+    std::thread::sleep(Duration::from_millis(300));
     a.signal("STOP");
     produce(parts[2]);
-    std::thread::sleep(Duration::from_secs(12));
+    std::thread::sleep(Duration::from_secs(14));
     a.signal("CONT");
     produce(parts[3]);
     std::thread::sleep(Duration::from_secs(5));
+    let log = a.log_text();
+    let fenced = log.contains("batch not committed") || log.contains("producer failed");
+    eprintln!("zombie fenced mid-transaction: {fenced}");
     a.stop();
     b.stop();
     env.run_until_idle("b", &[]);

@@ -64,7 +64,8 @@ pub fn process(
             }
         };
         outs.clear();
-        if let Processed::Rejected(rej) = processor.process(task, store, &r.payload, now, &mut outs)?
+        if let Processed::Rejected(rej) =
+            processor.process(task, store, &r.payload, now, &mut outs)?
         {
             tracing::debug!(code = rej.code.as_str(), topic = %r.topic, partition = r.partition, offset = r.offset, "rejected input");
             let src = Source {

@@ -272,7 +272,10 @@ impl Runner {
                     tracing::warn!(?behind, "the changelog is behind the committed offsets; continuing (outputs of the missing batches may repeat)");
                     break;
                 }
-                Ok(behind) => tracing::info!(?behind, "waiting for the changelog to catch up with the committed offsets"),
+                Ok(behind) => tracing::info!(
+                    ?behind,
+                    "waiting for the changelog to catch up with the committed offsets"
+                ),
                 Err(e) => tracing::warn!(error = %e, "could not read committed offsets; retrying"),
             }
             std::thread::sleep(Duration::from_millis(500));
@@ -405,7 +408,10 @@ impl Runner {
                 self.recover()
             }
             Err(CommitError::Fatal(e)) => {
-                tracing::warn!(error = format!("{e:#}"), "producer failed; rebuilding it and rewinding");
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "producer failed; rebuilding it and rewinding"
+                );
                 self.rebuild_producer()?;
                 self.recover()
             }
@@ -425,7 +431,10 @@ impl Runner {
             match self.sink.rebuild() {
                 Ok(()) => return Ok(()),
                 Err(e) if *self.stop.borrow() => return Err(e),
-                Err(e) => tracing::warn!(error = format!("{e:#}"), "could not rebuild the producer; retrying"),
+                Err(e) => tracing::warn!(
+                    error = format!("{e:#}"),
+                    "could not rebuild the producer; retrying"
+                ),
             }
         }
     }
@@ -451,7 +460,10 @@ impl Runner {
                 Ok(()) => return Ok(()),
                 Err(e) if *self.stop.borrow() => return Err(e),
                 Err(e) => {
-                    tracing::warn!(error = format!("{e:#}"), "could not rewind to the committed offsets; retrying");
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        "could not rewind to the committed offsets; retrying"
+                    );
                     self.backoff();
                 }
             }

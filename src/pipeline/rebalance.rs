@@ -74,10 +74,7 @@ impl ConsumerContext for RebalanceContext {
         if let Rebalance::Revoke(tpl) = rebalance {
             let revoked = partitions(tpl);
             tracing::info!(partitions = revoked.len(), "partitions revoked");
-            self.metrics
-                .rebalances
-                .with_label_values(&["revoke"])
-                .inc();
+            self.metrics.rebalances.with_label_values(&["revoke"]).inc();
             self.moves
                 .lock()
                 .expect("rebalance lock")
@@ -94,10 +91,7 @@ impl ConsumerContext for RebalanceContext {
                 }
                 let assigned = partitions(tpl);
                 tracing::info!(partitions = assigned.len(), "partitions assigned");
-                self.metrics
-                    .rebalances
-                    .with_label_values(&["assign"])
-                    .inc();
+                self.metrics.rebalances.with_label_values(&["assign"]).inc();
                 self.moves
                     .lock()
                     .expect("rebalance lock")

@@ -12,16 +12,16 @@
 //! changelog prefix again is idempotent).
 
 use crate::config::KafkaConfig;
-use crate::kafka::{changelog, client_config};
+use crate::kafka::{changelog, client_config, set_default};
 use crate::metrics::Metrics;
 use crate::store::checkpoint::{read_i64, write_i64, CHANGELOG_NEXT};
 use crate::store::{KvStore, Write};
 use anyhow::{bail, Context, Result};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::ClientContext;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::ClientContext;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -71,6 +71,10 @@ impl Restorer {
             .set("enable.partition.eof", "true")
             .set("isolation.level", "read_committed")
             .set("auto.offset.reset", "earliest");
+        // A restore that finds nothing new should take a round trip, not
+        // the default half-second fetch wait per step.
+        set_default(&mut c, "fetch.wait.max.ms", "20");
+        set_default(&mut c, "fetch.max.bytes", "104857600");
         let consumer = c
             .create_with_context(RestoreContext)
             .context("creating the restore consumer")?;
@@ -180,7 +184,9 @@ impl Restorer {
                 _ => None,
             })
             .collect();
-        store.write(marks).context("recording changelog positions")?;
+        store
+            .write(marks)
+            .context("recording changelog positions")?;
         Ok(records)
     }
 

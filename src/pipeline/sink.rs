@@ -367,7 +367,9 @@ fn delivered(d: DeliveryFuture) -> anyhow::Result<i64> {
     match futures::executor::block_on(d) {
         Ok(Ok(delivery)) => Ok(delivery.offset),
         Ok(Err((e, _))) => Err(anyhow!("a record was not acknowledged: {e}")),
-        Err(_) => Err(anyhow!("the producer closed before a record was acknowledged")),
+        Err(_) => Err(anyhow!(
+            "the producer closed before a record was acknowledged"
+        )),
     }
 }
 

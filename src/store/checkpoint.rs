@@ -50,7 +50,10 @@ mod tests {
     fn numbers_round_trip_per_task() {
         let store = MemoryStore::new();
         store
-            .write(vec![write_i64(1, CHANGELOG_NEXT, 42), write_i64(2, CHANGELOG_NEXT, -7)])
+            .write(vec![
+                write_i64(1, CHANGELOG_NEXT, 42),
+                write_i64(2, CHANGELOG_NEXT, -7),
+            ])
             .unwrap();
         assert_eq!(read_i64(&store, 1, CHANGELOG_NEXT).unwrap(), Some(42));
         assert_eq!(read_i64(&store, 2, CHANGELOG_NEXT).unwrap(), Some(-7));

@@ -4,8 +4,8 @@
 
 use super::{Cf, Entries, KvStore, StoreError, Write};
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamilyDescriptor, Direction, FlushOptions, IteratorMode, Options,
-    ReadOptions, WriteBatch, WriteBufferManager, WriteOptions, DB,
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, Direction, FlushOptions, IteratorMode,
+    Options, ReadOptions, WriteBatch, WriteBufferManager, WriteOptions, DB,
 };
 use std::path::Path;
 

@@ -5,8 +5,7 @@
 
 use super::checkpoint::{read_i64, write_i64, STREAM_TIME};
 use super::keys::{
-    decode_profile, encode_profile, profile_key, timer_customer, timer_key,
-    timers_due_range,
+    decode_profile, encode_profile, profile_key, timer_customer, timer_key, timers_due_range,
 };
 use super::{Cf, KvStore, StoreError, Write};
 use crate::domain::engine::{Profiles, StreamClock};

@@ -5,22 +5,22 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use std::io::Cursor;
-use std::path::Path;
-use tierstream::domain::engine::Engine;
-use tierstream::generate::{generate, GenerateSpec};
-use tierstream::metrics::Metrics;
-use tierstream::processor::Processor;
-use tierstream::replay::{replay, ReplayIo};
-use tierstream::store::memory::MemoryStore;
 use rdkafka::ClientConfig;
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::io::Cursor;
+use std::path::Path;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tierstream::config::Config;
+use tierstream::domain::engine::Engine;
+use tierstream::generate::{generate, GenerateSpec};
 use tierstream::kafka::tail::{tail, TailRecord};
+use tierstream::metrics::Metrics;
+use tierstream::processor::Processor;
+use tierstream::replay::{replay, ReplayIo};
+use tierstream::store::memory::MemoryStore;
 
 /// The broker the tests use.
 pub fn bootstrap() -> String {
@@ -122,31 +122,41 @@ pub fn rt() -> tokio::runtime::Runtime {
 
 /// Produces `(topic, key, payload)` records in order, keyed like Java
 /// clients (murmur2), waiting for every acknowledgement.
-pub fn produce(records: &[(String, Option<String>, Vec<u8>)]) {
+pub fn produce(records: &[InputRecord]) {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap())
         .set("partitioner", "murmur2_random")
         .set("enable.idempotence", "true")
         .create()
         .unwrap();
-    rt().block_on(async {
-        let mut pending = Vec::new();
-        for (topic, key, payload) in records {
-            let mut r = FutureRecord::to(topic).payload(payload);
-            if let Some(k) = key {
-                r = r.key(k);
-            }
-            pending.push(producer.send(r, Duration::from_secs(30)));
-            if pending.len() > 5000 {
-                for p in pending.drain(..) {
-                    p.await.unwrap();
+    // send_result enqueues at once (librdkafka batches); the deliveries are
+    // awaited afterwards, in bounded groups.
+    let mut pending = Vec::new();
+    for (topic, key, payload) in records {
+        let mut r = FutureRecord::to(topic).payload(payload);
+        if let Some(k) = key {
+            r = r.key(k);
+        }
+        loop {
+            match producer.send_result(r) {
+                Ok(d) => break pending.push(d),
+                Err((_, back)) => {
+                    r = back;
+                    std::thread::sleep(Duration::from_millis(5));
                 }
             }
         }
-        for p in pending {
-            p.await.unwrap();
+        if pending.len() >= 20_000 {
+            await_all(&mut pending);
         }
-    });
+    }
+    await_all(&mut pending);
+}
+
+fn await_all(pending: &mut Vec<rdkafka::producer::DeliveryFuture>) {
+    for d in pending.drain(..) {
+        futures::executor::block_on(d).unwrap().unwrap();
+    }
 }
 
 /// Sends SIGTERM and waits for a clean exit.
@@ -228,11 +238,14 @@ pub fn assert_same_outputs(got: &[Value], expected: &[Value]) {
     assert_eq!(got.len(), expected.len());
 }
 
+/// One input record: topic, key, payload.
+pub type InputRecord = (String, Option<String>, Vec<u8>);
+
 /// A generated workload for one input topic, with what an uninterrupted
 /// replay (3 tasks, customers hashed like Kafka) outputs for it.
 pub struct Workload {
-    /// `(topic, key, payload)` in order.
-    pub records: Vec<(String, Option<String>, Vec<u8>)>,
+    /// Input records in order.
+    pub records: Vec<InputRecord>,
     /// Expected tier and warning outputs.
     pub expected: Vec<Value>,
     /// Records that must end up in the DLQ.
@@ -335,10 +348,17 @@ impl TestEnv {
         let deadline = std::time::Instant::now() + Duration::from_secs(300);
         loop {
             if let Some(status) = inst.child.try_wait().unwrap() {
-                assert!(status.success(), "{name} exited with {status}; log: {}", inst.log_text());
+                assert!(
+                    status.success(),
+                    "{name} exited with {status}; log: {}",
+                    inst.log_text()
+                );
                 return;
             }
-            assert!(std::time::Instant::now() < deadline, "{name} did not go idle");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name} did not go idle"
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -371,6 +391,39 @@ impl TestEnv {
             .into_iter()
             .map(|r| r["value"].clone())
             .collect()
+    }
+}
+
+impl TestEnv {
+    /// Input records not yet committed by the group (end offset minus
+    /// committed offset, summed over the input partitions).
+    pub fn lag(&self) -> i64 {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::TopicPartitionList;
+        let k = &self.config.kafka;
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap())
+            .set("group.id", &k.group_id)
+            .set("isolation.level", "read_committed")
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        for t in &k.input_topics {
+            for p in 0..k.topic_partitions {
+                tpl.add_partition(t, p);
+            }
+        }
+        let committed = c.committed_offsets(tpl, Duration::from_secs(30)).unwrap();
+        committed
+            .elements()
+            .iter()
+            .map(|e| {
+                let (_, high) = c
+                    .fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(10))
+                    .unwrap();
+                high - e.offset().to_raw().filter(|o| *o >= 0).unwrap_or(0)
+            })
+            .sum()
     }
 }
 
