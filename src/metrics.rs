@@ -7,6 +7,9 @@ use crate::domain::engine::Outcome;
 use crate::domain::output::{Output, OutputBody};
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
+/// Prefix of every metric name.
+const PREFIX: &str = "tierstream";
+
 /// All metrics of one process.
 #[derive(Clone)]
 pub struct Metrics {
@@ -52,7 +55,7 @@ fn outcome_name(o: Outcome) -> &'static str {
 impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> Self {
-        let registry = Registry::new_custom(Some("tierstream".into()), None).expect("valid prefix");
+        let registry = Registry::new_custom(Some(PREFIX.into()), None).expect("valid prefix");
         let events = IntCounterVec::new(
             Opts::new("events_total", "Valid input events by type and outcome"),
             &["type", "outcome"],
@@ -140,7 +143,15 @@ impl Metrics {
             restoring_tasks,
             rebalances,
         };
-        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+        for c in m.collectors() {
+            m.registry.register(c).expect("unique metric names");
+        }
+        m
+    }
+
+    fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        let m = self;
+        vec![
             Box::new(m.events.clone()),
             Box::new(m.rejected.clone()),
             Box::new(m.unknown_signals.clone()),
@@ -154,11 +165,27 @@ impl Metrics {
             Box::new(m.restored_records.clone()),
             Box::new(m.restoring_tasks.clone()),
             Box::new(m.rebalances.clone()),
-        ];
-        for c in collectors {
-            m.registry.register(c).expect("unique metric names");
-        }
-        m
+        ]
+    }
+
+    /// The name of every metric family this process exports, whether or
+    /// not it has samples yet: deploy artifacts (alert rules, dashboards)
+    /// are checked against it so they never reference a metric that does
+    /// not exist.
+    pub fn family_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .collectors()
+            .iter()
+            .flat_map(|c| {
+                c.desc()
+                    .into_iter()
+                    .map(|d| format!("{PREFIX}_{}", d.fq_name))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        names
     }
 
     /// Counts one valid event.
