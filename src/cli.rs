@@ -3,12 +3,15 @@
 
 use crate::config::Config;
 use crate::domain::engine::Engine;
+use crate::gauges;
 use crate::generate::{generate, GenerateSpec};
+use crate::http::{self, HttpState};
 use crate::kafka::client_config;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::processor::Processor;
 use crate::replay::{render_summary, replay, timed, ReplayIo};
+use crate::status::Status;
 use crate::store::memory::MemoryStore;
 use crate::store::rocks::{RocksLimits, RocksStore};
 use crate::store::KvStore;
@@ -19,6 +22,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -189,21 +193,57 @@ fn run(a: RunArgs) -> Result<()> {
     let cfg = Config::load(a.config.as_deref())?;
     let store: Arc<dyn KvStore> = Arc::new(open_rocks(&cfg, &cfg.state.dir)?);
     let processor = Arc::new(processor(&cfg));
+    let status = Arc::new(Status::default());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(async move {
+    let sampler_stop = Arc::new(AtomicBool::new(false));
+    let sampler = gauges::spawn(
+        status.clone(),
+        store.clone(),
+        processor.metrics.clone(),
+        sampler_stop.clone(),
+    );
+    let result = runtime.block_on(async {
         let (tx, rx) = tokio::sync::watch::channel(false);
+        if let Some(addr) = cfg.http.addr() {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("http.listen: cannot listen on {addr}"))?;
+            let state = Arc::new(HttpState {
+                registry: processor.metrics.registry.clone(),
+                status: status.clone(),
+                store: store.clone(),
+                engine: Arc::new(Engine::new(cfg.policy())),
+                kafka: cfg.kafka.clone(),
+            });
+            let mut stop = rx.clone();
+            tokio::spawn(async move {
+                let app = http::router(state);
+                let served = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    })
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "the HTTP server failed");
+                }
+            });
+            tracing::info!(%addr, "serving /metrics, /health/live, /health/ready, /customers/{{id}}");
+        }
         tokio::spawn(async move {
             wait_for_shutdown_signal().await;
             let _ = tx.send(true);
         });
-        Pipeline::new(cfg, processor, store)
+        Pipeline::new(cfg.clone(), processor.clone(), store.clone(), status)
             .stop_when_idle(a.stop_when_idle_ms.map(Duration::from_millis))
             .run(rx)
             .await
-    })
+    });
+    sampler_stop.store(true, Ordering::Relaxed);
+    let _ = sampler.join();
+    result
 }
 
 async fn wait_for_shutdown_signal() {

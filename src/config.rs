@@ -39,6 +39,8 @@ pub struct Config {
     pub warnings: WarningsConfig,
     /// Local state.
     pub state: StateConfig,
+    /// HTTP server.
+    pub http: HttpConfig,
 }
 
 /// `[loyalty]`
@@ -215,6 +217,22 @@ pub struct StateConfig {
     pub write_buffer_mb: usize,
 }
 
+/// `[http]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address of the metrics, health and customer endpoints; empty
+    /// disables the server.
+    pub listen: String,
+}
+
+impl HttpConfig {
+    /// The address to listen on, `None` when disabled.
+    pub fn addr(&self) -> Option<std::net::SocketAddr> {
+        self.listen.parse().ok()
+    }
+}
+
 /// A configuration problem, naming the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -368,6 +386,12 @@ impl Config {
         }
         if k.commit_interval_ms == 0 {
             return Err(invalid("kafka.commit_interval_ms", "must be >= 1"));
+        }
+        if !self.http.listen.is_empty() && self.http.addr().is_none() {
+            return Err(invalid(
+                "http.listen",
+                "must be an address like 127.0.0.1:9898 (or empty to disable)",
+            ));
         }
         if k.instance_id.contains(char::is_whitespace) {
             return Err(invalid("kafka.instance_id", "must not contain spaces"));

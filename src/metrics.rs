@@ -3,9 +3,12 @@
 //! never disagree about what was counted.
 
 use crate::codec::input::ErrorCode;
+use crate::codec::output::severity_name;
 use crate::domain::engine::Outcome;
 use crate::domain::output::{Output, OutputBody};
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 /// Prefix of every metric name.
 const PREFIX: &str = "tierstream";
@@ -41,6 +44,28 @@ pub struct Metrics {
     pub restoring_tasks: IntGauge,
     /// Partition moves by kind (assign, revoke).
     pub rebalances: IntCounterVec,
+    /// Churn-warning outputs by action and severity.
+    pub churn_warnings: IntCounterVec,
+    /// Customers of the owned tasks by tier (refreshed periodically).
+    pub customers: IntGaugeVec,
+    /// Customers of the owned tasks by quadrant (refreshed periodically).
+    pub customers_by_quadrant: IntGaugeVec,
+    /// Records behind the end of each owned input partition.
+    pub consumer_lag: IntGaugeVec,
+    /// From an input record's Kafka timestamp to the commit of its batch.
+    pub event_to_output_seconds: Histogram,
+    /// Time to commit one batch (transaction or acknowledgements + state).
+    pub commit_seconds: Histogram,
+    /// 1 once every owned task is restored and the loop is consuming.
+    pub ready: IntGauge,
+    /// RocksDB block cache in use.
+    pub rocksdb_block_cache_bytes: IntGauge,
+    /// RocksDB memtables, all column families.
+    pub rocksdb_memtable_bytes: IntGauge,
+    /// Bytes RocksDB estimates compaction still has to rewrite.
+    pub rocksdb_pending_compaction_bytes: IntGauge,
+    /// 1 while RocksDB delays or stops writes.
+    pub rocksdb_write_stalled: IntGauge,
 }
 
 fn outcome_name(o: Outcome) -> &'static str {
@@ -127,6 +152,71 @@ impl Metrics {
         for c in ErrorCode::ALL {
             rejected.with_label_values(&[c.as_str()]);
         }
+        let churn_warnings = IntCounterVec::new(
+            Opts::new(
+                "churn_warnings_total",
+                "Churn-warning outputs by action and severity",
+            ),
+            &["action", "severity"],
+        )
+        .expect("valid metric");
+        let customers = IntGaugeVec::new(
+            Opts::new("customers", "Customers of the owned tasks by tier"),
+            &["tier"],
+        )
+        .expect("valid metric");
+        let customers_by_quadrant = IntGaugeVec::new(
+            Opts::new(
+                "customers_by_quadrant",
+                "Customers of the owned tasks by loyalty quadrant (none: no attitudinal evidence)",
+            ),
+            &["quadrant"],
+        )
+        .expect("valid metric");
+        let consumer_lag = IntGaugeVec::new(
+            Opts::new(
+                "consumer_lag_records",
+                "Records between the consumer position and the end of each owned input partition",
+            ),
+            &["topic", "partition"],
+        )
+        .expect("valid metric");
+        let event_to_output_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "event_to_output_latency_seconds",
+                "From an input record's Kafka timestamp to the commit of its outputs",
+            )
+            .buckets(vec![
+                0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+            ]),
+        )
+        .expect("valid metric");
+        let commit_seconds = Histogram::with_opts(HistogramOpts::new(
+            "commit_duration_seconds",
+            "Time to commit one batch: outputs, changelog, offsets and local state",
+        ))
+        .expect("valid metric");
+        let gauge = |name: &str, help: &str| IntGauge::new(name, help).expect("valid metric");
+        let ready = gauge(
+            "ready",
+            "1 once every owned task is restored and the loop is consuming",
+        );
+        let rocksdb_block_cache_bytes = gauge(
+            "rocksdb_block_cache_usage_bytes",
+            "RocksDB shared block cache in use",
+        );
+        let rocksdb_memtable_bytes = gauge(
+            "rocksdb_memtable_bytes",
+            "RocksDB memtables of all column families",
+        );
+        let rocksdb_pending_compaction_bytes = gauge(
+            "rocksdb_pending_compaction_bytes",
+            "Bytes RocksDB estimates compaction still has to rewrite",
+        );
+        let rocksdb_write_stalled = gauge(
+            "rocksdb_write_stalled",
+            "1 while RocksDB delays or stops writes",
+        );
         let m = Metrics {
             registry,
             events,
@@ -142,6 +232,17 @@ impl Metrics {
             restored_records,
             restoring_tasks,
             rebalances,
+            churn_warnings,
+            customers,
+            customers_by_quadrant,
+            consumer_lag,
+            event_to_output_seconds,
+            commit_seconds,
+            ready,
+            rocksdb_block_cache_bytes,
+            rocksdb_memtable_bytes,
+            rocksdb_pending_compaction_bytes,
+            rocksdb_write_stalled,
         };
         for c in m.collectors() {
             m.registry.register(c).expect("unique metric names");
@@ -165,6 +266,17 @@ impl Metrics {
             Box::new(m.restored_records.clone()),
             Box::new(m.restoring_tasks.clone()),
             Box::new(m.rebalances.clone()),
+            Box::new(m.churn_warnings.clone()),
+            Box::new(m.customers.clone()),
+            Box::new(m.customers_by_quadrant.clone()),
+            Box::new(m.consumer_lag.clone()),
+            Box::new(m.event_to_output_seconds.clone()),
+            Box::new(m.commit_seconds.clone()),
+            Box::new(m.ready.clone()),
+            Box::new(m.rocksdb_block_cache_bytes.clone()),
+            Box::new(m.rocksdb_memtable_bytes.clone()),
+            Box::new(m.rocksdb_pending_compaction_bytes.clone()),
+            Box::new(m.rocksdb_write_stalled.clone()),
         ]
     }
 
@@ -198,11 +310,19 @@ impl Metrics {
     /// Counts one output.
     pub fn output(&self, o: &Output) {
         self.outputs.with_label_values(&[o.schema()]).inc();
-        if let OutputBody::TierChanged { from, to, .. } = &o.body {
-            let from = from.map_or("none", |t| t.as_str());
-            self.tier_changes
-                .with_label_values(&[from, to.as_str()])
-                .inc();
+        match &o.body {
+            OutputBody::TierChanged { from, to, .. } => {
+                let from = from.map_or("none", |t| t.as_str());
+                self.tier_changes
+                    .with_label_values(&[from, to.as_str()])
+                    .inc();
+            }
+            OutputBody::ChurnWarning(w) => {
+                self.churn_warnings
+                    .with_label_values(&[w.action.as_str(), severity_name(w.severity)])
+                    .inc();
+            }
+            _ => {}
         }
     }
 

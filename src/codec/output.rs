@@ -18,7 +18,8 @@ pub fn rounded(x: f64) -> Value {
     json!((x * 100.0).round() / 100.0)
 }
 
-fn time(t: Millis) -> Value {
+/// An instant as an RFC 3339 JSON string.
+pub fn time(t: Millis) -> Value {
     Value::String(format_rfc3339(t))
 }
 
@@ -163,7 +164,8 @@ fn churn_warning(m: &mut Map<String, Value>, w: &ChurnWarning) {
     m.insert("inputs".into(), Value::Object(inputs));
 }
 
-fn severity_name(s: crate::domain::event::Severity) -> &'static str {
+/// The wire name of a severity.
+pub fn severity_name(s: crate::domain::event::Severity) -> &'static str {
     use crate::domain::event::Severity;
     match s {
         Severity::Low => "low",

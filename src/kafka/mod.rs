@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod changelog;
+pub mod group;
 pub mod records;
 pub mod tail;
 

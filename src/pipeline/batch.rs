@@ -28,6 +28,8 @@ pub struct InRecord {
     pub key: Option<Vec<u8>>,
     /// Message value (empty when null: it is then rejected as invalid).
     pub payload: Vec<u8>,
+    /// The record's Kafka timestamp (for the event-to-output latency).
+    pub timestamp: Option<i64>,
 }
 
 impl InRecord {
@@ -39,6 +41,7 @@ impl InRecord {
             offset: m.offset(),
             key: m.key().map(<[u8]>::to_vec),
             payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            timestamp: m.timestamp().to_millis(),
         }
     }
 }

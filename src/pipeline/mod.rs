@@ -32,6 +32,7 @@ pub mod sink;
 use crate::config::Config;
 use crate::kafka::{admin, client_config, set_default};
 use crate::processor::Processor;
+use crate::status::Status;
 use crate::store::checkpoint::{input_offset_name, read_i64};
 use crate::store::session::TaskState;
 use crate::store::KvStore;
@@ -61,6 +62,7 @@ pub struct Pipeline {
     cfg: Config,
     processor: Arc<Processor>,
     store: Arc<dyn KvStore>,
+    status: Arc<Status>,
     stop_when_idle: Option<Duration>,
 }
 
@@ -91,12 +93,18 @@ fn wall_clock() -> crate::domain::time::Millis {
 }
 
 impl Pipeline {
-    /// A pipeline over a store.
-    pub fn new(cfg: Config, processor: Arc<Processor>, store: Arc<dyn KvStore>) -> Self {
+    /// A pipeline over a store, reporting what it does to `status`.
+    pub fn new(
+        cfg: Config,
+        processor: Arc<Processor>,
+        store: Arc<dyn KvStore>,
+        status: Arc<Status>,
+    ) -> Self {
         Pipeline {
             cfg,
             processor,
             store,
+            status,
             stop_when_idle: None,
         }
     }
@@ -122,15 +130,18 @@ impl Pipeline {
         tracing::info!(partitions, topics = ?k.input_topics, "input topics are co-partitioned");
         let changelog = admin::ensure_changelog(k, &probe, partitions).await?;
         drop(probe);
+        self.status.set_partitions(partitions);
         tokio::task::spawn_blocking(move || Runner::start(self, stop, changelog)?.run())
             .await
             .context("the pipeline thread panicked")?
     }
 
-    fn consumer(&self) -> Result<BaseConsumer<RebalanceContext>> {
+    fn consumer(&self, instance: &str) -> Result<BaseConsumer<RebalanceContext>> {
         let k = &self.cfg.kafka;
         let mut c = client_config(k);
         c.set("group.id", &k.group_id)
+            // Names this instance in the group, for customer queries.
+            .set("client.id", instance)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("isolation.level", "read_committed");
@@ -141,6 +152,8 @@ impl Pipeline {
         set_default(&mut c, "partition.assignment.strategy", "range");
         // Bound the prefetch queue: memory stays flat however far behind.
         set_default(&mut c, "queued.max.messages.kbytes", "32768");
+        // Statistics carry the per-partition consumer lag metric.
+        set_default(&mut c, "statistics.interval.ms", "5000");
         c.create_with_context(RebalanceContext::new(self.processor.metrics.clone()))
             .context("creating the Kafka consumer")
     }
@@ -170,8 +183,9 @@ impl Runner {
     fn start(p: Pipeline, stop: watch::Receiver<bool>, changelog: String) -> Result<Self> {
         let k = &p.cfg.kafka;
         let metrics = p.processor.metrics.clone();
-        let consumer = p.consumer()?;
-        let txn_id = sink::transactional_id(k, &p.cfg.state.dir);
+        let instance = sink::instance_id(k, &p.cfg.state.dir);
+        let consumer = p.consumer(&instance)?;
+        let txn_id = format!("{}-{instance}", k.group_id);
         let sink = Sink::new(
             k,
             p.cfg.kafka.processing_guarantee,
@@ -202,7 +216,14 @@ impl Runner {
     }
 
     fn run(mut self) -> Result<()> {
+        let result = self.run_loop();
+        self.p.status.stopped();
+        result
+    }
+
+    fn run_loop(&mut self) -> Result<()> {
         loop {
+            self.p.status.polled();
             self.apply_moves();
             if !self.restoring.is_empty() && !self.stopping {
                 self.restore()?;
@@ -243,6 +264,13 @@ impl Runner {
             self.restoring.insert(tp.1 as u32);
             self.owned.insert(tp);
         }
+        self.publish_tasks();
+    }
+
+    /// Tells the status which tasks are owned and which still restore.
+    fn publish_tasks(&self) {
+        let owned: BTreeSet<u32> = self.owned.iter().map(|(_, p)| *p as u32).collect();
+        self.p.status.set_tasks(&owned, &self.restoring);
         self.p
             .processor
             .metrics
@@ -257,9 +285,11 @@ impl Runner {
         loop {
             let consumer = &self.consumer;
             let pending = &mut self.pending;
+            let status = &self.p.status;
             // Serve the group while restoring; a record of a running task
             // that arrives meanwhile joins the next batch.
             let mut keepalive = || {
+                status.polled();
                 while let Some(Ok(m)) = consumer.poll(Duration::ZERO) {
                     pending.push(InRecord::from_message(&m));
                 }
@@ -285,6 +315,7 @@ impl Runner {
             self.tasks.insert(task, state);
         }
         self.restoring.retain(|t| !tasks.contains(t));
+        self.publish_tasks();
         self.apply_moves();
         let resume = self.partitions(|task| tasks.contains(&task));
         if let Err(e) = self.consumer.resume(&resume) {
@@ -392,10 +423,19 @@ impl Runner {
             wall_clock(),
         )
         .context("processing a batch")?;
+        let committing = Instant::now();
         match self.sink.commit(&self.consumer, p.store.as_ref(), batch) {
             Ok(()) => {
                 let m = &p.processor.metrics;
                 m.commits.inc();
+                m.commit_seconds.observe(committing.elapsed().as_secs_f64());
+                let now = wall_clock();
+                for r in records.iter() {
+                    if let Some(ts) = r.timestamp {
+                        m.event_to_output_seconds
+                            .observe((now - ts).max(0) as f64 / 1000.0);
+                    }
+                }
                 m.batch_seconds.observe(started.elapsed().as_secs_f64());
                 self.throughput.records += records.len() as u64;
                 self.throughput.last = Some(Instant::now());
@@ -449,6 +489,7 @@ impl Runner {
         let all = self.partitions(|_| true);
         self.restoring
             .extend(self.owned.iter().map(|(_, p)| *p as u32));
+        self.publish_tasks();
         if all.count() == 0 {
             return Ok(());
         }

@@ -12,6 +12,7 @@
 
 use crate::metrics::Metrics;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, TopicPartitionList};
 use std::sync::Mutex;
 
@@ -67,7 +68,41 @@ fn partitions(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
         .collect()
 }
 
-impl ClientContext for RebalanceContext {}
+impl ClientContext for RebalanceContext {
+    /// librdkafka's periodic statistics carry each partition's end offset
+    /// and the position handed to us. (Its own `consumer_lag` is measured
+    /// from offsets the consumer committed, and under exactly-once the
+    /// offsets are committed by the producer's transaction instead.)
+    fn stats(&self, statistics: Statistics) {
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                if *partition < 0 {
+                    continue; // librdkafka's internal unassigned partition
+                }
+                let labels = [topic.as_str(), &partition.to_string()];
+                // read_committed: the end we can read is the last stable offset.
+                let end = if p.ls_offset >= 0 {
+                    p.ls_offset
+                } else {
+                    p.hi_offset
+                };
+                let position = if p.app_offset >= 0 {
+                    p.app_offset
+                } else {
+                    p.committed_offset
+                };
+                if p.desired && end >= 0 && position >= 0 {
+                    self.metrics
+                        .consumer_lag
+                        .with_label_values(&labels)
+                        .set((end - position).max(0));
+                } else {
+                    let _ = self.metrics.consumer_lag.remove_label_values(&labels);
+                }
+            }
+        }
+    }
+}
 
 impl ConsumerContext for RebalanceContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {

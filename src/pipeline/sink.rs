@@ -71,12 +71,13 @@ pub struct Sink {
     metrics: Metrics,
 }
 
-/// The transactional id of this instance: `<group_id>-<instance_id>`. A
-/// stable id lets a restarted instance fence its own previous incarnation
+/// The id of this instance: `kafka.instance_id`, or host name + a hash of
+/// the state directory. Its transactional id is `<group_id>-<instance_id>`:
+/// a stable id lets a restarted instance fence its own previous incarnation
 /// and abort its open transaction at once, instead of every reader of the
 /// outputs waiting for the transaction to time out.
-pub fn transactional_id(cfg: &KafkaConfig, state_dir: &Path) -> String {
-    let instance = if cfg.instance_id.is_empty() {
+pub fn instance_id(cfg: &KafkaConfig, state_dir: &Path) -> String {
+    if cfg.instance_id.is_empty() {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_owned())
             .unwrap_or_else(|_| "localhost".into());
@@ -85,8 +86,7 @@ pub fn transactional_id(cfg: &KafkaConfig, state_dir: &Path) -> String {
         format!("{host}-{:08x}", hash as u32)
     } else {
         cfg.instance_id.clone()
-    };
-    format!("{}-{instance}", cfg.group_id)
+    }
 }
 
 fn kafka_error(e: KafkaError) -> anyhow::Error {

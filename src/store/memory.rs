@@ -1,7 +1,7 @@
 //! An in-memory `KvStore` for tests and quick replays: same semantics as
 //! RocksDB (ordered keys, atomic batches), no durability.
 
-use super::{Cf, Entries, KvStore, StoreError, Write};
+use super::{Cf, Entries, KvStore, StoreError, StoreStats, Write};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
@@ -47,6 +47,19 @@ impl KvStore for MemoryStore {
             .unwrap_or_default())
     }
 
+    fn scan(
+        &self,
+        cf: Cf,
+        from: &[u8],
+        to: &[u8],
+        f: &mut dyn FnMut(&[u8], &[u8]),
+    ) -> Result<(), StoreError> {
+        for (k, v) in self.range(cf, from, to)? {
+            f(&k, &v);
+        }
+        Ok(())
+    }
+
     fn write(&self, writes: Vec<Write>) -> Result<(), StoreError> {
         let mut families = self.families.lock().expect("store lock");
         for w in writes {
@@ -69,5 +82,9 @@ impl KvStore for MemoryStore {
 
     fn flush(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    fn stats(&self) -> StoreStats {
+        StoreStats::default()
     }
 }

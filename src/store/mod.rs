@@ -68,6 +68,15 @@ pub trait KvStore: Send + Sync {
     fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Reads every entry with `from <= key < to`, in key order.
     fn range(&self, cf: Cf, from: &[u8], to: &[u8]) -> Result<Entries, StoreError>;
+    /// Calls `f` for every entry with `from <= key < to`, in key order,
+    /// without holding them all in memory (whole-task scans for gauges).
+    fn scan(
+        &self,
+        cf: Cf,
+        from: &[u8],
+        to: &[u8],
+        f: &mut dyn FnMut(&[u8], &[u8]),
+    ) -> Result<(), StoreError>;
     /// Applies all writes atomically.
     fn write(&self, writes: Vec<Write>) -> Result<(), StoreError>;
     /// Applies writes without the write-ahead log: for bulk restores from
@@ -76,4 +85,19 @@ pub trait KvStore: Send + Sync {
     fn write_unlogged(&self, writes: Vec<Write>) -> Result<(), StoreError>;
     /// Makes every write so far durable (flushes all column families).
     fn flush(&self) -> Result<(), StoreError>;
+    /// Memory and write-pressure figures, for metrics.
+    fn stats(&self) -> StoreStats;
+}
+
+/// What a store uses and whether it is holding writes back.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Block cache in use.
+    pub block_cache_bytes: u64,
+    /// Memtables of every column family.
+    pub memtable_bytes: u64,
+    /// Bytes compaction still has to rewrite.
+    pub pending_compaction_bytes: u64,
+    /// Writes are being delayed or stopped.
+    pub write_stalled: bool,
 }

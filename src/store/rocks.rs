@@ -2,7 +2,7 @@
 //! cache and one write-buffer manager, so memory stays bounded by config
 //! whatever the number of customers (SPEC §6).
 
-use super::{Cf, Entries, KvStore, StoreError, Write};
+use super::{Cf, Entries, KvStore, StoreError, StoreStats, Write};
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamilyDescriptor, Direction, FlushOptions, IteratorMode,
     Options, ReadOptions, WriteBatch, WriteBufferManager, WriteOptions, DB,
@@ -21,6 +21,7 @@ pub struct RocksLimits {
 /// A RocksDB database holding all tasks of this instance.
 pub struct RocksStore {
     db: DB,
+    cache: Cache,
 }
 
 impl RocksStore {
@@ -54,7 +55,7 @@ impl RocksStore {
             .iter()
             .map(|cf| ColumnFamilyDescriptor::new(cf.name(), cf_opts()));
         let db = DB::open_cf_descriptors(&db_opts, dir, cfs)?;
-        Ok(RocksStore { db })
+        Ok(RocksStore { db, cache })
     }
 
     fn write_with(&self, writes: Vec<Write>, opts: &WriteOptions) -> Result<(), StoreError> {
@@ -83,6 +84,18 @@ impl KvStore for RocksStore {
     }
 
     fn range(&self, cf: Cf, from: &[u8], to: &[u8]) -> Result<Entries, StoreError> {
+        let mut out = Vec::new();
+        self.scan(cf, from, to, &mut |k, v| out.push((k.to_vec(), v.to_vec())))?;
+        Ok(out)
+    }
+
+    fn scan(
+        &self,
+        cf: Cf,
+        from: &[u8],
+        to: &[u8],
+        f: &mut dyn FnMut(&[u8], &[u8]),
+    ) -> Result<(), StoreError> {
         let mut opts = ReadOptions::default();
         opts.set_iterate_upper_bound(to.to_vec());
         let iter = self.db.iterator_cf_opt(
@@ -90,11 +103,11 @@ impl KvStore for RocksStore {
             opts,
             IteratorMode::From(from, Direction::Forward),
         );
-        iter.map(|item| {
-            item.map(|(k, v)| (k.to_vec(), v.to_vec()))
-                .map_err(StoreError::from)
-        })
-        .collect()
+        for item in iter {
+            let (k, v) = item?;
+            f(&k, &v);
+        }
+        Ok(())
     }
 
     fn write(&self, writes: Vec<Write>) -> Result<(), StoreError> {
@@ -105,6 +118,28 @@ impl KvStore for RocksStore {
         let mut opts = WriteOptions::default();
         opts.disable_wal(true);
         self.write_with(writes, &opts)
+    }
+
+    fn stats(&self) -> StoreStats {
+        let per_cf = |name: &str| -> u64 {
+            Cf::ALL
+                .iter()
+                .filter_map(|cf| {
+                    self.db
+                        .property_int_value_cf(self.handle(*cf), name)
+                        .ok()
+                        .flatten()
+                })
+                .sum()
+        };
+        let db_int = |name: &str| self.db.property_int_value(name).ok().flatten().unwrap_or(0);
+        StoreStats {
+            block_cache_bytes: self.cache.get_usage() as u64,
+            memtable_bytes: per_cf("rocksdb.cur-size-all-mem-tables"),
+            pending_compaction_bytes: per_cf("rocksdb.estimate-pending-compaction-bytes"),
+            write_stalled: db_int("rocksdb.is-write-stopped") > 0
+                || db_int("rocksdb.actual-delayed-write-rate") > 0,
+        }
     }
 
     fn flush(&self) -> Result<(), StoreError> {

@@ -1,0 +1,121 @@
+//! Gauges that are sampled rather than counted: readiness, RocksDB memory
+//! and write stalls (every few seconds), and customers by tier and quadrant
+//! (a scan of the owned tasks' profiles, once a minute — counting them
+//! incrementally would need every change to be visible as an output, and a
+//! restore would start the count from nothing). Runs on its own thread so
+//! the scans never slow the run loop's polling.
+
+use crate::domain::tier::Tier;
+use crate::metrics::Metrics;
+use crate::status::Status;
+use crate::store::keys::{decode_profile, task_range};
+use crate::store::{Cf, KvStore};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const SAMPLE_EVERY: Duration = Duration::from_secs(5);
+const COUNT_EVERY: Duration = Duration::from_secs(60);
+const QUADRANTS: [&str; 5] = ["true_loyal", "latent", "spurious", "disloyal", "none"];
+
+/// Starts the sampler; it ends when `stop` turns true.
+pub fn spawn(
+    status: Arc<Status>,
+    store: Arc<dyn KvStore>,
+    metrics: Metrics,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut last_count: Option<(Instant, Vec<u32>)> = None;
+        while !stop.load(Ordering::Relaxed) {
+            let view = status.view();
+            metrics.ready.set(i64::from(view.ready));
+            let s = store.stats();
+            metrics
+                .rocksdb_block_cache_bytes
+                .set(s.block_cache_bytes as i64);
+            metrics.rocksdb_memtable_bytes.set(s.memtable_bytes as i64);
+            metrics
+                .rocksdb_pending_compaction_bytes
+                .set(s.pending_compaction_bytes as i64);
+            metrics
+                .rocksdb_write_stalled
+                .set(i64::from(s.write_stalled));
+            let due = last_count
+                .as_ref()
+                .is_none_or(|(at, owned)| at.elapsed() >= COUNT_EVERY || *owned != view.owned);
+            if view.ready && due {
+                count_customers(store.as_ref(), &view.owned, &metrics);
+                last_count = Some((Instant::now(), view.owned));
+            }
+            std::thread::sleep(SAMPLE_EVERY);
+        }
+    })
+}
+
+/// Sets the customer gauges from a scan of `tasks`' profiles.
+pub fn count_customers(store: &dyn KvStore, tasks: &[u32], metrics: &Metrics) {
+    let mut tiers: BTreeMap<&str, i64> = Tier::TOP_DOWN.iter().map(|t| (t.as_str(), 0)).collect();
+    tiers.insert("none", 0);
+    let mut quadrants: BTreeMap<&str, i64> = QUADRANTS.iter().map(|q| (*q, 0)).collect();
+    for &task in tasks {
+        let (from, to) = task_range(task);
+        let scanned = store.scan(Cf::Profiles, &from, &to, &mut |_, v| {
+            if let Ok(p) = decode_profile(v) {
+                *tiers
+                    .entry(p.tier.map_or("none", Tier::as_str))
+                    .or_default() += 1;
+                let q = p.sides.map_or("none", |s| s.quadrant().as_str());
+                *quadrants.entry(q).or_default() += 1;
+            }
+        });
+        if let Err(e) = scanned {
+            tracing::warn!(error = %e, task, "could not count customers");
+            return;
+        }
+    }
+    for (tier, n) in tiers {
+        metrics.customers.with_label_values(&[tier]).set(n);
+    }
+    for (q, n) in quadrants {
+        metrics.customers_by_quadrant.with_label_values(&[q]).set(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::profile::Profile;
+    use crate::store::keys::{encode_profile, profile_key};
+    use crate::store::memory::MemoryStore;
+    use crate::store::Write;
+
+    #[test]
+    fn customers_are_counted_per_tier_over_the_given_tasks_only() {
+        let store = MemoryStore::new();
+        let mut gold = Profile::new("g");
+        gold.tier = Some(Tier::Gold);
+        let put = |task, p: &Profile| Write {
+            cf: Cf::Profiles,
+            key: profile_key(task, &p.customer_id),
+            value: Some(encode_profile(p)),
+        };
+        store
+            .write(vec![
+                put(0, &gold),
+                put(0, &Profile::new("n")),
+                put(1, &gold),
+            ])
+            .unwrap();
+        let m = Metrics::new();
+        count_customers(&store, &[0], &m);
+        assert_eq!(m.customers.with_label_values(&["gold"]).get(), 1);
+        assert_eq!(m.customers.with_label_values(&["none"]).get(), 1);
+        assert_eq!(m.customers.with_label_values(&["platinum"]).get(), 0);
+        assert_eq!(
+            m.customers_by_quadrant.with_label_values(&["none"]).get(),
+            2
+        );
+    }
+}

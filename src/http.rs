@@ -1,0 +1,144 @@
+//! The HTTP server (SPEC §6, default 127.0.0.1:9898): Prometheus metrics,
+//! liveness and readiness probes, and the customer query.
+//!
+//! `/customers/{id}` answers from the local store when this instance owns
+//! the customer's task (hashed like Kafka's default partitioner) and has
+//! restored it; otherwise it says which instance owns it (HTTP 421, with the
+//! owner's instance id and host from the consumer group), or that the task
+//! is still restoring (503).
+
+use crate::codec::output::{profile, time};
+use crate::config::KafkaConfig;
+use crate::domain::engine::Engine;
+use crate::kafka::group;
+use crate::partition::partition_for;
+use crate::status::Status;
+use crate::store::checkpoint::{read_i64, STREAM_TIME};
+use crate::store::keys::{decode_profile, profile_key};
+use crate::store::{Cf, KvStore};
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use prometheus::{Encoder, Registry, TextEncoder};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// What the handlers read.
+pub struct HttpState {
+    /// Metrics to render.
+    pub registry: Registry,
+    /// The run loop's status.
+    pub status: Arc<Status>,
+    /// The local state.
+    pub store: Arc<dyn KvStore>,
+    /// For the profile view (scores at the task's stream time).
+    pub engine: Arc<Engine>,
+    /// For owner lookups and the input topic names.
+    pub kafka: KafkaConfig,
+}
+
+/// The routes.
+pub fn router(state: Arc<HttpState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .route("/customers/{id}", get(customer))
+        .with_state(state)
+}
+
+async fn metrics(State(s): State<Arc<HttpState>>) -> Response {
+    let mut body = Vec::new();
+    let encoder = TextEncoder::new();
+    match encoder.encode(&s.registry.gather(), &mut body) {
+        Ok(()) => (
+            [(header::CONTENT_TYPE, encoder.format_type().to_owned())],
+            body,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn live() -> Json<Value> {
+    Json(json!({"live": true}))
+}
+
+async fn ready(State(s): State<Arc<HttpState>>) -> Response {
+    let v = s.status.view();
+    let code = if v.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({"ready": v.ready, "owned_tasks": v.owned, "restoring_tasks": v.restoring});
+    (code, Json(body)).into_response()
+}
+
+fn error(code: StatusCode, body: Value) -> Response {
+    (code, Json(body)).into_response()
+}
+
+async fn customer(State(s): State<Arc<HttpState>>, Path(id): Path<String>) -> Response {
+    let partitions = s.status.partitions();
+    if partitions == 0 {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": "the pipeline has not started yet"}),
+        );
+    }
+    let task = partition_for(id.as_bytes(), partitions);
+    if s.status.restoring(task) {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": "this instance is restoring the customer's task", "customer_id": id, "task": task}),
+        );
+    }
+    let state = s.clone();
+    let result = tokio::task::spawn_blocking(move || lookup(&state, &id, task)).await;
+    match result {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({"error": format!("{e:#}")}),
+        ),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({"error": e.to_string()}),
+        ),
+    }
+}
+
+/// Blocking part of the customer query: the store read or the owner lookup.
+fn lookup(s: &HttpState, id: &str, task: u32) -> anyhow::Result<Response> {
+    if !s.status.serves(task) {
+        let topic = &s.kafka.input_topics[0];
+        let owner = group::owner(&s.kafka, topic, task as i32)?;
+        let body = json!({
+            "error": "another instance owns this customer",
+            "customer_id": id,
+            "task": task,
+            "owner": owner.map(|m| json!({"instance": m.client_id, "host": m.host})),
+        });
+        return Ok(error(StatusCode::MISDIRECTED_REQUEST, body));
+    }
+    let Some(bytes) = s.store.get(Cf::Profiles, &profile_key(task, id))? else {
+        return Ok(error(
+            StatusCode::NOT_FOUND,
+            json!({"error": "no such customer", "customer_id": id, "task": task}),
+        ));
+    };
+    let p = decode_profile(&bytes)?;
+    let as_of = read_i64(s.store.as_ref(), task, STREAM_TIME)?
+        .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+    let view = s.engine.view(&p, as_of);
+    let mut m = serde_json::Map::new();
+    m.insert("customer_id".into(), json!(id));
+    m.insert("task".into(), json!(task));
+    m.insert("seq".into(), json!(p.seq));
+    m.insert("as_of".into(), time(as_of));
+    profile(&mut m, &view);
+    Ok((StatusCode::OK, Json(Value::Object(m))).into_response())
+}

@@ -1,0 +1,177 @@
+//! The HTTP server of a running pipeline, against the real broker: the
+//! metrics page passes `promtool check metrics`, the probes report
+//! readiness only after restore, and `/customers/{id}` answers from the
+//! local state — or names the instance that owns the customer.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use tierstream::generate::GenerateSpec;
+use tierstream::partition::partition_for;
+
+/// A free local port (bound, then released for the child to take).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GET over plain HTTP/1.1: (status, body).
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_owned()))
+}
+
+fn json(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+/// Waits until `path` answers `status`; returns the body.
+fn wait_for(port: u16, path: &str, status: u16) -> String {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Some((s, body)) = get(port, path) {
+            if s == status {
+                return body;
+            }
+        }
+        assert!(Instant::now() < deadline, "{path} never answered {status}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn metrics_health_and_customer_endpoints() {
+    let env = TestEnv::new("http", 1);
+    env.create_topics();
+    let w = workload(
+        &env,
+        &GenerateSpec {
+            customers: 200,
+            events: 3000,
+            seed: 31,
+            start: 1_735_689_600_000,
+            days: 420,
+        },
+        Some(500),
+    );
+    produce(&w.records);
+    let (pa, pb) = (free_port(), free_port());
+    let listen = |p: u16| format!("127.0.0.1:{p}");
+    let la = listen(pa);
+    let a = env.spawn("a", &[("TIERSTREAM_HTTP__LISTEN", la.as_str())], &[]);
+    assert_eq!(wait_for(pa, "/health/live", 200), r#"{"live":true}"#);
+    let ready = json(&wait_for(pa, "/health/ready", 200));
+    assert_eq!(ready["owned_tasks"].as_array().unwrap().len(), 3);
+
+    // The last tier of some customer, per the uninterrupted replay.
+    let last_tier = |id: &str| {
+        w.expected
+            .iter()
+            .rfind(|v| v["customer_id"] == id && v["schema"] == "tierstream.tier_changed.v1")
+            .map(|v| v["to"].clone())
+    };
+    let customer = w.expected[0]["customer_id"].as_str().unwrap().to_owned();
+    let want = last_tier(&customer).unwrap();
+    // All input processed: the committed outputs are all there.
+    let k = &env.config.kafka;
+    env.consume_topics(&[&k.tier_topic, &k.warning_topic], w.expected.len());
+    let (status, body) = get(pa, &format!("/customers/{customer}")).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let profile = json(&body);
+    assert_eq!(profile["customer_id"], customer.as_str());
+    assert_eq!(profile["tier"], want);
+    assert!(profile["value_12m"].is_number() && profile.get("quadrant").is_some());
+    let (status, _) = get(pa, "/customers/nobody-like-this").unwrap();
+    assert_eq!(status, 404);
+
+    // The metrics page is valid Prometheus text and reports the work.
+    let (status, metrics) = get(pa, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus) is installed by scripts/setup.sh");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sample = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+    };
+    assert!(sample("tierstream_transactions_total{result=\"committed\"}") >= 1.0);
+    assert_eq!(
+        sample("tierstream_events_rejected_total{code=\"invalid_json\"}") as usize,
+        w.poison
+    );
+    assert!(sample("tierstream_event_to_output_latency_seconds_count") >= 3000.0 - w.poison as f64);
+    assert_eq!(sample("tierstream_restoring_tasks"), 0.0);
+
+    // A second instance takes some tasks; a asks the group who owns them.
+    let lb = listen(pb);
+    let b = env.spawn("b", &[("TIERSTREAM_HTTP__LISTEN", lb.as_str())], &[]);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let b_tasks: Vec<u64> = loop {
+        if let Some((200, body)) = get(pb, "/health/ready") {
+            let owned: Vec<u64> = json(&body)["owned_tasks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_u64().unwrap())
+                .collect();
+            let a_ready = get(pa, "/health/ready").is_some_and(|(s, _)| s == 200);
+            if !owned.is_empty() && a_ready {
+                break owned;
+            }
+        }
+        assert!(Instant::now() < deadline, "b never got tasks");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let elsewhere = w
+        .expected
+        .iter()
+        .map(|v| v["customer_id"].as_str().unwrap())
+        .find(|id| b_tasks.contains(&u64::from(partition_for(id.as_bytes(), 3))))
+        .unwrap();
+    let (status, body) = get(pa, &format!("/customers/{elsewhere}")).unwrap();
+    assert_eq!(status, 421, "{body}");
+    assert_eq!(json(&body)["owner"]["instance"], "b", "{body}");
+    let (status, body) = get(pb, &format!("/customers/{elsewhere}")).unwrap();
+    assert_eq!(status, 200, "{body}");
+    b.stop();
+    a.stop();
+}
