@@ -127,6 +127,8 @@ pub struct KafkaConfig {
     pub instance_id: String,
     /// Create missing topics at start.
     pub create_topics: bool,
+    /// Write outputs as CloudEvents 1.0 in structured JSON mode.
+    pub cloudevents: bool,
     /// Partitions of topics created at start.
     pub topic_partitions: i32,
     /// Replication factor of topics created at start.

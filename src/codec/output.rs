@@ -232,6 +232,28 @@ fn reason(r: &Reason) -> Value {
     json!({"code": r.code().as_str(), "evidence": evidence})
 }
 
+/// The output as a CloudEvent in structured JSON mode (CloudEvents 1.0):
+/// the plain output is the `data`, its event id, schema, customer and
+/// instant become `id`, `type`, `subject` and `time`, so event routers and
+/// schema registries that speak CloudEvents need no tierstream knowledge.
+/// `None` for a tombstone (it stays a tombstone).
+pub fn to_cloudevent_bytes(o: &Output, source: &str) -> Option<Vec<u8>> {
+    if matches!(o.body, OutputBody::ProfileErased) {
+        return None;
+    }
+    let event = json!({
+        "specversion": "1.0",
+        "id": o.event_id(),
+        "source": source,
+        "type": o.schema(),
+        "subject": o.customer_id,
+        "time": time(o.at),
+        "datacontenttype": "application/json",
+        "data": to_json(o),
+    });
+    Some(serde_json::to_vec(&event).expect("a JSON value always serializes"))
+}
+
 /// The serialized bytes of one output; `None` for a tombstone.
 pub fn to_bytes(o: &Output) -> Option<Vec<u8>> {
     match o.body {

@@ -2,7 +2,7 @@
 //! records with the original bytes and the error headers of SPEC §1.
 
 use crate::codec::input::Rejection;
-use crate::codec::output::to_bytes;
+use crate::codec::output::{to_bytes, to_cloudevent_bytes};
 use crate::config::KafkaConfig;
 use crate::domain::output::{Output, OutputBody};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -31,16 +31,31 @@ pub fn topic_for<'a>(cfg: &'a KafkaConfig, o: &Output) -> &'a str {
     }
 }
 
-/// An output for its topic, keyed by customer id, with the schema header.
+/// An output for its topic, keyed by customer id, with the schema header
+/// (and, with `kafka.cloudevents`, as a structured-mode CloudEvent with
+/// the `content-type: application/cloudevents+json` header).
 pub fn output_record(cfg: &KafkaConfig, o: &Output) -> OutRecord {
+    let headers = OwnedHeaders::new().insert(Header {
+        key: SCHEMA_HEADER,
+        value: Some(o.schema()),
+    });
+    let (payload, headers) = if cfg.cloudevents {
+        let source = format!("tierstream/{}", cfg.group_id);
+        (
+            to_cloudevent_bytes(o, &source),
+            headers.insert(Header {
+                key: "content-type",
+                value: Some("application/cloudevents+json"),
+            }),
+        )
+    } else {
+        (to_bytes(o), headers)
+    };
     OutRecord {
         topic: topic_for(cfg, o).to_owned(),
         key: Some(o.customer_id.as_bytes().to_vec()),
-        payload: to_bytes(o),
-        headers: OwnedHeaders::new().insert(Header {
-            key: SCHEMA_HEADER,
-            value: Some(o.schema()),
-        }),
+        payload,
+        headers,
     }
 }
 
@@ -86,5 +101,59 @@ pub fn dlq_record(topic: &str, payload: &[u8], r: &Rejection, src: &Source) -> O
         key: src.key.map(<[u8]>::to_vec),
         payload: Some(payload.to_vec()),
         headers,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::output::to_json;
+    use crate::config::Config;
+    use crate::domain::engine::Engine;
+    use crate::metrics::Metrics;
+    use crate::processor::Processor;
+    use crate::store::memory::MemoryStore;
+    use crate::store::session::TaskState;
+    use rdkafka::message::Headers;
+    use serde_json::Value;
+
+    /// The initial tier change of a customer's first purchase.
+    fn an_output() -> Output {
+        let cfg = Config::defaults();
+        let p = Processor::new(
+            Engine::new(cfg.policy()),
+            cfg.decode_rules(),
+            Metrics::new(),
+        );
+        let store = MemoryStore::new();
+        let mut task = TaskState::open(0, &store).unwrap();
+        let mut out = Vec::new();
+        let event = br#"{"event_id":"e1","customer_id":"c1","ts":"2025-03-01T10:00:00Z","type":"purchase","amount":5000,"margin":0.3}"#;
+        p.process(&mut task, &store, event, 1_750_000_000_000, &mut out)
+            .unwrap();
+        out.into_iter()
+            .find(|o| o.schema() == "tierstream.tier_changed.v1")
+            .expect("a first purchase assigns a tier")
+    }
+
+    #[test]
+    fn cloudevents_wrap_the_plain_output_in_structured_mode() {
+        let o = an_output();
+        let mut cfg = Config::defaults().kafka;
+        let plain = output_record(&cfg, &o);
+        assert_eq!(plain.headers.count(), 1);
+        cfg.cloudevents = true;
+        let r = output_record(&cfg, &o);
+        let ce: Value = serde_json::from_slice(r.payload.as_ref().unwrap()).unwrap();
+        assert_eq!(ce["specversion"], "1.0");
+        assert_eq!(ce["id"], o.event_id());
+        assert_eq!(ce["type"], "tierstream.tier_changed.v1");
+        assert_eq!(ce["subject"], "c1");
+        assert_eq!(ce["source"], "tierstream/tierstream");
+        assert_eq!(ce["time"], to_json(&o)["at"]);
+        assert_eq!(ce["data"], to_json(&o));
+        let ct = r.headers.iter().find(|h| h.key == "content-type").unwrap();
+        assert_eq!(ct.value, Some(&b"application/cloudevents+json"[..]));
+        assert_eq!(r.key, plain.key);
     }
 }
