@@ -16,12 +16,13 @@ bin="$CARGO_TARGET_DIR/release/tierstream"
 run_id="demo-$(date +%s)"
 work="$(mktemp -d)"
 pipeline=""
-trap '[ -n "$pipeline" ] && kill "$pipeline" 2>/dev/null; rm -rf "$work"' EXIT
+trap 'if [ -n "$pipeline" ]; then kill "$pipeline" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
 cat > "$work/demo.toml" <<TOML
 [kafka]
 group_id = "$run_id"
 input_topics = ["$run_id-purchases", "$run_id-complaints", "$run_id-service-events"]
 tier_topic = "$run_id-tier-changes"
+warning_topic = "$run_id-churn-warnings"
 dlq_topic = "$run_id-dlq"
 [state]
 dir = "$work/state"
@@ -42,6 +43,7 @@ while true; do
   prev=$n
 done
 kill -TERM "$pipeline"; wait "$pipeline" || true
+pipeline=""
 echo "== some tier changes (customer, from -> to, direction, value_12m)"
 "$bin" tail --config "$work/demo.toml" --idle-ms 3000 2>/dev/null \
   | python3 "$(dirname "$0")/show_changes.py"

@@ -57,7 +57,7 @@ pub struct TailArgs {
     /// TOML config file (for the broker and client properties).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Topics to read (default: the tier-change topic).
+    /// Topics to read (default: the tier-change and churn-warning topics).
     #[arg(long = "topic")]
     pub topics: Vec<String>,
     /// Stop after this many records.
@@ -477,7 +477,7 @@ async fn produce_generated(cfg: &Config, events: &[crate::generate::Generated]) 
 fn run_tail(a: TailArgs) -> Result<()> {
     let cfg = Config::load(a.config.as_deref())?;
     let topics = if a.topics.is_empty() {
-        vec![cfg.kafka.tier_topic.clone()]
+        vec![cfg.kafka.tier_topic.clone(), cfg.kafka.warning_topic.clone()]
     } else {
         a.topics
     };

@@ -30,6 +30,13 @@ const SMALL_BATCHES: [(&str, &str); 2] = [
     ("TIERSTREAM_KAFKA__COMMIT_INTERVAL_MS", "50"),
 ];
 
+/// Transactions of a few milliseconds, so a kill or a freeze almost
+/// always lands inside one.
+const TINY_BATCHES: [(&str, &str); 2] = [
+    ("TIERSTREAM_KAFKA__BATCH_MAX_RECORDS", "50"),
+    ("TIERSTREAM_KAFKA__COMMIT_INTERVAL_MS", "50"),
+];
+
 /// Everything committed equals the uninterrupted replay; the DLQ holds
 /// each poison pill once.
 fn assert_exactly_once(env: &TestEnv, w: &Workload) {
@@ -56,14 +63,10 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
     // New input keeps arriving, so every incarnation has work when it dies.
     let parts = chunks(&w, kills);
-    let tiny_batches = [
-        ("TIERSTREAM_KAFKA__BATCH_MAX_RECORDS", "50"),
-        ("TIERSTREAM_KAFKA__COMMIT_INTERVAL_MS", "50"),
-    ];
     let mut mid_stream = 0;
     for (i, part) in parts.iter().enumerate() {
         produce(part);
-        let inst = env.spawn("a", &tiny_batches, &[]);
+        let inst = env.spawn("a", &TINY_BATCHES, &[]);
         assert!(
             inst.wait_for_log("restored state from the changelog", Duration::from_secs(60)),
             "incarnation {i} never became ready: {}",
@@ -150,14 +153,10 @@ fn a_zombie_instance_is_fenced() {
     env.create_topics();
     let w = workload(&env, &spec(1000, 24_000, 24), Some(1999));
     let parts = chunks(&w, 4);
-    let tiny_batches = [
-        ("TIERSTREAM_KAFKA__BATCH_MAX_RECORDS", "50"),
-        ("TIERSTREAM_KAFKA__COMMIT_INTERVAL_MS", "50"),
-    ];
     produce(parts[0]);
-    let a = env.spawn("a", &tiny_batches, &[]);
+    let a = env.spawn("a", &TINY_BATCHES, &[]);
     assert!(a.wait_for_log("restored state", Duration::from_secs(60)));
-    let b = env.spawn("b", &tiny_batches, &[]);
+    let b = env.spawn("b", &TINY_BATCHES, &[]);
     assert!(b.wait_for_log("restored state", Duration::from_secs(60)));
     // Freeze a in the middle of its work, past its session timeout and its
     // transaction timeout: b takes its partitions over while a still
