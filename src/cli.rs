@@ -477,7 +477,10 @@ async fn produce_generated(cfg: &Config, events: &[crate::generate::Generated]) 
 fn run_tail(a: TailArgs) -> Result<()> {
     let cfg = Config::load(a.config.as_deref())?;
     let topics = if a.topics.is_empty() {
-        vec![cfg.kafka.tier_topic.clone(), cfg.kafka.warning_topic.clone()]
+        vec![
+            cfg.kafka.tier_topic.clone(),
+            cfg.kafka.warning_topic.clone(),
+        ]
     } else {
         a.topics
     };

@@ -78,7 +78,12 @@ async fn create(cfg: &KafkaConfig, new: &[NewTopic<'_>]) -> Result<()> {
     for result in admin
         .create_topics(new, &opts)
         .await
-        .context("creating topics")?
+        .with_context(|| {
+            format!(
+                "creating topics on {} (is the broker reachable, and are the security settings in kafka.properties right?)",
+                cfg.bootstrap_servers
+            )
+        })?
     {
         match result {
             Ok(topic) => tracing::info!(topic, "created topic"),

@@ -117,8 +117,26 @@ impl Pipeline {
     }
 
     /// Runs until `stop` turns true (SIGTERM / Ctrl-C), finishing the
-    /// current batch before returning.
+    /// current batch before returning. A stop during start-up (topics,
+    /// metadata — which can hang on an unreachable or refusing broker) ends
+    /// the run at once.
     pub async fn run(self, stop: watch::Receiver<bool>) -> Result<()> {
+        let mut stopped = stop.clone();
+        let changelog = tokio::select! {
+            r = self.start_up() => r?,
+            _ = stopped.wait_for(|s| *s) => {
+                tracing::info!("stopped during start-up");
+                return Ok(());
+            }
+        };
+        tokio::task::spawn_blocking(move || Runner::start(self, stop, changelog)?.run())
+            .await
+            .context("the pipeline thread panicked")?
+    }
+
+    /// Creates missing topics, checks co-partitioning and the changelog;
+    /// returns the changelog topic.
+    async fn start_up(&self) -> Result<String> {
         let k = &self.cfg.kafka;
         if k.create_topics {
             admin::ensure_topics(k).await?;
@@ -129,11 +147,8 @@ impl Pipeline {
         let partitions = admin::input_partitions(&probe, k)?;
         tracing::info!(partitions, topics = ?k.input_topics, "input topics are co-partitioned");
         let changelog = admin::ensure_changelog(k, &probe, partitions).await?;
-        drop(probe);
         self.status.set_partitions(partitions);
-        tokio::task::spawn_blocking(move || Runner::start(self, stop, changelog)?.run())
-            .await
-            .context("the pipeline thread panicked")?
+        Ok(changelog)
     }
 
     fn consumer(&self, instance: &str) -> Result<BaseConsumer<RebalanceContext>> {
