@@ -196,10 +196,9 @@ fn service(f: &Fields) -> Result<Service, Rejection> {
     if cost < 0 {
         return Err(invalid("cost", "must be >= 0"));
     }
-    let recommend = match f.ranged("recommend", 1.0, 5.0)? {
-        Some(r) => Some(r),
-        None => f.ranged("nps", 0.0, 10.0)?.map(|n| 1.0 + n * 0.4),
-    };
+    // Both are checked when present; `recommend` wins over a mapped `nps`.
+    let nps = f.ranged("nps", 0.0, 10.0)?.map(|n| 1.0 + n * 0.4);
+    let recommend = f.ranged("recommend", 1.0, 5.0)?.or(nps);
     let mut signals = Vec::new();
     let mut unknown_signals = 0;
     match f.get("signals") {
@@ -492,6 +491,7 @@ mod tests {
             r#""type":"complaint","severity":"low","status":"closed""#,
             r#""type":"service","satisfaction":6"#,
             r#""type":"service","nps":11"#,
+            r#""type":"service","recommend":4,"nps":"x""#,
             r#""type":"service","share_of_wallet":1.5"#,
             r#""type":"service","signals":"competitor_offer""#,
             r#""type":"service","cost":-2"#,

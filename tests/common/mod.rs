@@ -52,7 +52,8 @@ impl TestEnv {
             "[kafka]\nbootstrap_servers = \"{}\"\ngroup_id = \"{prefix}\"\ninput_topics = [{}]\n\
              tier_topic = \"{prefix}-tier-changes\"\nwarning_topic = \"{prefix}-churn-warnings\"\nprofile_topic = \"{prefix}-profiles\"\ndlq_topic = \"{prefix}-dlq\"\ntopic_partitions = 3\n\
              [kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"1000\"\n\
-             [state]\ndir = \"{}\"\nblock_cache_mb = 16\nwrite_buffer_mb = 16\n",
+             [state]\ndir = \"{}\"\nblock_cache_mb = 16\nwrite_buffer_mb = 16\n\
+             [http]\nlisten = \"\"\n",
             bootstrap(),
             topics.join(", "),
             dir.path().join("state").display()
