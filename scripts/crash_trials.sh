@@ -13,6 +13,6 @@ if ! scripts/kafka.sh status >/dev/null 2>&1; then
 fi
 for i in $(seq 1 "$trials"); do
   echo "== trial $i/$trials: $TIERSTREAM_KILLS kills"
-  cargo test --release --locked --test exactly_once sigkill -- --nocapture 2>&1 \
-    | grep -E "kills|test result|panicked|differ"
+  TIERSTREAM_KILL_SEED="$RANDOM" cargo test --release --locked --test exactly_once sigkill -- --nocapture 2>&1 \
+    | grep -E "kills|committed outputs|test result|panicked|differ"
 done
