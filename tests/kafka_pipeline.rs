@@ -275,7 +275,19 @@ fn tier_changes_and_dead_letters_through_a_real_broker() {
 
 #[test]
 fn pipeline_output_equals_replay_with_the_same_partitioning() {
-    let env = TestEnv::new("replay-eq", 1);
+    output_equals_replay("replay-eq", 1);
+}
+
+/// Purchases, complaints and service events on three topics, produced as a
+/// backlog: each task interleaves its three partitions in event-time order,
+/// so the outputs still equal the replay of the time-ordered file.
+#[test]
+fn three_input_topics_are_interleaved_in_event_time_order() {
+    output_equals_replay("replay-eq3", 3);
+}
+
+fn output_equals_replay(name: &str, inputs: usize) {
+    let env = TestEnv::new(name, inputs);
     env.create_topics();
     let events = generate(&GenerateSpec {
         customers: 300,
@@ -291,7 +303,12 @@ fn pipeline_output_equals_replay_with_the_same_partitioning() {
         let bytes = serde_json::to_vec(&g.json).unwrap();
         jsonl.extend_from_slice(&bytes);
         jsonl.push(b'\n');
-        records.push((env.input(0), Some(g.customer_id.clone()), bytes));
+        let topic = match g.json["type"].as_str() {
+            Some("purchase") => 0,
+            Some("complaint") => 1,
+            _ => 2,
+        } % inputs;
+        records.push((env.input(topic), Some(g.customer_id.clone()), bytes));
     }
     let expected = replay_expected(&env.config_path, jsonl);
     assert!(
@@ -302,15 +319,21 @@ fn pipeline_output_equals_replay_with_the_same_partitioning() {
     assert!(expected
         .iter()
         .any(|v| v["schema"] == "tierstream.tier_at_risk.v1"));
-
-    produce(&records);
-    let child = env.start_pipeline();
     assert!(expected
         .iter()
         .any(|v| v["schema"] == "tierstream.churn_warning.v1"));
+
+    produce(&records);
+    // One batch takes the whole backlog (it waits up to a second for every
+    // partition's records to arrive), so the interleaving is complete.
+    let inst = env.spawn(
+        "a",
+        &[("TIERSTREAM_KAFKA__COMMIT_INTERVAL_MS", "1000")],
+        &[],
+    );
     let k = &env.config.kafka;
     let got = env.consume_topics(&[&k.tier_topic, &k.warning_topic], expected.len());
-    stop_gracefully(child);
+    inst.stop();
     let got: Vec<Value> = got.iter().map(|r| r.to_json()["value"].clone()).collect();
     assert_same_outputs(&got, &expected);
 }

@@ -425,7 +425,10 @@ impl Runner {
 
     /// Processes and commits the pending records.
     fn commit_batch(&mut self) -> Result<()> {
-        let records = std::mem::take(&mut self.pending);
+        let mut records = std::mem::take(&mut self.pending);
+        if self.p.cfg.kafka.input_topics.len() > 1 {
+            records = batch::in_time_order(records);
+        }
         let started = Instant::now();
         self.throughput.first.get_or_insert(started);
         let p = &self.p;
