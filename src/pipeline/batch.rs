@@ -15,7 +15,7 @@ use crate::store::checkpoint::{input_offset_name, write_i64};
 use crate::store::session::TaskState;
 use crate::store::{KvStore, StoreError};
 use rdkafka::message::{BorrowedMessage, Message};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 /// One consumed record, copied out of librdkafka's buffer.
 pub struct InRecord {
@@ -137,7 +137,7 @@ pub fn process(
             .offsets
             .insert((r.topic.clone(), r.partition), r.offset + 1);
     }
-    let touched: BTreeSet<u32> = batch.offsets.keys().map(|(_, p)| *p as u32).collect();
+    // The tasks touched are exactly those with input offsets to commit.
     let mut offsets_by_task: BTreeMap<u32, Vec<(&str, i64)>> = BTreeMap::new();
     for ((topic, partition), next) in &batch.offsets {
         offsets_by_task
@@ -145,14 +145,14 @@ pub fn process(
             .or_default()
             .push((topic, *next));
     }
-    for task_id in touched {
+    for (task_id, offsets) in offsets_by_task {
         let mut writes = tasks
             .get_mut(&task_id)
             .expect("every touched task was opened above")
             .drain();
         // The input position travels with the state (and its changelog), so
         // a restored store can be checked against the committed offsets.
-        for (topic, next) in offsets_by_task.remove(&task_id).unwrap_or_default() {
+        for (topic, next) in offsets {
             writes.push(write_i64(task_id, &input_offset_name(topic), next));
         }
         batch.state.push((task_id, writes));

@@ -52,15 +52,6 @@ pub struct Restorer {
     metrics: Metrics,
 }
 
-/// What one restore did.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Restored {
-    /// Changelog records applied.
-    pub records: u64,
-    /// Time it took.
-    pub seconds: f64,
-}
-
 impl Restorer {
     /// A restorer with its own (group-less, never committing) consumer.
     pub fn new(cfg: &KafkaConfig, topic: String, metrics: Metrics) -> Result<Self> {
@@ -93,7 +84,7 @@ impl Restorer {
         store: &dyn KvStore,
         tasks: &BTreeSet<u32>,
         keepalive: &mut dyn FnMut(),
-    ) -> Result<Restored> {
+    ) -> Result<()> {
         let started = Instant::now();
         let mut tpl = TopicPartitionList::new();
         for &task in tasks {
@@ -111,18 +102,15 @@ impl Restorer {
             tracing::warn!(error = %e, "could not unassign changelog partitions");
         }
         let records = result?;
-        let restored = Restored {
-            records,
-            seconds: started.elapsed().as_secs_f64(),
-        };
+        let seconds = started.elapsed().as_secs_f64();
         tracing::info!(
             tasks = ?tasks,
             records,
-            seconds = format!("{:.2}", restored.seconds),
-            records_per_second = format!("{:.0}", records as f64 / restored.seconds.max(1e-3)),
+            seconds = format!("{seconds:.2}"),
+            records_per_second = format!("{:.0}", records as f64 / seconds.max(1e-3)),
             "restored state from the changelog"
         );
-        Ok(restored)
+        Ok(())
     }
 
     /// Applies records until every partition reached its end, then makes

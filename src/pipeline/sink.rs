@@ -89,10 +89,6 @@ pub fn instance_id(cfg: &KafkaConfig, state_dir: &Path) -> String {
     }
 }
 
-fn kafka_error(e: KafkaError) -> anyhow::Error {
-    anyhow!(e)
-}
-
 /// Whether a transactional call failed in a way that leaves the producer
 /// unusable (fencing, fatal errors).
 fn is_fatal(e: &KafkaError) -> bool {
@@ -240,18 +236,18 @@ impl Sink {
     /// anything else aborts the transaction.
     fn fail(&self, e: KafkaError) -> CommitError {
         if is_fatal(&e) {
-            CommitError::Fatal(kafka_error(e))
+            CommitError::Fatal(anyhow!(e))
         } else {
-            self.abort(kafka_error(e))
+            self.abort(anyhow!(e))
         }
     }
 
     /// `begin_transaction` failed: nothing is open to abort.
     fn classify(&self, e: KafkaError) -> CommitError {
         if is_fatal(&e) {
-            CommitError::Fatal(kafka_error(e))
+            CommitError::Fatal(anyhow!(e))
         } else {
-            CommitError::Aborted(kafka_error(e))
+            CommitError::Aborted(anyhow!(e))
         }
     }
 
