@@ -15,6 +15,9 @@ export KAFKA_BOOTSTRAP="${KAFKA_BOOTSTRAP:-127.0.0.1:9092}"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+echo "== rust-version true to Cargo.lock"
+cargo fetch --locked -q
+python3 scripts/check_msrv.py
 echo "== cargo clippy"
 cargo clippy --release --all-targets --locked -- -D warnings
 echo "== cargo test"

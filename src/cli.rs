@@ -444,14 +444,6 @@ async fn produce_generated(cfg: &Config, events: &[crate::generate::Generated]) 
         .create()
         .context("creating the Kafka producer")?;
     let topics = &cfg.kafka.input_topics;
-    let topic_of = |kind: &str| -> &str {
-        let i = match kind {
-            "purchase" => 0,
-            "complaint" => 1,
-            _ => 2,
-        };
-        &topics[i % topics.len()]
-    };
     // Produce in chunks: every record of a chunk is enqueued before any
     // acknowledgement is awaited, so librdkafka can batch them.
     for chunk in events.chunks(10_000) {
@@ -461,7 +453,7 @@ async fn produce_generated(cfg: &Config, events: &[crate::generate::Generated]) 
             .collect::<Result<_, _>>()?;
         let mut pending = Vec::with_capacity(chunk.len());
         for (g, payload) in chunk.iter().zip(&payloads) {
-            let record = FutureRecord::to(topic_of(g.kind))
+            let record = FutureRecord::to(&topics[g.topic_rank(topics.len())])
                 .key(&g.customer_id)
                 .payload(payload);
             pending.push(producer.send(record, Duration::from_secs(30)));

@@ -137,6 +137,13 @@ pub struct KafkaConfig {
     pub batch_max_records: usize,
     /// Longest time a batch stays open.
     pub commit_interval_ms: u64,
+    /// How long a task waits for an empty input partition that has reached
+    /// its end before it processes its other partitions without it (0: not
+    /// at all; a partition with more to fetch is always waited for).
+    pub max_task_idle_ms: u64,
+    /// Records buffered per input partition for event-time alignment; a
+    /// full partition of a waiting task is paused.
+    pub buffered_records_per_partition: usize,
     /// librdkafka properties passed through unchanged (TLS, SASL, tuning).
     pub properties: BTreeMap<String, String>,
 }
@@ -388,6 +395,12 @@ impl Config {
         }
         if k.commit_interval_ms == 0 {
             return Err(invalid("kafka.commit_interval_ms", "must be >= 1"));
+        }
+        if k.buffered_records_per_partition == 0 {
+            return Err(invalid(
+                "kafka.buffered_records_per_partition",
+                "must be >= 1",
+            ));
         }
         if !self.http.listen.is_empty() && self.http.addr().is_none() {
             return Err(invalid(

@@ -1,6 +1,6 @@
 //! tierstream: a Kafka stream processor that keeps a rolling profile of
 //! every customer, places it in the customer pyramid, and emits tier
-//! changes (see `../shared/SPEC.md`).
+//! changes (see `docs/spec.md`).
 //!
 //! `domain` is the pure core; everything else adapts it to files, Kafka,
 //! RocksDB and Prometheus.

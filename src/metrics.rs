@@ -58,6 +58,13 @@ pub struct Metrics {
     pub commit_seconds: Histogram,
     /// 1 once every owned task is restored and the loop is consuming.
     pub ready: IntGauge,
+    /// Records taken while an empty, caught-up partition of their task was
+    /// skipped (event-time alignment could not wait for it).
+    pub enforced_processing: IntCounter,
+    /// Records fetched into the alignment queues, not yet taken.
+    pub buffered_records: IntGauge,
+    /// Input partitions paused because their alignment queue is full.
+    pub paused_partitions: IntGauge,
     /// RocksDB block cache in use.
     pub rocksdb_block_cache_bytes: IntGauge,
     /// RocksDB memtables, all column families.
@@ -217,6 +224,19 @@ impl Metrics {
             "rocksdb_write_stalled",
             "1 while RocksDB delays or stops writes",
         );
+        let enforced_processing = IntCounter::new(
+            "enforced_processing_total",
+            "Records processed while an empty, caught-up input partition of their task was skipped",
+        )
+        .expect("valid metric");
+        let buffered_records = gauge(
+            "buffered_records",
+            "Input records fetched into the event-time alignment queues, not yet processed",
+        );
+        let paused_partitions = gauge(
+            "paused_partitions",
+            "Input partitions paused because their alignment queue is full",
+        );
         let m = Metrics {
             registry,
             events,
@@ -239,6 +259,9 @@ impl Metrics {
             event_to_output_seconds,
             commit_seconds,
             ready,
+            enforced_processing,
+            buffered_records,
+            paused_partitions,
             rocksdb_block_cache_bytes,
             rocksdb_memtable_bytes,
             rocksdb_pending_compaction_bytes,
@@ -273,6 +296,9 @@ impl Metrics {
             Box::new(m.event_to_output_seconds.clone()),
             Box::new(m.commit_seconds.clone()),
             Box::new(m.ready.clone()),
+            Box::new(m.enforced_processing.clone()),
+            Box::new(m.buffered_records.clone()),
+            Box::new(m.paused_partitions.clone()),
             Box::new(m.rocksdb_block_cache_bytes.clone()),
             Box::new(m.rocksdb_memtable_bytes.clone()),
             Box::new(m.rocksdb_pending_compaction_bytes.clone()),

@@ -1,11 +1,10 @@
-//! One batch through the engine: records in arrival order, routed to the
+//! One batch through the engine: records in the order they were taken, routed to the
 //! task of their partition number; out come the outputs and dead letters
 //! to produce, the state writes of every touched task, and the input
 //! offsets to commit. Nothing here talks to Kafka: the batch is committed
 //! (or thrown away) by the sink.
 
 use super::sink::Batch;
-use crate::codec::input::peek_ts;
 use crate::config::KafkaConfig;
 use crate::domain::output::Output;
 use crate::domain::time::Millis;
@@ -45,54 +44,6 @@ impl InRecord {
             timestamp: m.timestamp().to_millis(),
         }
     }
-}
-
-/// Interleaves records from several partitions (one task reads the same
-/// partition number of every input topic) in event-time order, keeping
-/// each partition's own order: a k-way merge on (event `ts`, Kafka
-/// timestamp, partition of arrival). A batch fetched from a backlog holds
-/// each topic's records in blocks; processing them in that order would
-/// apply, say, all of a customer's purchases before the complaint between
-/// them, and differ from `replay` (SPEC §7) for input that was in order.
-/// Records without a readable `ts` (they will be rejected) keep their place
-/// behind their partition's previous record.
-pub fn in_time_order(records: Vec<InRecord>) -> Vec<InRecord> {
-    use std::cmp::Reverse;
-    use std::collections::{BinaryHeap, VecDeque};
-    let mut queues: Vec<VecDeque<(i64, InRecord)>> = Vec::new();
-    let mut index: HashMap<(String, i32), usize> = HashMap::new();
-    for r in records {
-        let q = *index
-            .entry((r.topic.clone(), r.partition))
-            .or_insert_with(|| {
-                queues.push(VecDeque::new());
-                queues.len() - 1
-            });
-        let previous = queues[q].back().map_or(i64::MIN, |(key, _)| *key);
-        let key = peek_ts(&r.payload).unwrap_or(previous);
-        queues[q].push_back((key, r));
-    }
-    let total = queues.iter().map(VecDeque::len).sum();
-    let head = |q: &VecDeque<(i64, InRecord)>, i: usize| {
-        q.front()
-            .map(|(key, r)| Reverse((*key, r.timestamp.unwrap_or(i64::MIN), i)))
-    };
-    let mut heap: BinaryHeap<_> = queues
-        .iter()
-        .enumerate()
-        .filter_map(|(i, q)| head(q, i))
-        .collect();
-    let mut out = Vec::with_capacity(total);
-    while let Some(Reverse((_, _, i))) = heap.pop() {
-        let (_, r) = queues[i]
-            .pop_front()
-            .expect("a queue in the heap has a head");
-        out.push(r);
-        if let Some(h) = head(&queues[i], i) {
-            heap.push(h);
-        }
-    }
-    out
 }
 
 /// Runs the engine over `records`; `now` is the wall clock used for the
@@ -158,50 +109,4 @@ pub fn process(
         batch.state.push((task_id, writes));
     }
     Ok(batch)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rec(topic: &str, partition: i32, offset: i64, ts: Option<i64>) -> InRecord {
-        let payload = match ts {
-            Some(ts) => format!(r#"{{"event_id":"{topic}{offset}","ts":{ts}}}"#),
-            None => "not json".to_owned(),
-        };
-        InRecord {
-            topic: topic.into(),
-            partition,
-            offset,
-            key: None,
-            payload: payload.into_bytes(),
-            timestamp: Some(0),
-        }
-    }
-
-    fn order(records: Vec<InRecord>) -> Vec<String> {
-        in_time_order(records)
-            .iter()
-            .map(|r| format!("{}{}", r.topic, r.offset))
-            .collect()
-    }
-
-    #[test]
-    fn topics_interleave_by_event_time_and_partitions_keep_their_order() {
-        let batch = vec![
-            rec("p", 0, 1, Some(10)),
-            rec("p", 0, 2, Some(30)),
-            rec("p", 0, 3, Some(20)), // late within its partition: stays after 30
-            rec("c", 0, 1, Some(15)),
-            rec("c", 0, 2, None), // unreadable: keeps its place after c1
-            rec("c", 0, 3, Some(25)),
-        ];
-        assert_eq!(order(batch), ["p1", "c1", "c2", "c3", "p2", "p3"]);
-    }
-
-    #[test]
-    fn one_partition_is_left_as_it_came() {
-        let batch = vec![rec("p", 0, 1, Some(30)), rec("p", 0, 2, Some(10))];
-        assert_eq!(order(batch), ["p1", "p2"]);
-    }
 }

@@ -9,11 +9,15 @@
 //! 2. **Restore** brings every queued task up to the end of its changelog
 //!    partition, checks that the restored input position has caught up with
 //!    the group's committed offsets, and only then resumes the task.
-//! 3. **Collect** polls records until the batch is full, the commit
-//!    interval has passed since its first record, or a rebalance arrives.
+//! 3. **Collect** fetches records into one queue per input partition
+//!    (kept across polls and batches, see [`align`]) and takes each task's
+//!    records from them in event-time order, until the batch is full, the
+//!    commit interval has passed since its first record, or a rebalance
+//!    arrives.
 //! 4. **Process and commit**: the engine runs over the batch, and the sink
-//!    commits outputs, changelog and offsets (one transaction under
-//!    exactly-once) before the state is written to RocksDB.
+//!    commits outputs, changelog and the offsets of the records taken —
+//!    not of those merely fetched — (one transaction under exactly-once)
+//!    before the state is written to RocksDB.
 //!
 //! A failed commit never kills the process and never commits past unsaved
 //! state: the batch is dropped, a fenced or broken producer is rebuilt,
@@ -22,9 +26,15 @@
 //!
 //! Backpressure is structural: the loop takes no new input while a batch is
 //! being committed, so the output path can never fall behind by more than
-//! one batch, and librdkafka's prefetch queue is bounded by config.
+//! one batch. Input memory is bounded per owned input partition: at most
+//! `kafka.buffered_records_per_partition` records in its alignment queue
+//! (a full queue of a waiting task is paused in the consumer) plus
+//! librdkafka's prefetch of `queued.max.messages.kbytes` (per partition,
+//! since every partition has its own queue).
 
+pub mod align;
 mod batch;
+mod doorbell;
 pub mod rebalance;
 pub mod restore;
 pub mod sink;
@@ -36,9 +46,14 @@ use crate::status::Status;
 use crate::store::checkpoint::{input_offset_name, read_i64};
 use crate::store::session::TaskState;
 use crate::store::KvStore;
+use align::{PartitionGroups, RankedPartition};
 use anyhow::{Context, Result};
 use batch::InRecord;
+use doorbell::Doorbell;
+use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use rebalance::{RebalanceContext, TopicPartition};
 use restore::Restorer;
@@ -159,14 +174,18 @@ impl Pipeline {
             .set("client.id", instance)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
-            .set("isolation.level", "read_committed");
+            .set("isolation.level", "read_committed")
+            // The end of each input partition is how alignment knows that
+            // an empty partition has nothing more to give (see `align`).
+            .set("enable.partition.eof", "true");
         set_default(&mut c, "auto.offset.reset", "earliest");
         // Range keeps equal partition numbers of co-partitioned topics on
         // one instance, which is what a task needs (config validation
         // allows cooperative-sticky only with a single input topic).
         set_default(&mut c, "partition.assignment.strategy", "range");
-        // Bound the prefetch queue: memory stays flat however far behind.
-        set_default(&mut c, "queued.max.messages.kbytes", "32768");
+        // Bound the prefetch: memory stays flat however far behind. Every
+        // input partition has its own queue, so this is per partition.
+        set_default(&mut c, "queued.max.messages.kbytes", "4096");
         // Statistics carry the per-partition consumer lag metric.
         set_default(&mut c, "statistics.interval.ms", "5000");
         c.create_with_context(RebalanceContext::new(self.processor.metrics.clone()))
@@ -178,7 +197,15 @@ impl Pipeline {
 struct Runner {
     p: Pipeline,
     stop: watch::Receiver<bool>,
-    consumer: BaseConsumer<RebalanceContext>,
+    /// librdkafka's queue of each owned input partition, split from the
+    /// consumer's queue so that the end of a partition names its topic.
+    /// (Declared before the consumer: queues go before the client does.)
+    fetch_queues: HashMap<RankedPartition, PartitionQueue<RebalanceContext>>,
+    consumer: Arc<BaseConsumer<RebalanceContext>>,
+    /// Fetched records per input partition, taken in event-time order.
+    groups: PartitionGroups,
+    /// Rung by every queue that turns non-empty.
+    doorbell: Arc<Doorbell>,
     sink: Sink,
     restorer: Restorer,
     /// Tasks ready to process, with their in-memory state.
@@ -187,8 +214,10 @@ struct Runner {
     owned: BTreeSet<TopicPartition>,
     /// Owned tasks still to restore before they process anything.
     restoring: BTreeSet<u32>,
-    /// Polled records not yet committed.
+    /// Records taken for the open batch, in processing order.
     pending: Vec<InRecord>,
+    /// When the last record was fetched (for `--stop-when-idle-ms`).
+    last_input: Instant,
     stopping: bool,
     failures: u32,
     throughput: Throughput,
@@ -199,7 +228,15 @@ impl Runner {
         let k = &p.cfg.kafka;
         let metrics = p.processor.metrics.clone();
         let instance = sink::instance_id(k, &p.cfg.state.dir);
-        let consumer = p.consumer(&instance)?;
+        let doorbell = Arc::new(Doorbell::default());
+        let mut consumer = p.consumer(&instance)?;
+        let bell = doorbell.clone();
+        consumer.set_nonempty_callback(move || bell.ring());
+        let consumer = Arc::new(consumer);
+        let groups = PartitionGroups::new(
+            k.buffered_records_per_partition,
+            Duration::from_millis(k.max_task_idle_ms),
+        );
         let txn_id = format!("{}-{instance}", k.group_id);
         let sink = Sink::new(
             k,
@@ -217,13 +254,17 @@ impl Runner {
         Ok(Runner {
             p,
             stop,
+            fetch_queues: HashMap::new(),
             consumer,
+            groups,
+            doorbell,
             sink,
             restorer,
             tasks: HashMap::new(),
             owned: BTreeSet::new(),
             restoring: BTreeSet::new(),
             pending: Vec::new(),
+            last_input: Instant::now(),
             stopping: false,
             failures: 0,
             throughput: Throughput::default(),
@@ -233,6 +274,8 @@ impl Runner {
     fn run(mut self) -> Result<()> {
         let result = self.run_loop();
         self.p.status.stopped();
+        // Partition queues hold the client: release them before it closes.
+        self.fetch_queues.clear();
         result
     }
 
@@ -267,19 +310,53 @@ impl Runner {
         }
         // Revocations first: a partition revoked and assigned again (eager
         // rebalancing) restarts from its committed offset, so whatever was
-        // polled from it before is dropped.
+        // fetched from it before is dropped.
         let revoked: BTreeSet<TopicPartition> = moves.revoked.into_iter().collect();
         self.owned.retain(|tp| !revoked.contains(tp));
         self.pending
             .retain(|r| !revoked.contains(&(r.topic.clone(), r.partition)));
+        let topics = &self.p.cfg.kafka.input_topics;
+        let owned_ranked: BTreeSet<RankedPartition> = self
+            .owned
+            .iter()
+            .filter_map(|(t, p)| Some((rank_of(topics, t)?, *p)))
+            .collect();
+        self.groups.retain(|tp| owned_ranked.contains(&tp));
+        self.fetch_queues.retain(|tp, _| owned_ranked.contains(tp));
         let owned_tasks: BTreeSet<u32> = self.owned.iter().map(|(_, p)| *p as u32).collect();
         self.tasks.retain(|t, _| owned_tasks.contains(t));
         self.restoring.retain(|t| owned_tasks.contains(t));
+        let assigned = !moves.assigned.is_empty();
         for tp in moves.assigned {
             self.restoring.insert(tp.1 as u32);
             self.owned.insert(tp);
         }
+        if assigned {
+            // An assignment re-attaches every partition to the consumer's
+            // queue: split them all again.
+            let owned: Vec<TopicPartition> = self.owned.iter().cloned().collect();
+            for tp in owned {
+                self.split(&tp);
+            }
+        }
         self.publish_tasks();
+    }
+
+    /// Gives `tp` its own librdkafka queue (ringing the doorbell) and an
+    /// alignment queue.
+    fn split(&mut self, (topic, partition): &TopicPartition) {
+        let Some(rank) = rank_of(&self.p.cfg.kafka.input_topics, topic) else {
+            return;
+        };
+        match self.consumer.split_partition_queue(topic, *partition) {
+            Some(mut queue) => {
+                let bell = self.doorbell.clone();
+                queue.set_nonempty_callback(move || bell.ring());
+                self.fetch_queues.insert((rank, *partition), queue);
+            }
+            None => tracing::warn!(topic, partition, "could not split a partition queue"),
+        }
+        self.groups.add((rank, *partition), Instant::now());
     }
 
     /// Tells the status which tasks are owned and which still restore.
@@ -299,15 +376,14 @@ impl Runner {
         let deadline = Instant::now() + CATCH_UP_TIMEOUT;
         loop {
             let consumer = &self.consumer;
-            let pending = &mut self.pending;
+            let groups = &mut self.groups;
+            let topics = &self.p.cfg.kafka.input_topics;
             let status = &self.p.status;
             // Serve the group while restoring; a record of a running task
-            // that arrives meanwhile joins the next batch.
+            // that arrives on the consumer's queue meanwhile is buffered.
             let mut keepalive = || {
                 status.polled();
-                while let Some(Ok(m)) = consumer.poll(Duration::ZERO) {
-                    pending.push(InRecord::from_message(&m));
-                }
+                poll_main(consumer, groups, topics);
             };
             self.restorer
                 .restore(self.p.store.as_ref(), &tasks, &mut keepalive)?;
@@ -336,6 +412,7 @@ impl Runner {
         if let Err(e) = self.consumer.resume(&resume) {
             tracing::warn!(error = %e, "could not resume restored partitions");
         }
+        self.last_input = Instant::now();
         Ok(())
     }
 
@@ -378,57 +455,151 @@ impl Runner {
         Ok(behind)
     }
 
-    /// Polls records into `pending` until the batch is full, the commit
-    /// interval passed since its first record, a rebalance arrived, or a
-    /// stop was requested.
+    /// Fills the alignment queues and takes records from them into
+    /// `pending` until the batch is full, the commit interval passed since
+    /// its first record, a rebalance arrived, or a stop was requested.
     fn collect(&mut self) {
-        let k = &self.p.cfg.kafka;
-        let interval = Duration::from_millis(k.commit_interval_ms);
+        let interval = Duration::from_millis(self.p.cfg.kafka.commit_interval_ms);
+        let batch_max = self.p.cfg.kafka.batch_max_records;
         let mut deadline = (!self.pending.is_empty()).then(|| Instant::now() + interval);
-        let idle_deadline = self.p.stop_when_idle.map(|d| Instant::now() + d);
         loop {
+            self.p.status.polled();
             if *self.stop.borrow() {
                 tracing::info!("shutdown requested; finishing the current batch");
                 self.stopping = true;
                 return;
             }
-            if self.consumer.context().pending() || self.pending.len() >= k.batch_max_records {
+            if self.consumer.context().pending() || self.pending.len() >= batch_max {
                 return;
             }
             let now = Instant::now();
-            let wait = match deadline {
-                Some(d) if d <= now => return,
-                Some(d) => (d - now).min(MAX_POLL),
-                None => MAX_POLL,
-            };
-            match self.consumer.poll(wait) {
-                Some(Ok(m)) => {
-                    self.pending.push(InRecord::from_message(&m));
-                    deadline.get_or_insert_with(|| Instant::now() + interval);
+            if deadline.is_some_and(|d| d <= now) {
+                return;
+            }
+            // Cleared before looking, so whatever arrives after the look
+            // rings again and the wait below returns at once.
+            self.doorbell.clear();
+            let topics = &self.p.cfg.kafka.input_topics;
+            let fetched = poll_main(&self.consumer, &mut self.groups, topics) + self.fill_all();
+            if self.consumer.context().pending() {
+                return;
+            }
+            let taken = self.take(batch_max - self.pending.len());
+            let now = Instant::now();
+            if fetched > 0 {
+                self.last_input = now;
+            }
+            if taken > 0 {
+                deadline.get_or_insert(now + interval);
+            }
+            self.p
+                .processor
+                .metrics
+                .buffered_records
+                .set(self.groups.buffered() as i64);
+            if fetched == 0 && taken == 0 {
+                // Idle only counts once partitions are owned and restored:
+                // waiting for the group to hand some out is not idleness.
+                let idle = self.pending.is_empty()
+                    && self.groups.is_empty()
+                    && !self.owned.is_empty()
+                    && self.restoring.is_empty()
+                    && self
+                        .p
+                        .stop_when_idle
+                        .is_some_and(|d| now.duration_since(self.last_input) >= d);
+                if idle {
+                    tracing::info!("no input for the idle period; stopping");
+                    self.stopping = true;
+                    return;
                 }
-                Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
-                None => {
-                    // Idle only counts once partitions are owned: waiting
-                    // for the group to hand some out is not idleness.
-                    let idle = self.pending.is_empty()
-                        && !self.owned.is_empty()
-                        && idle_deadline.is_some_and(|d| Instant::now() >= d);
-                    if idle {
-                        tracing::info!("no input for the idle period; stopping");
-                        self.stopping = true;
-                        return;
+                let wait = deadline.map_or(MAX_POLL, |d| d.saturating_duration_since(now));
+                self.doorbell.wait(wait.min(MAX_POLL));
+            }
+        }
+    }
+
+    /// Moves what librdkafka fetched for every partition into its
+    /// alignment queue (as far as the queue has room).
+    fn fill_all(&mut self) -> usize {
+        let mut fetched = 0;
+        for (&tp, queue) in &self.fetch_queues {
+            fetched += fill(queue, &mut self.groups, tp);
+        }
+        fetched
+    }
+
+    /// Takes up to `room` records, every task's in event-time order. A
+    /// task that must wait for one of its partitions is refilled from
+    /// librdkafka first; if that brings nothing, its full partitions are
+    /// paused until it can go on.
+    fn take(&mut self, room: usize) -> usize {
+        let mut taken = 0;
+        let metrics = &self.p.processor.metrics;
+        for task in self.groups.task_ids() {
+            if self.restoring.contains(&(task as u32)) {
+                continue;
+            }
+            while taken < room {
+                let Some(t) = self.groups.next(task, Instant::now()) else {
+                    let mut refilled = 0;
+                    for (&tp, queue) in self.fetch_queues.iter().filter(|(tp, _)| tp.1 == task) {
+                        refilled += fill(queue, &mut self.groups, tp);
                     }
+                    if refilled > 0 {
+                        self.last_input = Instant::now();
+                        continue;
+                    }
+                    let full = self.groups.to_pause(task);
+                    if !full.is_empty() {
+                        self.pause_resume(&full, true);
+                    }
+                    break;
+                };
+                if t.enforced {
+                    metrics.enforced_processing.inc();
+                    tracing::debug!(
+                        task,
+                        topic = %t.record.topic,
+                        offset = t.record.offset,
+                        "enforced processing: taken while an empty, caught-up partition of the task was skipped"
+                    );
                 }
+                if let Some(tp) = t.resume {
+                    self.pause_resume(&[tp], false);
+                }
+                self.pending.push(t.record);
+                taken += 1;
+            }
+        }
+        taken
+    }
+
+    /// Pauses (backpressure) or resumes input partitions.
+    fn pause_resume(&self, partitions: &[RankedPartition], pause: bool) {
+        let topics = &self.p.cfg.kafka.input_topics;
+        let mut tpl = TopicPartitionList::new();
+        for &(rank, partition) in partitions {
+            tpl.add_partition(&topics[rank], partition);
+        }
+        let result = if pause {
+            self.consumer.pause(&tpl)
+        } else {
+            self.consumer.resume(&tpl)
+        };
+        let paused = &self.p.processor.metrics.paused_partitions;
+        match result {
+            Ok(()) if pause => paused.add(partitions.len() as i64),
+            Ok(()) => paused.sub(partitions.len() as i64),
+            Err(e) => {
+                tracing::warn!(error = %e, pause, "could not pause or resume full partitions")
             }
         }
     }
 
     /// Processes and commits the pending records.
     fn commit_batch(&mut self) -> Result<()> {
-        let mut records = std::mem::take(&mut self.pending);
-        if self.p.cfg.kafka.input_topics.len() > 1 {
-            records = batch::in_time_order(records);
-        }
+        let records = std::mem::take(&mut self.pending);
         let started = Instant::now();
         self.throughput.first.get_or_insert(started);
         let p = &self.p;
@@ -504,6 +675,8 @@ impl Runner {
         self.backoff();
         self.tasks.clear();
         self.pending.clear();
+        self.groups.reset(Instant::now());
+        self.p.processor.metrics.paused_partitions.set(0);
         let all = self.partitions(|_| true);
         self.restoring
             .extend(self.owned.iter().map(|(_, p)| *p as u32));
@@ -553,4 +726,59 @@ impl Runner {
         }
         Ok(())
     }
+}
+
+/// The rank of an input topic (its place in `kafka.input_topics`).
+fn rank_of(topics: &[String], topic: &str) -> Option<usize> {
+    topics.iter().position(|t| t == topic)
+}
+
+/// Serves the consumer's own queue: rebalances and statistics, and any
+/// record fetched before its partition was split off (buffered like the
+/// others). An end of partition here carries no topic; the partition's
+/// own queue reports it. Stops at a rebalance so the loop can act on it.
+fn poll_main(
+    consumer: &BaseConsumer<RebalanceContext>,
+    groups: &mut PartitionGroups,
+    topics: &[String],
+) -> usize {
+    let mut fetched = 0;
+    while let Some(polled) = consumer.poll(Duration::ZERO) {
+        match polled {
+            Ok(m) => {
+                if let Some(rank) = rank_of(topics, m.topic()) {
+                    let tp = (rank, m.partition());
+                    fetched += usize::from(groups.push(tp, InRecord::from_message(&m)));
+                }
+            }
+            Err(KafkaError::PartitionEOF(_)) => {}
+            Err(e) => tracing::warn!(error = %e, "consumer error"),
+        }
+        if consumer.context().pending() {
+            break;
+        }
+    }
+    fetched
+}
+
+/// Moves records from one partition's librdkafka queue into its
+/// alignment queue while it has room; notes the partition's end.
+fn fill(
+    queue: &PartitionQueue<RebalanceContext>,
+    groups: &mut PartitionGroups,
+    tp: RankedPartition,
+) -> usize {
+    let mut fetched = 0;
+    while groups.has_room(tp) {
+        match queue.poll(Duration::ZERO) {
+            None => break,
+            Some(Ok(m)) => fetched += usize::from(groups.push(tp, InRecord::from_message(&m))),
+            Some(Err(KafkaError::PartitionEOF(_))) => groups.caught_up(tp),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "consumer error");
+                break;
+            }
+        }
+    }
+    fetched
 }

@@ -242,8 +242,9 @@ pub fn assert_same_outputs(got: &[Value], expected: &[Value]) {
 /// One input record: topic, key, payload.
 pub type InputRecord = (String, Option<String>, Vec<u8>);
 
-/// A generated workload for one input topic, with what an uninterrupted
-/// replay (3 tasks, customers hashed like Kafka) outputs for it.
+/// A generated workload on the test's input topics (by type, as
+/// `generate --to-kafka` does), with what an uninterrupted replay (3 tasks,
+/// customers hashed like Kafka) outputs for it.
 pub struct Workload {
     /// Input records in order.
     pub records: Vec<InputRecord>,
@@ -253,10 +254,13 @@ pub struct Workload {
     pub poison: usize,
 }
 
-/// Generates `spec` onto input topic 0; every `poison_every`-th record is
-/// replaced by a malformed one (a poison pill for the DLQ).
+/// Generates `spec` onto the input topics, purchases on the first,
+/// complaints on the second, the rest on the third (wrapped to the topics
+/// there are); every `poison_every`-th record is replaced by a malformed
+/// one (a poison pill for the DLQ).
 pub fn workload(env: &TestEnv, spec: &GenerateSpec, poison_every: Option<usize>) -> Workload {
     let events = generate(spec).events;
+    let topics = env.config.kafka.input_topics.len();
     let mut jsonl = Vec::new();
     let mut records = Vec::new();
     let mut poison = 0;
@@ -270,12 +274,28 @@ pub fn workload(env: &TestEnv, spec: &GenerateSpec, poison_every: Option<usize>)
         };
         jsonl.extend_from_slice(&bytes);
         jsonl.push(b'\n');
-        records.push((env.input(0), Some(g.customer_id.clone()), bytes));
+        records.push((
+            env.input(g.topic_rank(topics)),
+            Some(g.customer_id.clone()),
+            bytes,
+        ));
     }
     Workload {
         records,
         expected: replay_expected(&env.config_path, jsonl),
         poison,
+    }
+}
+
+impl TestEnv {
+    /// The records regrouped by input topic, each topic's in their order:
+    /// every purchase, then every complaint, then every service event —
+    /// the worst backlog for event-time alignment.
+    pub fn in_topic_blocks(&self, records: &[InputRecord]) -> Vec<InputRecord> {
+        let topics = &self.config.kafka.input_topics;
+        let mut blocks = records.to_vec();
+        blocks.sort_by_key(|r| topics.iter().position(|t| *t == r.0));
+        blocks
     }
 }
 

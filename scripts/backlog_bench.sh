@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# A three-topic backlog end to end: produces a generated workload to fresh
+# topics, runs the pipeline over it until idle, and prints the output
+# counts of `run` and of `replay --partitions 3` side by side (checking
+# every output field by field) with the end-to-end throughput.
+#   scripts/backlog_bench.sh [BINARY] [CUSTOMERS] [EVENTS]
+# Needs a running broker (scripts/kafka.sh start).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin="${1:-${CARGO_TARGET_DIR:-$HOME/.cache/tierstream/target}/release/tierstream}"
+customers="${2:-100000}"
+events="${3:-1000000}"
+run_id="bench-$(date +%s)"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+cat > "$work/bench.toml" <<TOML
+[kafka]
+group_id = "$run_id"
+input_topics = ["$run_id-purchases", "$run_id-complaints", "$run_id-service-events"]
+tier_topic = "$run_id-tier-changes"
+warning_topic = "$run_id-churn-warnings"
+dlq_topic = "$run_id-dlq"
+[state]
+dir = "$work/state"
+TOML
+workload=(--customers "$customers" --events "$events" --seed 7 --days 730)
+"$bin" generate "${workload[@]}" --to-kafka --config "$work/bench.toml"
+RUST_LOG=info /usr/bin/time -f "run: %e s wall, %M KiB max RSS" \
+  "$bin" run --config "$work/bench.toml" --stop-when-idle-ms 5000 2> "$work/run.log" || {
+  cat "$work/run.log" >&2; exit 1; }
+grep -E "throughput|max RSS" "$work/run.log" | sed 's/\x1b\[[0-9;]*m//g'
+"$bin" tail --config "$work/bench.toml" --idle-ms 5000 > "$work/kafka.jsonl" 2>/dev/null
+"$bin" generate "${workload[@]}" --output "$work/events.jsonl" 2>/dev/null
+"$bin" replay --config "$work/bench.toml" --input "$work/events.jsonl" \
+  --output "$work/replay.jsonl" --partitions 3 2>/dev/null
+python3 scripts/compare_outputs.py "$work/kafka.jsonl" "$work/replay.jsonl" || true
