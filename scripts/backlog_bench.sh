@@ -23,7 +23,7 @@ dlq_topic = "$run_id-dlq"
 [state]
 dir = "$work/state"
 TOML
-workload=(--customers "$customers" --events "$events" --seed 7 --days 730)
+workload=(--customers "$customers" --events "$events" --seed "${SEED:-7}" --days "${DAYS:-730}")
 "$bin" generate "${workload[@]}" --to-kafka --config "$work/bench.toml"
 RUST_LOG=info /usr/bin/time -f "run: %e s wall, %M KiB max RSS" \
   "$bin" run --config "$work/bench.toml" --stop-when-idle-ms 5000 2> "$work/run.log" || {

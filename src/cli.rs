@@ -34,6 +34,41 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// Log format on stderr: `text` for people, `json` (one object per
+    /// line) for log collectors. The level comes from `RUST_LOG`
+    /// (default `info`; e.g. `RUST_LOG=tierstream=debug,librdkafka=warn`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines, coloured only on a terminal without `NO_COLOR`.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl LogFormat {
+    /// Installs the global logger: level from `RUST_LOG` (default `info`),
+    /// to stderr, so stdout stays clean for `replay`, `generate` and `tail`.
+    pub fn init(self) {
+        use std::io::IsTerminal;
+        let filter =
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr);
+        match self {
+            LogFormat::Json => builder.json().init(),
+            LogFormat::Text => {
+                let colour =
+                    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+                builder.with_ansi(colour).init()
+            }
+        }
+    }
 }
 
 /// Subcommands.

@@ -9,12 +9,18 @@ use crate::domain::event::Minor;
 use crate::domain::loyalty::{AttitudePolicy, BehaviourPolicy, QuadrantPolicy};
 use crate::domain::tier::{TierPolicy, TierSettings};
 use crate::domain::time::DAY_MS;
-use figment::providers::{Env, Format, Toml};
+use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use rust_decimal::prelude::*;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+/// Prefix of an environment variable naming one librdkafka property with
+/// `_` for `.`.
+const ENV_PROPERTY: &str = "TIERSTREAM_KAFKA_PROPERTY_";
+/// `[kafka.properties]` as an environment section, after `TIERSTREAM_`.
+const ENV_PROPERTIES: &str = "KAFKA__PROPERTIES__";
 
 /// The defaults, shipped inside the binary so they cannot drift from the docs.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -336,16 +342,39 @@ impl Config {
             }
             fig = fig.merge(Toml::file(path));
         }
-        Self::from_figment(fig.merge(Self::env()))
+        Self::from_figment(fig.merge(Self::env()).merge(Self::env_properties()))
     }
 
     /// The environment provider: only `TIERSTREAM_<SECTION>__<KEY>` names,
     /// so unrelated `TIERSTREAM_*` variables of scripts are not mistaken
-    /// for config keys.
+    /// for config keys. librdkafka properties are left to
+    /// [`env_properties`](Self::env_properties): their names contain dots,
+    /// which this provider would split into nested tables.
     fn env() -> Env {
         Env::prefixed("TIERSTREAM_")
-            .filter(|k| k.as_str().contains("__"))
+            .filter(|k| k.as_str().contains("__") && !k.as_str().starts_with(ENV_PROPERTIES))
             .split("__")
+    }
+
+    /// librdkafka properties from the environment, so secrets come from a
+    /// Kubernetes Secret instead of the config file:
+    /// `TIERSTREAM_KAFKA_PROPERTY_SASL_PASSWORD` sets `sasl.password`
+    /// (lower case, `_` for `.`: librdkafka's names have no underscores),
+    /// and `TIERSTREAM_KAFKA__PROPERTIES__sasl.password`, where the
+    /// platform allows dots in names, sets the name after the prefix.
+    fn env_properties() -> Serialized<BTreeMap<String, String>> {
+        let mut properties = BTreeMap::new();
+        for (name, value) in std::env::vars() {
+            if let Some(p) = name.strip_prefix(ENV_PROPERTY) {
+                properties.insert(p.to_ascii_lowercase().replace('_', "."), value);
+            } else if let Some(p) = name
+                .strip_prefix("TIERSTREAM_")
+                .and_then(|n| n.strip_prefix(ENV_PROPERTIES))
+            {
+                properties.insert(p.to_ascii_lowercase(), value);
+            }
+        }
+        Serialized::default("kafka.properties", properties)
     }
 
     /// The compiled-in defaults alone (no file, no environment).
@@ -667,6 +696,32 @@ mod tests {
             jail.set_env("TIERSTREAM_CACHE", "/tmp/ignored");
             let c = Config::load(None).unwrap();
             assert_eq!(c.policy().tiers.gold.threshold, 250_000);
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own error type
+    fn librdkafka_properties_come_from_the_environment_with_their_dots() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "t.toml",
+                "[kafka.properties]\n\"sasl.username\" = \"tierstream\"\n\"sasl.password\" = \"in-file\"\n",
+            )?;
+            jail.set_env("TIERSTREAM_KAFKA_PROPERTY_SASL_PASSWORD", "from-secret");
+            jail.set_env(
+                "TIERSTREAM_KAFKA__PROPERTIES__SSL.KEY.PASSWORD",
+                "key-secret",
+            );
+            let c = Config::load(Some(Path::new("t.toml"))).unwrap();
+            let p = &c.kafka.properties;
+            assert_eq!(
+                p["sasl.username"], "tierstream",
+                "the file's other keys stay"
+            );
+            assert_eq!(p["sasl.password"], "from-secret", "the environment wins");
+            assert_eq!(p["ssl.key.password"], "key-secret");
+            assert_eq!(p.len(), 3);
             Ok(())
         });
     }

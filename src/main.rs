@@ -3,13 +3,9 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match tierstream::cli::execute(tierstream::cli::Cli::parse()) {
+    let cli = tierstream::cli::Cli::parse();
+    cli.log_format.init();
+    match tierstream::cli::execute(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

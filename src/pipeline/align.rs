@@ -20,6 +20,15 @@
 //! "enforced processing": a later record on the skipped partition may be
 //! older than what was taken.
 //!
+//! A partition whose queue is full simply stops being drained from
+//! librdkafka, whose own per-partition prefetch limit then stops its
+//! fetches. Only when a task has waited for one partition for
+//! [`PAUSE_AFTER`] are its full partitions paused in the consumer (so they
+//! stop competing with the late one for fetch bandwidth), and resumed once
+//! drained to half: librdkafka drops a paused partition's prefetched
+//! records and fetches them again on resume, so pausing on every brief
+//! wait of a catch-up would cost a round trip each time.
+//!
 //! Nothing here talks to Kafka: the run loop feeds records and
 //! end-of-partition notices in, and pauses or resumes the partitions this
 //! module names, so the ordering rules are unit-tested without a broker.
@@ -36,6 +45,10 @@ pub type RankedPartition = (usize, i32);
 /// Order of records across a task's partitions: event `ts`, then Kafka
 /// timestamp, then topic rank.
 type OrderKey = (i64, i64, usize);
+
+/// How long a task waits for one of its partitions before its full
+/// partitions are paused.
+pub const PAUSE_AFTER: Duration = Duration::from_secs(1);
 
 struct Queued {
     key: OrderKey,
@@ -82,10 +95,19 @@ pub struct Taken {
     pub resume: Option<RankedPartition>,
 }
 
+/// One task's partitions.
+#[derive(Default)]
+struct TaskQueues {
+    /// Topic rank -> queue.
+    queues: BTreeMap<usize, RecordQueue>,
+    /// Since when the task has been waiting for one of its partitions.
+    waiting_since: Option<Instant>,
+}
+
 /// The per-partition queues of every owned task.
 pub struct PartitionGroups {
-    /// Task (partition number) -> topic rank -> queue.
-    tasks: BTreeMap<i32, BTreeMap<usize, RecordQueue>>,
+    /// Task (partition number) -> its queues.
+    tasks: BTreeMap<i32, TaskQueues>,
     /// Records a partition buffers before it is paused.
     capacity: usize,
     /// How long a caught-up, empty partition is waited for.
@@ -108,6 +130,7 @@ impl PartitionGroups {
         self.tasks
             .entry(tp.1)
             .or_default()
+            .queues
             .entry(tp.0)
             .or_insert_with(|| RecordQueue::new(now));
     }
@@ -116,30 +139,33 @@ impl PartitionGroups {
     /// buffered records (revoked: their new owner re-reads them from the
     /// committed offsets).
     pub fn retain(&mut self, mut keep: impl FnMut(RankedPartition) -> bool) {
-        for (&task, queues) in self.tasks.iter_mut() {
-            queues.retain(|&rank, _| keep((rank, task)));
+        for (&task, t) in self.tasks.iter_mut() {
+            t.queues.retain(|&rank, _| keep((rank, task)));
         }
-        self.tasks.retain(|_, queues| !queues.is_empty());
+        self.tasks.retain(|_, t| !t.queues.is_empty());
     }
 
     /// Drops every buffered record and what is known about partition ends
     /// (after a rewind to the committed offsets: the records are read
     /// again, and librdkafka reports the ends again).
     pub fn reset(&mut self, now: Instant) {
-        for queue in self.tasks.values_mut().flat_map(BTreeMap::values_mut) {
-            *queue = RecordQueue::new(now);
+        for t in self.tasks.values_mut() {
+            t.waiting_since = None;
+            for queue in t.queues.values_mut() {
+                *queue = RecordQueue::new(now);
+            }
         }
     }
 
     fn queue(&mut self, tp: RankedPartition) -> Option<&mut RecordQueue> {
-        self.tasks.get_mut(&tp.1)?.get_mut(&tp.0)
+        self.tasks.get_mut(&tp.1)?.queues.get_mut(&tp.0)
     }
 
     /// Whether `tp` is buffered here and has room for another record.
     pub fn has_room(&self, tp: RankedPartition) -> bool {
         self.tasks
             .get(&tp.1)
-            .and_then(|t| t.get(&tp.0))
+            .and_then(|t| t.queues.get(&tp.0))
             .is_some_and(|q| q.records.len() < self.capacity)
     }
 
@@ -175,31 +201,28 @@ impl PartitionGroups {
         self.tasks.keys().copied().collect()
     }
 
+    fn all_queues(&self) -> impl Iterator<Item = &RecordQueue> {
+        self.tasks.values().flat_map(|t| t.queues.values())
+    }
+
     /// Whether nothing is buffered anywhere.
     pub fn is_empty(&self) -> bool {
-        self.tasks
-            .values()
-            .flat_map(BTreeMap::values)
-            .all(|q| q.records.is_empty())
+        self.all_queues().all(|q| q.records.is_empty())
     }
 
     /// Records buffered in all queues.
     pub fn buffered(&self) -> usize {
-        self.tasks
-            .values()
-            .flat_map(BTreeMap::values)
-            .map(|q| q.records.len())
-            .sum()
+        self.all_queues().map(|q| q.records.len()).sum()
     }
 
     /// The next record of `task` in event-time order, or `None` while the
     /// task must wait: one of its partitions is empty and either not
     /// caught up, or caught up for less than the idle time.
     pub fn next(&mut self, task: i32, now: Instant) -> Option<Taken> {
-        let queues = self.tasks.get_mut(&task)?;
+        let t = self.tasks.get_mut(&task)?;
         let mut best: Option<(OrderKey, usize)> = None;
         let mut enforced = false;
-        for (&rank, q) in queues.iter() {
+        for (&rank, q) in t.queues.iter() {
             match q.records.front() {
                 Some(head) => {
                     if best.is_none_or(|(key, _)| head.key < key) {
@@ -209,11 +232,15 @@ impl PartitionGroups {
                 None if q.caught_up && now.duration_since(q.empty_since) >= self.idle => {
                     enforced = true;
                 }
-                None => return None,
+                None => {
+                    t.waiting_since.get_or_insert(now);
+                    return None;
+                }
             }
         }
         let (_, rank) = best?;
-        let q = queues.get_mut(&rank).expect("the best queue exists");
+        t.waiting_since = None;
+        let q = t.queues.get_mut(&rank).expect("the best queue exists");
         let record = q
             .records
             .pop_front()
@@ -233,16 +260,22 @@ impl PartitionGroups {
         })
     }
 
-    /// The full partitions of a waiting `task`, to pause: they can take no
-    /// more records until the partition the task waits for delivers, and
-    /// paused they stop competing with it for fetch bandwidth. Marked
-    /// paused here; [`next`](Self::next) names them again once drained.
-    pub fn to_pause(&mut self, task: i32) -> Vec<RankedPartition> {
+    /// The full partitions of a `task` that has waited for another one for
+    /// [`PAUSE_AFTER`], to pause: they can take no more records until the
+    /// partition the task waits for delivers, and paused they stop
+    /// competing with it for fetch bandwidth. Marked paused here;
+    /// [`next`](Self::next) names them again once drained.
+    pub fn to_pause(&mut self, task: i32, now: Instant) -> Vec<RankedPartition> {
         let capacity = self.capacity;
-        let Some(queues) = self.tasks.get_mut(&task) else {
+        let Some(t) = self.tasks.get_mut(&task) else {
             return Vec::new();
         };
-        queues
+        if t.waiting_since
+            .is_none_or(|since| now.duration_since(since) < PAUSE_AFTER)
+        {
+            return Vec::new();
+        }
+        t.queues
             .iter_mut()
             .filter(|(_, q)| !q.paused && q.records.len() >= capacity)
             .map(|(&rank, q)| {
@@ -375,8 +408,11 @@ mod tests {
         }
         assert!(!g.has_room((0, 0)));
         assert!(g.next(0, now).is_none());
-        assert_eq!(g.to_pause(0), [(0, 0)]);
-        assert!(g.to_pause(0).is_empty(), "paused once");
+        assert!(g.to_pause(0, now).is_empty(), "a brief wait pauses nothing");
+        let later = now + PAUSE_AFTER;
+        assert!(g.next(0, later).is_none());
+        assert_eq!(g.to_pause(0, later), [(0, 0)]);
+        assert!(g.to_pause(0, later).is_empty(), "paused once");
         g.caught_up((1, 0));
         assert_eq!(g.next(0, now).unwrap().resume, None); // 3 left
         assert_eq!(g.next(0, now).unwrap().resume, Some((0, 0))); // 2 left

@@ -28,7 +28,8 @@
 //! being committed, so the output path can never fall behind by more than
 //! one batch. Input memory is bounded per owned input partition: at most
 //! `kafka.buffered_records_per_partition` records in its alignment queue
-//! (a full queue of a waiting task is paused in the consumer) plus
+//! (a full queue is not read further, and paused when its task waits long
+//! for another partition) plus
 //! librdkafka's prefetch of `queued.max.messages.kbytes` (per partition,
 //! since every partition has its own queue).
 
@@ -531,8 +532,8 @@ impl Runner {
 
     /// Takes up to `room` records, every task's in event-time order. A
     /// task that must wait for one of its partitions is refilled from
-    /// librdkafka first; if that brings nothing, its full partitions are
-    /// paused until it can go on.
+    /// librdkafka first; if that brings nothing for long, its full
+    /// partitions are paused until it can go on.
     fn take(&mut self, room: usize) -> usize {
         let mut taken = 0;
         let metrics = &self.p.processor.metrics;
@@ -550,7 +551,7 @@ impl Runner {
                         self.last_input = Instant::now();
                         continue;
                     }
-                    let full = self.groups.to_pause(task);
+                    let full = self.groups.to_pause(task, Instant::now());
                     if !full.is_empty() {
                         self.pause_resume(&full, true);
                     }
