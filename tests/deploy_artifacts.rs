@@ -202,6 +202,16 @@ fn grafana_dashboard_has_panels_with_prometheus_targets() {
         .map(|u| u.trim().trim_matches('"'))
         .expect("the provisioned datasource has a uid");
 
+    // A datasource variable, so the dashboard imports into any Grafana;
+    // its default is the provisioned Prometheus.
+    let vars = dash["templating"]["list"].as_array().unwrap();
+    let ds_var = vars
+        .iter()
+        .find(|v| v["name"] == "datasource")
+        .expect("a datasource variable");
+    assert_eq!(ds_var["type"], "datasource");
+    assert_eq!(ds_var["query"], "prometheus");
+    assert_eq!(ds_var["current"]["value"], ds_uid);
     let graphs: Vec<&Value> = panels(&dash)
         .into_iter()
         .filter(|p| p["type"] != "row")
@@ -223,7 +233,10 @@ fn grafana_dashboard_has_panels_with_prometheus_targets() {
                 &p["datasource"]
             };
             assert_eq!(ds["type"], "prometheus", "panel {title}");
-            assert_eq!(ds["uid"], ds_uid, "panel {title}: datasource uid");
+            assert_eq!(
+                ds["uid"], "${datasource}",
+                "panel {title}: the datasource variable"
+            );
         }
     }
     let titles: Vec<&str> = graphs.iter().filter_map(|p| p["title"].as_str()).collect();

@@ -8,7 +8,14 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
+use std::sync::Arc;
 use std::time::Duration;
+
+/// A client for metadata lookups. They block (librdkafka has no async
+/// metadata call), so every lookup runs on tokio's blocking pool: an
+/// unreachable broker stalls a blocking thread, never the async workers
+/// that serve HTTP and signals.
+pub type MetadataClient = Arc<BaseConsumer>;
 
 /// Every topic the pipeline reads or writes.
 pub fn all_topics(cfg: &KafkaConfig) -> Vec<String> {
@@ -50,7 +57,7 @@ pub async fn ensure_topics(cfg: &KafkaConfig) -> Result<()> {
 /// from the wrong records.
 pub async fn ensure_changelog(
     cfg: &KafkaConfig,
-    probe: &BaseConsumer,
+    probe: &MetadataClient,
     partitions: u32,
 ) -> Result<String> {
     let topic = super::changelog::topic(cfg);
@@ -63,7 +70,7 @@ pub async fn ensure_changelog(
         .set("cleanup.policy", "compact");
         create(cfg, &[new]).await?;
     }
-    match partition_count(probe, &topic)? {
+    match partition_count(probe, &topic).await? {
         0 => bail!("the state changelog topic {topic} does not exist (set kafka.create_topics = true or create it, compacted, with {partitions} partitions)"),
         n if n == partitions as usize => Ok(topic),
         n => bail!("the state changelog topic {topic} has {n} partitions but the input topics have {partitions}; they must match (one changelog partition per task)"),
@@ -95,10 +102,14 @@ async fn create(cfg: &KafkaConfig, new: &[NewTopic<'_>]) -> Result<()> {
 }
 
 /// Partitions of `topic`, 0 when it does not exist.
-fn partition_count(consumer: &BaseConsumer, topic: &str) -> Result<usize> {
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(30))
-        .with_context(|| format!("fetching metadata of topic {topic}"))?;
+async fn partition_count(probe: &MetadataClient, topic: &str) -> Result<usize> {
+    let (probe, name) = (probe.clone(), topic.to_owned());
+    let md = tokio::task::spawn_blocking(move || {
+        probe.fetch_metadata(Some(&name), Duration::from_secs(30))
+    })
+    .await
+    .context("the metadata lookup panicked")?
+    .with_context(|| format!("fetching metadata of topic {topic}"))?;
     Ok(md
         .topics()
         .first()
@@ -109,10 +120,10 @@ fn partition_count(consumer: &BaseConsumer, topic: &str) -> Result<usize> {
 
 /// Returns the common partition count of the input topics, or an error
 /// naming the topics that differ or are missing.
-pub fn input_partitions(consumer: &BaseConsumer, cfg: &KafkaConfig) -> Result<u32> {
+pub async fn input_partitions(probe: &MetadataClient, cfg: &KafkaConfig) -> Result<u32> {
     let mut counts = Vec::new();
     for topic in &cfg.input_topics {
-        let n = partition_count(consumer, topic)?;
+        let n = partition_count(probe, topic).await?;
         if n == 0 {
             bail!(
                 "input topic {topic} does not exist (set kafka.create_topics = true or create it)"

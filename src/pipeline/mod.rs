@@ -64,6 +64,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
+/// The consumer property naming where a partition without a committed
+/// offset starts; ours starts at the beginning unless told otherwise.
+const AUTO_OFFSET_RESET: &str = "auto.offset.reset";
+const DEFAULT_OFFSET_RESET: &str = "earliest";
+/// Consecutive failed restores after which the run gives up.
+const RESTORE_ATTEMPTS: u32 = 10;
 /// Longest single poll, so a stop request is noticed quickly.
 const MAX_POLL: Duration = Duration::from_millis(100);
 /// Timeout of committed-offset lookups and seeks.
@@ -157,10 +163,12 @@ impl Pipeline {
         if k.create_topics {
             admin::ensure_topics(k).await?;
         }
-        let probe: BaseConsumer = client_config(k)
-            .create()
-            .context("creating a metadata client")?;
-        let partitions = admin::input_partitions(&probe, k)?;
+        let probe: admin::MetadataClient = Arc::new(
+            client_config(k)
+                .create()
+                .context("creating a metadata client")?,
+        );
+        let partitions = admin::input_partitions(&probe, k).await?;
         tracing::info!(partitions, topics = ?k.input_topics, "input topics are co-partitioned");
         let changelog = admin::ensure_changelog(k, &probe, partitions).await?;
         self.status.set_partitions(partitions);
@@ -179,7 +187,7 @@ impl Pipeline {
             // The end of each input partition is how alignment knows that
             // an empty partition has nothing more to give (see `align`).
             .set("enable.partition.eof", "true");
-        set_default(&mut c, "auto.offset.reset", "earliest");
+        set_default(&mut c, AUTO_OFFSET_RESET, DEFAULT_OFFSET_RESET);
         // Range keeps equal partition numbers of co-partitioned topics on
         // one instance, which is what a task needs (config validation
         // allows cooperative-sticky only with a single input topic).
@@ -221,6 +229,7 @@ struct Runner {
     last_input: Instant,
     stopping: bool,
     failures: u32,
+    restore_failures: u32,
     throughput: Throughput,
 }
 
@@ -245,6 +254,7 @@ impl Runner {
             txn_id,
             changelog.clone(),
             metrics.clone(),
+            stop.clone(),
         )?;
         let restorer = Restorer::new(k, changelog, metrics)?;
         let topics: Vec<&str> = k.input_topics.iter().map(String::as_str).collect();
@@ -268,6 +278,7 @@ impl Runner {
             last_input: Instant::now(),
             stopping: false,
             failures: 0,
+            restore_failures: 0,
             throughput: Throughput::default(),
         })
     }
@@ -285,7 +296,23 @@ impl Runner {
             self.p.status.polled();
             self.apply_moves();
             if !self.restoring.is_empty() && !self.stopping {
-                self.restore()?;
+                // A restore that fails (a broker outage, a changelog read
+                // error) is retried with the same backoff as a failed
+                // commit; it is idempotent, positions move only after a
+                // flush. The tasks stay unready meanwhile.
+                if let Err(e) = self.restore() {
+                    self.restore_failures += 1;
+                    if *self.stop.borrow() || self.restore_failures >= RESTORE_ATTEMPTS {
+                        return Err(e.context(format!(
+                            "restoring failed {} times in a row",
+                            self.restore_failures
+                        )));
+                    }
+                    tracing::warn!(error = format!("{e:#}"), "restore failed; retrying");
+                    self.backoff();
+                } else {
+                    self.restore_failures = 0;
+                }
                 continue;
             }
             self.collect();
@@ -703,16 +730,38 @@ impl Runner {
         }
     }
 
+    /// The start of a partition without a committed offset, from the
+    /// consumer's `auto.offset.reset` (`error` refuses to guess).
+    fn reset_offset(&self) -> Result<Offset> {
+        let policy = self
+            .p
+            .cfg
+            .kafka
+            .properties
+            .get(AUTO_OFFSET_RESET)
+            .map_or(DEFAULT_OFFSET_RESET, String::as_str);
+        match policy {
+            "earliest" | "smallest" | "beginning" => Ok(Offset::Beginning),
+            "latest" | "largest" | "end" => Ok(Offset::End),
+            other => anyhow::bail!(
+                "a partition has no committed offset and {AUTO_OFFSET_RESET} is {other:?}: nowhere to rewind to"
+            ),
+        }
+    }
+
     fn rewind(&self, partitions: &TopicPartitionList) -> Result<()> {
         let committed = self
             .consumer
             .committed_offsets(partitions.clone(), OFFSETS_TIMEOUT)
             .context("reading committed offsets")?;
+        // Where the group has committed nothing, go where the consumer
+        // would start: `auto.offset.reset`.
+        let reset = self.reset_offset()?;
         let mut seek = TopicPartitionList::new();
         for e in committed.elements() {
             let to = match e.offset() {
                 Offset::Offset(o) => Offset::Offset(o),
-                _ => Offset::Beginning,
+                _ => reset,
             };
             seek.add_partition_offset(e.topic(), e.partition(), to)?;
         }

@@ -29,9 +29,14 @@ use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 /// Timeout of each transactional call (they block).
 const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Calls of `commit_transaction` after a retriable error before the
+/// outcome counts as unknown (the producer is rebuilt and every task
+/// restored, which settles it either way).
+const COMMIT_ATTEMPTS: u32 = 5;
 
 /// A processed batch, ready to commit.
 #[derive(Default)]
@@ -69,6 +74,8 @@ pub struct Sink {
     changelog_topic: String,
     producer: FutureProducer,
     metrics: Metrics,
+    /// The run's stop signal: a stop ends commit retries.
+    stop: watch::Receiver<bool>,
 }
 
 /// The id of this instance: `kafka.instance_id`, or host name + a hash of
@@ -111,6 +118,7 @@ impl Sink {
         transactional_id: String,
         changelog_topic: String,
         metrics: Metrics,
+        stop: watch::Receiver<bool>,
     ) -> anyhow::Result<Self> {
         let producer = create_producer(cfg, guarantee, &transactional_id)?;
         Ok(Sink {
@@ -120,6 +128,7 @@ impl Sink {
             changelog_topic,
             producer,
             metrics,
+            stop,
         })
     }
 
@@ -172,11 +181,19 @@ impl Sink {
         {
             return Err(self.fail(e));
         }
+        let mut attempt = 1;
         loop {
             match self.producer.commit_transaction(TXN_CALL_TIMEOUT) {
                 Ok(()) => break,
+                Err(e) if is_retriable(&e) && attempt < COMMIT_ATTEMPTS && !*self.stop.borrow() => {
+                    tracing::warn!(error = %e, attempt, "transaction commit still in progress; retrying");
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_millis(100 << attempt));
+                }
                 Err(e) if is_retriable(&e) => {
-                    tracing::warn!(error = %e, "transaction commit still in progress; retrying");
+                    return Err(CommitError::Fatal(anyhow!(e).context(format!(
+                        "the commit was still in progress after {attempt} attempts"
+                    ))))
                 }
                 Err(e) => return Err(self.fail(e)),
             }
