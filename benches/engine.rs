@@ -3,15 +3,15 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::io::Cursor;
+use tierstream::cli::replay::{replay, ReplayIo};
 use tierstream::config::Config;
 use tierstream::domain::engine::Engine;
-use tierstream::generate::{generate, GenerateSpec};
-use tierstream::metrics::Metrics;
-use tierstream::processor::Processor;
-use tierstream::replay::{replay, ReplayIo};
+use tierstream::ops::metrics::Metrics;
+use tierstream::pipeline::processor::Processor;
 use tierstream::store::memory::MemoryStore;
 use tierstream::store::rocks::{RocksLimits, RocksStore};
 use tierstream::store::KvStore;
+use tierstream::workload::generate::{generate, GenerateSpec};
 
 fn workload() -> Vec<u8> {
     let events = generate(&GenerateSpec {

@@ -8,7 +8,7 @@ mod common;
 
 use common::*;
 use std::time::{Duration, Instant};
-use tierstream::generate::GenerateSpec;
+use tierstream::workload::generate::GenerateSpec;
 
 /// The demo's workload (`scripts/demo.sh`: 2000 customers, 40000 events,
 /// seed 42, the CLI's default start and span).

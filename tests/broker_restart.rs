@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use std::process::Command;
 use std::time::Duration;
-use tierstream::generate::GenerateSpec;
+use tierstream::workload::generate::GenerateSpec;
 
 fn restart_broker() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka.sh");

@@ -1,7 +1,7 @@
 //! Checks of the production deploy artifacts under `deploy/`.
 //!
 //! Alert rules, dashboards and manifests are not compiled, so nothing else
-//! notices when they rot: a metric renamed in `src/metrics.rs` leaves an
+//! notices when they rot: a metric renamed in `src/ops/metrics.rs` leaves an
 //! alert that never fires and a dashboard panel that stays empty, a typo in
 //! PromQL makes Prometheus refuse the whole rule file at reload, and a
 //! manifest that lost its readiness probe deploys without complaint. These
@@ -281,7 +281,7 @@ fn dashboard_queries_are_valid_promql() {
 
 #[test]
 fn alerts_and_dashboard_use_only_exported_metrics() {
-    let exported: BTreeSet<String> = tierstream::metrics::Metrics::new()
+    let exported: BTreeSet<String> = tierstream::ops::metrics::Metrics::new()
         .family_names()
         .into_iter()
         .collect();

@@ -10,7 +10,7 @@ mod common;
 use common::*;
 use rand::{Rng, SeedableRng};
 use std::time::Duration;
-use tierstream::generate::GenerateSpec;
+use tierstream::workload::generate::GenerateSpec;
 
 const JAN_2025: i64 = 1_735_689_600_000;
 

@@ -11,8 +11,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use tierstream::generate::GenerateSpec;
-use tierstream::partition::partition_for;
+use tierstream::kafka::partitioner::partition_for;
+use tierstream::workload::generate::GenerateSpec;
 
 /// A free local port (bound, then released for the child to take).
 fn free_port() -> u16 {

@@ -7,7 +7,7 @@ use common::*;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::Duration;
-use tierstream::generate::{generate, GenerateSpec};
+use tierstream::workload::generate::{generate, GenerateSpec};
 
 fn ev(id: &str, cust: &str, body: Value) -> Vec<u8> {
     let mut v = json!({"event_id": id, "customer_id": cust, "ts": "2026-01-05T10:00:00Z"});

@@ -24,14 +24,14 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
+use tierstream::cli::replay::{replay, ReplayIo};
 use tierstream::codec::input::decode;
 use tierstream::config::Config;
 use tierstream::domain::engine::Engine;
-use tierstream::generate::{generate, GenerateSpec};
-use tierstream::metrics::Metrics;
-use tierstream::processor::Processor;
-use tierstream::replay::{replay, ReplayIo};
+use tierstream::ops::metrics::Metrics;
+use tierstream::pipeline::processor::Processor;
 use tierstream::store::memory::MemoryStore;
+use tierstream::workload::generate::{generate, GenerateSpec};
 
 const BASE_ID: &str = "https://tierstream.dev/schemas/";
 

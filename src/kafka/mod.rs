@@ -1,11 +1,16 @@
-//! Kafka adapters: client configuration (with librdkafka pass-through),
-//! topic administration, the state changelog, and the record shapes we
-//! write.
+//! Every librdkafka adapter: client configuration (with librdkafka
+//! pass-through), topic administration, the consumer's rebalance context,
+//! the transactional producer (sink), the changelog and its restore, the
+//! partitioner, group lookup, the record shapes we write, and `tail`.
 
 pub mod admin;
 pub mod changelog;
 pub mod group;
+pub mod partitioner;
+pub mod rebalance;
 pub mod records;
+pub mod restore;
+pub mod sink;
 pub mod tail;
 
 use crate::config::KafkaConfig;

@@ -9,6 +9,8 @@ use rdkafka::message::{Header, OwnedHeaders};
 
 /// Header naming an output's schema.
 pub const SCHEMA_HEADER: &str = "tierstream.schema";
+/// Header of a dead letter naming its error code.
+pub const ERROR_CODE_HEADER: &str = "tierstream.error.code";
 
 /// An output ready to produce: key, payload and headers.
 pub struct OutRecord {
@@ -77,7 +79,7 @@ pub fn dlq_record(topic: &str, payload: &[u8], r: &Rejection, src: &Source) -> O
     let offset = src.offset.to_string();
     let headers = OwnedHeaders::new()
         .insert(Header {
-            key: "tierstream.error.code",
+            key: ERROR_CODE_HEADER,
             value: Some(r.code.as_str()),
         })
         .insert(Header {
@@ -110,8 +112,8 @@ mod tests {
     use crate::codec::output::to_json;
     use crate::config::Config;
     use crate::domain::engine::Engine;
-    use crate::metrics::Metrics;
-    use crate::processor::Processor;
+    use crate::ops::metrics::Metrics;
+    use crate::pipeline::processor::Processor;
     use crate::store::memory::MemoryStore;
     use crate::store::session::TaskState;
     use rdkafka::message::Headers;

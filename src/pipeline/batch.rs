@@ -4,12 +4,12 @@
 //! offsets to commit. Nothing here talks to Kafka: the batch is committed
 //! (or thrown away) by the sink.
 
-use super::sink::Batch;
 use crate::config::KafkaConfig;
 use crate::domain::output::Output;
 use crate::domain::time::Millis;
 use crate::kafka::records::{dlq_record, output_record, Source};
-use crate::processor::{Processed, Processor};
+use crate::kafka::sink::Batch;
+use crate::pipeline::processor::{Processed, Processor};
 use crate::store::checkpoint::{input_offset_name, write_i64};
 use crate::store::session::TaskState;
 use crate::store::{KvStore, StoreError};

@@ -13,14 +13,14 @@ use std::path::Path;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+use tierstream::cli::replay::{replay, ReplayIo};
 use tierstream::config::Config;
 use tierstream::domain::engine::Engine;
-use tierstream::generate::{generate, GenerateSpec};
 use tierstream::kafka::tail::{tail, TailRecord};
-use tierstream::metrics::Metrics;
-use tierstream::processor::Processor;
-use tierstream::replay::{replay, ReplayIo};
+use tierstream::ops::metrics::Metrics;
+use tierstream::pipeline::processor::Processor;
 use tierstream::store::memory::MemoryStore;
+use tierstream::workload::generate::{generate, GenerateSpec};
 
 /// The broker the tests use.
 pub fn bootstrap() -> String {

@@ -6,7 +6,7 @@ use crate::domain::engine::{Engine, Outcome};
 use crate::domain::event::EventKind;
 use crate::domain::output::Output;
 use crate::domain::time::Millis;
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
 use crate::store::session::TaskState;
 use crate::store::{KvStore, StoreError};
 

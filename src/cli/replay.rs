@@ -1,16 +1,23 @@
 //! `tierstream replay`: JSONL in, JSONL out, the same engine as the Kafka
 //! pipeline, no Kafka. For trying policies, backtests and golden tests.
 
+use super::{open_rocks, processor};
 use crate::codec::output::to_bytes;
+use crate::config::Config;
 use crate::domain::time::Millis;
-use crate::metrics::Metrics;
-use crate::partition::partition_for;
-use crate::processor::{Processed, Processor};
+use crate::kafka::partitioner::partition_for;
+use crate::ops::metrics::Metrics;
+use crate::pipeline::processor::{Processed, Processor};
+use crate::store::memory::MemoryStore;
 use crate::store::session::TaskState;
 use crate::store::KvStore;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
-use std::io::{BufRead, Write};
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::PathBuf;
 use std::time::Instant;
 
 /// How many records a task buffers before writing its state to the store;
@@ -189,4 +196,93 @@ pub fn timed<T>(f: impl FnOnce() -> T) -> (T, std::time::Duration) {
     let start = Instant::now();
     let r = f();
     (r, start.elapsed())
+}
+
+/// `replay` flags.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// TOML config file.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// JSONL input, `-` for stdin.
+    #[arg(long)]
+    pub input: String,
+    /// JSONL output, `-` for stdout.
+    #[arg(long)]
+    pub output: String,
+    /// Where rejected lines go, as JSON {"code","message","line","raw"}.
+    #[arg(long)]
+    pub dlq: Option<PathBuf>,
+    /// Number of tasks, customers hashed like Kafka's default partitioner.
+    #[arg(long, default_value_t = 1)]
+    pub partitions: u32,
+    /// RocksDB directory for the state (default: a temporary one).
+    #[arg(long, conflicts_with = "memory")]
+    pub state_dir: Option<PathBuf>,
+    /// Keep the state in memory instead of RocksDB.
+    #[arg(long)]
+    pub memory: bool,
+}
+
+pub(super) fn run_replay(a: ReplayArgs) -> Result<()> {
+    if a.partitions == 0 {
+        bail!("--partitions must be >= 1");
+    }
+    let cfg = Config::load(a.config.as_deref())?;
+    let processor = processor(&cfg);
+    let temp;
+    let store: Box<dyn KvStore> = if a.memory {
+        Box::new(MemoryStore::new())
+    } else {
+        let dir = match &a.state_dir {
+            Some(d) => d.clone(),
+            None => {
+                temp = tempfile::tempdir().context("creating a temporary state directory")?;
+                temp.path().to_path_buf()
+            }
+        };
+        Box::new(open_rocks(&cfg, &dir)?)
+    };
+    let progress = ProgressBar::hidden();
+    let mut input: Box<dyn BufRead> = if a.input == "-" {
+        Box::new(BufReader::new(std::io::stdin().lock()))
+    } else {
+        let f = File::open(&a.input).with_context(|| format!("opening input {}", a.input))?;
+        progress.set_length(f.metadata().map(|m| m.len()).unwrap_or(0));
+        progress.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+        progress.set_style(
+            ProgressStyle::with_template(
+                "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .expect("valid template"),
+        );
+        Box::new(BufReader::with_capacity(1 << 20, f))
+    };
+    let mut output: Box<dyn Write> = if a.output == "-" {
+        Box::new(BufWriter::new(std::io::stdout().lock()))
+    } else {
+        Box::new(BufWriter::new(
+            File::create(&a.output).with_context(|| format!("creating output {}", a.output))?,
+        ))
+    };
+    let mut dlq = match &a.dlq {
+        Some(p) => Some(BufWriter::new(
+            File::create(p).with_context(|| format!("creating dlq {}", p.display()))?,
+        )),
+        None => None,
+    };
+    let now = chrono::Utc::now().timestamp_millis();
+    let (summary, elapsed) = timed(|| {
+        let io = ReplayIo {
+            input: &mut input,
+            output: &mut output,
+            dlq: dlq.as_mut().map(|d| d as &mut dyn Write),
+            on_bytes: &|n| progress.inc(n),
+        };
+        replay(&processor, store.as_ref(), a.partitions, io, now)
+    });
+    progress.finish_and_clear();
+    let summary = summary?;
+    eprint!("{}", render_summary(&summary, &processor.metrics, elapsed));
+    Ok(())
 }

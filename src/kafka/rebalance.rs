@@ -10,7 +10,7 @@
 //! Newly assigned partitions are paused right away, so no record of a task
 //! is handed out before the task's state is restored.
 
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, TopicPartitionList};

@@ -4,7 +4,7 @@
 //! before they stopped and how many days ahead, and how many of the
 //! warned customers really were churners.
 
-use crate::generate::{Archetype, Truth};
+use crate::workload::generate::{Archetype, Truth};
 use anyhow::{Context, Result};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};

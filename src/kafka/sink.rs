@@ -14,10 +14,10 @@
 //!   at most the uncommitted batch's outputs.
 
 use crate::config::{KafkaConfig, ProcessingGuarantee};
+use crate::kafka::rebalance::RebalanceContext;
 use crate::kafka::records::OutRecord;
 use crate::kafka::{changelog, client_config, set_default};
-use crate::metrics::Metrics;
-use crate::pipeline::rebalance::RebalanceContext;
+use crate::ops::metrics::Metrics;
 use crate::store::checkpoint::{write_i64, CHANGELOG_NEXT};
 use crate::store::{KvStore, Write};
 use anyhow::{anyhow, Context};

@@ -2,56 +2,79 @@
 //! and write stalls (every few seconds), and customers by tier and quadrant
 //! (a scan of the owned tasks' profiles, once a minute — counting them
 //! incrementally would need every change to be visible as an output, and a
-//! restore would start the count from nothing). Runs on its own thread so
-//! the scans never slow the run loop's polling.
+//! restore would start the count from nothing). Sampled on the blocking
+//! pool so the scans never slow the run loop's polling.
 
 use crate::domain::tier::Tier;
-use crate::metrics::Metrics;
-use crate::status::Status;
+use crate::ops::metrics::Metrics;
+use crate::ops::status::Status;
 use crate::store::keys::{decode_profile, task_range};
 use crate::store::{Cf, KvStore};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 const COUNT_EVERY: Duration = Duration::from_secs(60);
 const QUADRANTS: [&str; 5] = ["true_loyal", "latent", "spurious", "disloyal", "none"];
 
-/// Starts the sampler; it ends when `stop` turns true.
-pub fn spawn(
+/// When the customers were last counted, and over which tasks.
+type LastCount = Option<(Instant, Vec<u32>)>;
+
+/// Samples until the run's shutdown signal turns true. Each sample reads
+/// the store (a scan, once a minute), so it runs on the blocking pool and
+/// never holds up the async workers.
+pub async fn sample_until_stopped(
     status: Arc<Status>,
     store: Arc<dyn KvStore>,
     metrics: Metrics,
-    stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let mut last_count: Option<(Instant, Vec<u32>)> = None;
-        while !stop.load(Ordering::Relaxed) {
-            let view = status.view();
-            metrics.ready.set(i64::from(view.ready));
-            let s = store.stats();
-            metrics
-                .rocksdb_block_cache_bytes
-                .set(s.block_cache_bytes as i64);
-            metrics.rocksdb_memtable_bytes.set(s.memtable_bytes as i64);
-            metrics
-                .rocksdb_pending_compaction_bytes
-                .set(s.pending_compaction_bytes as i64);
-            metrics
-                .rocksdb_write_stalled
-                .set(i64::from(s.write_stalled));
-            let due = last_count
-                .as_ref()
-                .is_none_or(|(at, owned)| at.elapsed() >= COUNT_EVERY || *owned != view.owned);
-            if view.ready && due {
-                count_customers(store.as_ref(), &view.owned, &metrics);
-                last_count = Some((Instant::now(), view.owned));
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut last_count: LastCount = None;
+    loop {
+        let (status, store, metrics) = (status.clone(), store.clone(), metrics.clone());
+        let sampled = tokio::task::spawn_blocking(move || {
+            sample(&status, store.as_ref(), &metrics, last_count)
+        });
+        last_count = match sampled.await {
+            Ok(last) => last,
+            Err(e) => {
+                tracing::warn!(error = %e, "sampling the gauges failed");
+                None
             }
-            std::thread::sleep(SAMPLE_EVERY);
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(SAMPLE_EVERY) => {}
+            _ = stop.wait_for(|s| *s) => return,
         }
-    })
+    }
+}
+
+/// One sample: readiness and RocksDB figures always, customers when due.
+fn sample(status: &Status, store: &dyn KvStore, metrics: &Metrics, last: LastCount) -> LastCount {
+    let view = status.view();
+    metrics.ready.set(i64::from(view.ready));
+    let s = store.stats();
+    metrics
+        .rocksdb_block_cache_bytes
+        .set(s.block_cache_bytes as i64);
+    metrics.rocksdb_memtable_bytes.set(s.memtable_bytes as i64);
+    metrics
+        .rocksdb_pending_compaction_bytes
+        .set(s.pending_compaction_bytes as i64);
+    metrics
+        .rocksdb_write_stalled
+        .set(i64::from(s.write_stalled));
+    let due = last
+        .as_ref()
+        .is_none_or(|(at, owned)| at.elapsed() >= COUNT_EVERY || *owned != view.owned);
+    if view.ready && due {
+        count_customers(store, &view.owned, metrics);
+        Some((Instant::now(), view.owned))
+    } else {
+        last
+    }
 }
 
 /// Sets the customer gauges from a scan of `tasks`' profiles.

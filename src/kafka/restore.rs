@@ -13,7 +13,7 @@
 
 use crate::config::KafkaConfig;
 use crate::kafka::{changelog, client_config, set_default};
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
 use crate::store::checkpoint::{read_i64, write_i64, CHANGELOG_NEXT};
 use crate::store::{KvStore, Write};
 use anyhow::{bail, Context, Result};
