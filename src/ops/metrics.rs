@@ -13,66 +13,153 @@ use prometheus::{
 /// Prefix of every metric name.
 const PREFIX: &str = "tierstream";
 
-/// All metrics of one process.
-#[derive(Clone)]
-pub struct Metrics {
-    /// The registry `/metrics` renders.
-    pub registry: Registry,
+/// Buckets of the event-to-output latency: from 10 ms to 5 minutes, since
+/// a catch-up makes old events' latency large.
+const LATENCY_BUCKETS: [f64; 13] = [
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
+/// A metric type that can be built from its name, help, labels and (for
+/// histograms) buckets.
+trait Declare: prometheus::core::Collector + Clone + 'static {
+    fn declare(name: &str, help: &str, labels: &[&str], buckets: Option<&[f64]>) -> Self;
+}
+
+impl Declare for IntCounter {
+    fn declare(name: &str, help: &str, _: &[&str], _: Option<&[f64]>) -> Self {
+        IntCounter::new(name, help).expect("valid metric")
+    }
+}
+
+impl Declare for IntGauge {
+    fn declare(name: &str, help: &str, _: &[&str], _: Option<&[f64]>) -> Self {
+        IntGauge::new(name, help).expect("valid metric")
+    }
+}
+
+impl Declare for IntCounterVec {
+    fn declare(name: &str, help: &str, labels: &[&str], _: Option<&[f64]>) -> Self {
+        IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric")
+    }
+}
+
+impl Declare for IntGaugeVec {
+    fn declare(name: &str, help: &str, labels: &[&str], _: Option<&[f64]>) -> Self {
+        IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
+    }
+}
+
+impl Declare for Histogram {
+    fn declare(name: &str, help: &str, _: &[&str], buckets: Option<&[f64]>) -> Self {
+        let mut opts = HistogramOpts::new(name, help);
+        if let Some(b) = buckets {
+            opts = opts.buckets(b.to_vec());
+        }
+        Histogram::with_opts(opts).expect("valid metric")
+    }
+}
+
+/// Declares every metric once: its field, type, name, help and labels.
+/// The struct, the registration and the list of exported names all come
+/// from this one table, so they cannot drift apart.
+macro_rules! metrics {
+    ($( $(#[$doc:meta])* $field:ident: $ty:ident = $name:literal, $help:literal
+        $(, [$($label:literal),*])? $(, buckets = $buckets:expr)?; )*) => {
+        /// All metrics of one process.
+        #[derive(Clone)]
+        pub struct Metrics {
+            /// The registry `/metrics` renders.
+            pub registry: Registry,
+            $( $(#[$doc])* pub $field: $ty, )*
+        }
+
+        impl Metrics {
+            /// Creates and registers every metric.
+            pub fn new() -> Self {
+                let registry =
+                    Registry::new_custom(Some(PREFIX.into()), None).expect("valid prefix");
+                let m = Metrics {
+                    $( $field: {
+                        let buckets: Option<&[f64]> = None $(.or(Some(&$buckets[..])))?;
+                        let c = <$ty as Declare>::declare($name, $help, &[$($($label),*)?], buckets);
+                        registry.register(Box::new(c.clone())).expect("unique metric names");
+                        c
+                    }, )*
+                    registry,
+                };
+                m.seed();
+                m
+            }
+
+            /// The name of every metric family this process exports, whether
+            /// or not it has samples yet: deploy artifacts (alert rules,
+            /// dashboards) are checked against it so they never reference a
+            /// metric that does not exist.
+            pub fn family_names(&self) -> Vec<String> {
+                let mut names = vec![$( format!("{PREFIX}_{}", $name) ),*];
+                names.sort();
+                names
+            }
+        }
+    };
+}
+
+metrics! {
     /// Valid events by type and outcome.
-    pub events: IntCounterVec,
+    events: IntCounterVec = "events_total", "Valid input events by type and outcome", ["type", "outcome"];
     /// Rejected records by error code.
-    pub rejected: IntCounterVec,
+    rejected: IntCounterVec = "events_rejected_total", "Input records sent to the dead-letter queue, by error code", ["code"];
     /// Unknown signal names ignored.
-    pub unknown_signals: IntCounter,
+    unknown_signals: IntCounter = "unknown_signals_total", "Unknown signal names ignored";
     /// Outputs by schema.
-    pub outputs: IntCounterVec,
+    outputs: IntCounterVec = "outputs_total", "Output events by schema", ["schema"];
     /// Tier changes by from/to.
-    pub tier_changes: IntCounterVec,
+    tier_changes: IntCounterVec = "tier_changes_total", "Tier changes by previous and new tier", ["from", "to"];
     /// Time to process and commit one batch.
-    pub batch_seconds: Histogram,
+    batch_seconds: Histogram = "batch_duration_seconds", "Time to process, produce and commit one batch";
     /// Batches committed.
-    pub commits: IntCounter,
+    commits: IntCounter = "commits_total", "Batches committed";
     /// Kafka transactions by result (committed, aborted).
-    pub transactions: IntCounterVec,
+    transactions: IntCounterVec = "transactions_total", "Kafka transactions by result", ["result"];
     /// Time from `begin_transaction` to the end of the commit.
-    pub transaction_seconds: Histogram,
+    transaction_seconds: Histogram = "transaction_duration_seconds", "Time from beginning a Kafka transaction to the end of its commit";
     /// Transactional producers dropped and rebuilt after a fatal error.
-    pub producer_rebuilds: IntCounter,
+    producer_rebuilds: IntCounter = "producer_rebuilds_total", "Transactional producers rebuilt after a fatal error or fencing";
     /// Changelog records applied to the local store by restores.
-    pub restored_records: IntCounter,
+    restored_records: IntCounter = "restored_records_total", "Changelog records applied to the local store by restores";
     /// Tasks assigned but not yet restored (not processing).
-    pub restoring_tasks: IntGauge,
+    restoring_tasks: IntGauge = "restoring_tasks", "Assigned tasks whose state is still being restored";
     /// Partition moves by kind (assign, revoke).
-    pub rebalances: IntCounterVec,
+    rebalances: IntCounterVec = "rebalances_total", "Partition assignments and revocations", ["kind"];
     /// Churn-warning outputs by action and severity.
-    pub churn_warnings: IntCounterVec,
+    churn_warnings: IntCounterVec = "churn_warnings_total", "Churn-warning outputs by action and severity", ["action", "severity"];
     /// Customers of the owned tasks by tier (refreshed periodically).
-    pub customers: IntGaugeVec,
+    customers: IntGaugeVec = "customers", "Customers of the owned tasks by tier", ["tier"];
     /// Customers of the owned tasks by quadrant (refreshed periodically).
-    pub customers_by_quadrant: IntGaugeVec,
+    customers_by_quadrant: IntGaugeVec = "customers_by_quadrant", "Customers of the owned tasks by loyalty quadrant (none: no attitudinal evidence)", ["quadrant"];
     /// Records behind the end of each owned input partition.
-    pub consumer_lag: IntGaugeVec,
+    consumer_lag: IntGaugeVec = "consumer_lag_records", "Records between the consumer position and the end of each owned input partition", ["topic", "partition"];
     /// From an input record's Kafka timestamp to the commit of its batch.
-    pub event_to_output_seconds: Histogram,
+    event_to_output_seconds: Histogram = "event_to_output_latency_seconds", "From an input record's Kafka timestamp to the commit of its outputs", buckets = LATENCY_BUCKETS;
     /// Time to commit one batch (transaction or acknowledgements + state).
-    pub commit_seconds: Histogram,
+    commit_seconds: Histogram = "commit_duration_seconds", "Time to commit one batch: outputs, changelog, offsets and local state";
     /// 1 once every owned task is restored and the loop is consuming.
-    pub ready: IntGauge,
+    ready: IntGauge = "ready", "1 once every owned task is restored and the loop is consuming";
     /// Records taken while an empty, caught-up partition of their task was
     /// skipped (event-time alignment could not wait for it).
-    pub enforced_processing: IntCounter,
+    enforced_processing: IntCounter = "enforced_processing_total", "Records processed while an empty, caught-up input partition of their task was skipped";
     /// Records fetched into the alignment queues, not yet taken.
-    pub buffered_records: IntGauge,
+    buffered_records: IntGauge = "buffered_records", "Input records fetched into the event-time alignment queues, not yet processed";
     /// Input partitions paused because their alignment queue is full.
-    pub paused_partitions: IntGauge,
+    paused_partitions: IntGauge = "paused_partitions", "Input partitions paused because their alignment queue is full";
     /// RocksDB block cache in use.
-    pub rocksdb_block_cache_bytes: IntGauge,
+    rocksdb_block_cache_bytes: IntGauge = "rocksdb_block_cache_usage_bytes", "RocksDB shared block cache in use";
     /// RocksDB memtables, all column families.
-    pub rocksdb_memtable_bytes: IntGauge,
+    rocksdb_memtable_bytes: IntGauge = "rocksdb_memtable_bytes", "RocksDB memtables of all column families";
     /// Bytes RocksDB estimates compaction still has to rewrite.
-    pub rocksdb_pending_compaction_bytes: IntGauge,
+    rocksdb_pending_compaction_bytes: IntGauge = "rocksdb_pending_compaction_bytes", "Bytes RocksDB estimates compaction still has to rewrite";
     /// 1 while RocksDB delays or stops writes.
-    pub rocksdb_write_stalled: IntGauge,
+    rocksdb_write_stalled: IntGauge = "rocksdb_write_stalled", "1 while RocksDB delays or stops writes";
 }
 
 fn outcome_name(o: Outcome) -> &'static str {
@@ -85,245 +172,15 @@ fn outcome_name(o: Outcome) -> &'static str {
 }
 
 impl Metrics {
-    /// Creates and registers every metric.
-    pub fn new() -> Self {
-        let registry = Registry::new_custom(Some(PREFIX.into()), None).expect("valid prefix");
-        let events = IntCounterVec::new(
-            Opts::new("events_total", "Valid input events by type and outcome"),
-            &["type", "outcome"],
-        )
-        .expect("valid metric");
-        let rejected = IntCounterVec::new(
-            Opts::new(
-                "events_rejected_total",
-                "Input records sent to the dead-letter queue, by error code",
-            ),
-            &["code"],
-        )
-        .expect("valid metric");
-        let unknown_signals =
-            IntCounter::new("unknown_signals_total", "Unknown signal names ignored")
-                .expect("valid metric");
-        let outputs = IntCounterVec::new(
-            Opts::new("outputs_total", "Output events by schema"),
-            &["schema"],
-        )
-        .expect("valid metric");
-        let tier_changes = IntCounterVec::new(
-            Opts::new(
-                "tier_changes_total",
-                "Tier changes by previous and new tier",
-            ),
-            &["from", "to"],
-        )
-        .expect("valid metric");
-        let batch_seconds = Histogram::with_opts(HistogramOpts::new(
-            "batch_duration_seconds",
-            "Time to process, produce and commit one batch",
-        ))
-        .expect("valid metric");
-        let commits = IntCounter::new("commits_total", "Batches committed").expect("valid metric");
-        let transactions = IntCounterVec::new(
-            Opts::new("transactions_total", "Kafka transactions by result"),
-            &["result"],
-        )
-        .expect("valid metric");
+    /// Series that exist from the start (at zero), so dashboards and
+    /// alerts see them before the first event of their kind.
+    fn seed(&self) {
         for r in ["committed", "aborted"] {
-            transactions.with_label_values(&[r]);
+            self.transactions.with_label_values(&[r]);
         }
-        let transaction_seconds = Histogram::with_opts(HistogramOpts::new(
-            "transaction_duration_seconds",
-            "Time from beginning a Kafka transaction to the end of its commit",
-        ))
-        .expect("valid metric");
-        let producer_rebuilds = IntCounter::new(
-            "producer_rebuilds_total",
-            "Transactional producers rebuilt after a fatal error or fencing",
-        )
-        .expect("valid metric");
-        let restored_records = IntCounter::new(
-            "restored_records_total",
-            "Changelog records applied to the local store by restores",
-        )
-        .expect("valid metric");
-        let restoring_tasks = IntGauge::new(
-            "restoring_tasks",
-            "Assigned tasks whose state is still being restored",
-        )
-        .expect("valid metric");
-        let rebalances = IntCounterVec::new(
-            Opts::new("rebalances_total", "Partition assignments and revocations"),
-            &["kind"],
-        )
-        .expect("valid metric");
         for c in ErrorCode::ALL {
-            rejected.with_label_values(&[c.as_str()]);
+            self.rejected.with_label_values(&[c.as_str()]);
         }
-        let churn_warnings = IntCounterVec::new(
-            Opts::new(
-                "churn_warnings_total",
-                "Churn-warning outputs by action and severity",
-            ),
-            &["action", "severity"],
-        )
-        .expect("valid metric");
-        let customers = IntGaugeVec::new(
-            Opts::new("customers", "Customers of the owned tasks by tier"),
-            &["tier"],
-        )
-        .expect("valid metric");
-        let customers_by_quadrant = IntGaugeVec::new(
-            Opts::new(
-                "customers_by_quadrant",
-                "Customers of the owned tasks by loyalty quadrant (none: no attitudinal evidence)",
-            ),
-            &["quadrant"],
-        )
-        .expect("valid metric");
-        let consumer_lag = IntGaugeVec::new(
-            Opts::new(
-                "consumer_lag_records",
-                "Records between the consumer position and the end of each owned input partition",
-            ),
-            &["topic", "partition"],
-        )
-        .expect("valid metric");
-        let event_to_output_seconds = Histogram::with_opts(
-            HistogramOpts::new(
-                "event_to_output_latency_seconds",
-                "From an input record's Kafka timestamp to the commit of its outputs",
-            )
-            .buckets(vec![
-                0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
-            ]),
-        )
-        .expect("valid metric");
-        let commit_seconds = Histogram::with_opts(HistogramOpts::new(
-            "commit_duration_seconds",
-            "Time to commit one batch: outputs, changelog, offsets and local state",
-        ))
-        .expect("valid metric");
-        let gauge = |name: &str, help: &str| IntGauge::new(name, help).expect("valid metric");
-        let ready = gauge(
-            "ready",
-            "1 once every owned task is restored and the loop is consuming",
-        );
-        let rocksdb_block_cache_bytes = gauge(
-            "rocksdb_block_cache_usage_bytes",
-            "RocksDB shared block cache in use",
-        );
-        let rocksdb_memtable_bytes = gauge(
-            "rocksdb_memtable_bytes",
-            "RocksDB memtables of all column families",
-        );
-        let rocksdb_pending_compaction_bytes = gauge(
-            "rocksdb_pending_compaction_bytes",
-            "Bytes RocksDB estimates compaction still has to rewrite",
-        );
-        let rocksdb_write_stalled = gauge(
-            "rocksdb_write_stalled",
-            "1 while RocksDB delays or stops writes",
-        );
-        let enforced_processing = IntCounter::new(
-            "enforced_processing_total",
-            "Records processed while an empty, caught-up input partition of their task was skipped",
-        )
-        .expect("valid metric");
-        let buffered_records = gauge(
-            "buffered_records",
-            "Input records fetched into the event-time alignment queues, not yet processed",
-        );
-        let paused_partitions = gauge(
-            "paused_partitions",
-            "Input partitions paused because their alignment queue is full",
-        );
-        let m = Metrics {
-            registry,
-            events,
-            rejected,
-            unknown_signals,
-            outputs,
-            tier_changes,
-            batch_seconds,
-            commits,
-            transactions,
-            transaction_seconds,
-            producer_rebuilds,
-            restored_records,
-            restoring_tasks,
-            rebalances,
-            churn_warnings,
-            customers,
-            customers_by_quadrant,
-            consumer_lag,
-            event_to_output_seconds,
-            commit_seconds,
-            ready,
-            enforced_processing,
-            buffered_records,
-            paused_partitions,
-            rocksdb_block_cache_bytes,
-            rocksdb_memtable_bytes,
-            rocksdb_pending_compaction_bytes,
-            rocksdb_write_stalled,
-        };
-        for c in m.collectors() {
-            m.registry.register(c).expect("unique metric names");
-        }
-        m
-    }
-
-    fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
-        let m = self;
-        vec![
-            Box::new(m.events.clone()),
-            Box::new(m.rejected.clone()),
-            Box::new(m.unknown_signals.clone()),
-            Box::new(m.outputs.clone()),
-            Box::new(m.tier_changes.clone()),
-            Box::new(m.batch_seconds.clone()),
-            Box::new(m.commits.clone()),
-            Box::new(m.transactions.clone()),
-            Box::new(m.transaction_seconds.clone()),
-            Box::new(m.producer_rebuilds.clone()),
-            Box::new(m.restored_records.clone()),
-            Box::new(m.restoring_tasks.clone()),
-            Box::new(m.rebalances.clone()),
-            Box::new(m.churn_warnings.clone()),
-            Box::new(m.customers.clone()),
-            Box::new(m.customers_by_quadrant.clone()),
-            Box::new(m.consumer_lag.clone()),
-            Box::new(m.event_to_output_seconds.clone()),
-            Box::new(m.commit_seconds.clone()),
-            Box::new(m.ready.clone()),
-            Box::new(m.enforced_processing.clone()),
-            Box::new(m.buffered_records.clone()),
-            Box::new(m.paused_partitions.clone()),
-            Box::new(m.rocksdb_block_cache_bytes.clone()),
-            Box::new(m.rocksdb_memtable_bytes.clone()),
-            Box::new(m.rocksdb_pending_compaction_bytes.clone()),
-            Box::new(m.rocksdb_write_stalled.clone()),
-        ]
-    }
-
-    /// The name of every metric family this process exports, whether or
-    /// not it has samples yet: deploy artifacts (alert rules, dashboards)
-    /// are checked against it so they never reference a metric that does
-    /// not exist.
-    pub fn family_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .collectors()
-            .iter()
-            .flat_map(|c| {
-                c.desc()
-                    .into_iter()
-                    .map(|d| format!("{PREFIX}_{}", d.fq_name))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        names.sort();
-        names.dedup();
-        names
     }
 
     /// Counts one valid event.
@@ -382,5 +239,43 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_declared_metric_is_registered_once_and_exported() {
+        let m = Metrics::new();
+        m.event_to_output_seconds.observe(120.0);
+        m.enforced_processing.inc();
+        let gathered: Vec<String> = m
+            .registry
+            .gather()
+            .iter()
+            .map(|f| f.name().to_owned())
+            .collect();
+        let names = m.family_names();
+        assert_eq!(names.len(), 27);
+        for g in &gathered {
+            assert!(names.contains(g), "{g} is exported but not declared");
+        }
+        let latency = m.event_to_output_seconds.get_sample_count();
+        assert_eq!(latency, 1);
+        let upper: Vec<f64> = m
+            .registry
+            .gather()
+            .iter()
+            .find(|f| f.name() == "tierstream_event_to_output_latency_seconds")
+            .unwrap()
+            .get_metric()[0]
+            .get_histogram()
+            .get_bucket()
+            .iter()
+            .map(|b| b.upper_bound())
+            .collect();
+        assert_eq!(upper, LATENCY_BUCKETS, "the declared buckets");
     }
 }
