@@ -90,6 +90,53 @@ struct Schemas {
     validators: BTreeMap<String, Validator>,
 }
 
+/// Every property name the output schemas declare, anywhere.
+fn declared_names() -> BTreeSet<String> {
+    fn walk(v: &Value, out: &mut BTreeSet<String>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::Object(props)) = m.get("properties") {
+                    out.extend(props.keys().cloned());
+                }
+                m.values().for_each(|v| walk(v, out));
+            }
+            Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let mut out = BTreeSet::new();
+    for (rel, schema) in schema_files() {
+        if rel.starts_with("output/") {
+            walk(&schema, &mut out);
+        }
+    }
+    out
+}
+
+/// The paths of the fields of `doc` whose names no output schema
+/// declares. The published schemas are open for additive change, so they
+/// cannot catch a field the code emits without documenting it; this does.
+fn undeclared(doc: &Value, names: &BTreeSet<String>) -> Vec<String> {
+    fn walk(v: &Value, path: &str, names: &BTreeSet<String>, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                for (k, v) in m {
+                    let p = format!("{path}/{k}");
+                    if !names.contains(k) {
+                        out.push(p.clone());
+                    }
+                    walk(v, &p, names, out);
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|v| walk(v, path, names, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(doc, "", names, &mut out);
+    out
+}
+
 impl Schemas {
     fn load() -> Self {
         let files = schema_files();
@@ -577,6 +624,7 @@ fn assert_two_decimals(v: &Value, path: &str, doc: &Value) {
 #[test]
 fn every_replayed_output_validates_against_its_schema() {
     let schemas = Schemas::load();
+    let names = declared_names();
     let events = workload_with_forgets();
     for e in &events {
         schemas.assert_valid("input/event.json", e);
@@ -603,6 +651,8 @@ fn every_replayed_output_validates_against_its_schema() {
         }
         let rel = output_schema_of(name);
         schemas.assert_valid(rel, o);
+        // Every field it carries is declared.
+        assert_eq!(undeclared(o, &names), Vec::<String>::new(), "in {o}");
         // Other output schemas reject it: the `schema` field discriminates.
         for (other, other_rel) in OUTPUT_SCHEMAS {
             if other != name {
@@ -684,6 +734,13 @@ fn documents_that_break_the_spec_fail_validation() {
             && o["direction"] == "initial"
             && o["to"] == "iron"
     });
+    // Fields nobody declared are not a schema violation (the schemas are
+    // open) but the drift check names them.
+    let names = declared_names();
+    let surprise = with(&initial, "/surprise", json!(1));
+    assert_eq!(undeclared(&surprise, &names), ["/surprise"]);
+    let margin = with(&initial, "/inputs/margin_12m", json!(1.0));
+    assert_eq!(undeclared(&margin, &names), ["/inputs/margin_12m"]);
     let upgrade = find("upgrade", &|o| {
         schema_is(o, "tierstream.tier_changed.v1") && o["direction"] == "upgrade"
     });
@@ -776,11 +833,6 @@ fn documents_that_break_the_spec_fail_validation() {
             with(&initial, "/schema", json!("tierstream.tier_changed.v2")),
         ),
         (
-            tc,
-            "unannounced field",
-            with(&initial, "/surprise", json!(1)),
-        ),
-        (
             cw,
             "daily output not at midnight",
             with(&daily_warning, "/at", json!("2025-03-04T10:00:00.000Z")),
@@ -825,11 +877,6 @@ fn documents_that_break_the_spec_fail_validation() {
             tc,
             "purchases_12m fractional",
             with(&initial, "/inputs/purchases_12m", json!(1.5)),
-        ),
-        (
-            tc,
-            "unannounced input",
-            with(&initial, "/inputs/margin_12m", json!(1.0)),
         ),
         (
             tc,
@@ -1078,4 +1125,39 @@ fn documents_that_break_the_spec_fail_validation() {
         &json!({"schema": "tierstream.profile.v1", "customer_id": "c1", "tombstone": true}),
         "JSONL tombstone marker",
     );
+}
+
+/// Consumers are told to ignore unknown fields, so the published output
+/// schemas must not forbid them: a new field in a later release must not
+/// make today's consumers' validation fail.
+#[test]
+fn output_schemas_are_open_for_additive_change() {
+    let files = schema_files();
+    for (rel, schema) in &files {
+        if rel.starts_with("output/") {
+            let text = schema.to_string();
+            assert!(
+                !text.contains(r#"Properties":false"#),
+                "{rel} forbids unknown fields"
+            );
+        }
+    }
+    let schemas = Schemas::load();
+    let names = declared_names();
+    for (_, rel) in OUTPUT_SCHEMAS {
+        let example = files[rel]["examples"][0].clone();
+        assert_eq!(undeclared(&example, &names), Vec::<String>::new());
+        let mut grown = example.clone();
+        grown["added_in_a_later_release"] = json!({"any": "shape"});
+        let mut expected = vec!["/added_in_a_later_release", "/added_in_a_later_release/any"];
+        if grown["inputs"].is_object() {
+            grown["inputs"]["new_figure"] = json!(1.5);
+            expected.insert(1, "/inputs/new_figure");
+        }
+        schemas.assert_valid(rel, &grown);
+        let mut found = undeclared(&grown, &names);
+        found.sort();
+        expected.sort();
+        assert_eq!(found, expected, "the drift check names new fields of {rel}");
+    }
 }
