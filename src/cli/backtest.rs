@@ -2,7 +2,7 @@
 //! workload's ground truth.
 
 use super::replay::{replay, ReplayIo};
-use super::{processor, read_jsonl};
+use super::{processor, progress, read_jsonl, Unit};
 use crate::config::Config;
 use crate::store::memory::MemoryStore;
 use anyhow::{bail, Context, Result};
@@ -36,16 +36,18 @@ pub(super) fn run_backtest(a: BacktestArgs) -> Result<()> {
             let cfg = Config::load(a.config.as_deref())?;
             let processor = processor(&cfg);
             let f = File::open(input).with_context(|| format!("opening {}", input.display()))?;
+            let bar = progress(f.metadata().map(|m| m.len()).unwrap_or(0), Unit::Bytes);
             let mut reader = BufReader::with_capacity(1 << 20, f);
             let mut buffer = Vec::new();
             let io = ReplayIo {
                 input: &mut reader,
                 output: &mut buffer,
                 dlq: None,
-                on_bytes: &|_| {},
+                on_bytes: &|n| bar.inc(n),
             };
             let now = chrono::Utc::now().timestamp_millis();
             replay(&processor, &MemoryStore::new(), 1, io, now)?;
+            bar.finish_and_clear();
             buffer
                 .split(|b| *b == b'\n')
                 .filter(|l| !l.is_empty())

@@ -1,7 +1,7 @@
 //! `tierstream generate`: a synthetic workload to a JSONL file or straight
 //! to the input topics.
 
-use super::write_jsonl;
+use super::{progress, write_jsonl, Unit};
 use crate::config::Config;
 use crate::kafka::client_config;
 use crate::workload::generate::{generate, GenerateSpec};
@@ -79,7 +79,17 @@ pub(super) fn run_generate(a: GenerateArgs) -> Result<()> {
         return runtime.block_on(produce_generated(&cfg, &events));
     }
     match &a.output {
-        Some(p) => write_jsonl(p, events.iter().map(|g| &g.json))?,
+        Some(p) => {
+            let bar = progress(events.len() as u64, Unit::Events);
+            write_jsonl(
+                p,
+                events.iter().map(|g| {
+                    bar.inc(1);
+                    &g.json
+                }),
+            )?;
+            bar.finish_and_clear();
+        }
         None => {
             let mut out = BufWriter::new(std::io::stdout().lock());
             for g in &events {
@@ -112,6 +122,7 @@ async fn produce_generated(
         .create()
         .context("creating the Kafka producer")?;
     let topics = &cfg.kafka.input_topics;
+    let bar = progress(events.len() as u64, Unit::Events);
     // Produce in chunks: every record of a chunk is enqueued before any
     // acknowledgement is awaited, so librdkafka can batch them.
     for chunk in events.chunks(10_000) {
@@ -129,7 +140,9 @@ async fn produce_generated(
         for p in futures::future::join_all(pending).await {
             p.map_err(|(e, _)| anyhow::anyhow!("producing failed: {e}"))?;
         }
+        bar.inc(chunk.len() as u64);
     }
+    bar.finish_and_clear();
     eprintln!("produced {} events", events.len());
     Ok(())
 }

@@ -15,6 +15,7 @@ use crate::pipeline::processor::Processor;
 use crate::store::rocks::{RocksLimits, RocksStore};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 
@@ -136,4 +137,23 @@ fn read_jsonl<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<
             serde_json::from_str(&l).with_context(|| format!("{} line {}", path.display(), n + 1))
         })
         .collect()
+}
+
+/// A progress bar on stderr for long CLI work, of `len` units (`bytes` or
+/// `events`). indicatif draws nothing when stderr is not a terminal, so
+/// scripts and CI logs stay clean.
+fn progress(len: u64, unit: Unit) -> ProgressBar {
+    let template = match unit {
+        Unit::Bytes => "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        Unit::Events => "{bar:40} {human_pos}/{human_len} events {per_sec} eta {eta}",
+    };
+    ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr())
+        .with_style(ProgressStyle::with_template(template).expect("valid template"))
+}
+
+/// What a progress bar counts.
+#[derive(Clone, Copy)]
+enum Unit {
+    Bytes,
+    Events,
 }

@@ -1,7 +1,7 @@
 //! `tierstream replay`: JSONL in, JSONL out, the same engine as the Kafka
 //! pipeline, no Kafka. For trying policies, backtests and golden tests.
 
-use super::{open_rocks, processor};
+use super::{open_rocks, processor, Unit};
 use crate::codec::output::to_bytes;
 use crate::config::Config;
 use crate::domain::time::Millis;
@@ -13,7 +13,7 @@ use crate::store::session::TaskState;
 use crate::store::KvStore;
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use serde_json::json;
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -243,19 +243,12 @@ pub(super) fn run_replay(a: ReplayArgs) -> Result<()> {
         };
         Box::new(open_rocks(&cfg, &dir)?)
     };
-    let progress = ProgressBar::hidden();
+    let mut progress = ProgressBar::hidden();
     let mut input: Box<dyn BufRead> = if a.input == "-" {
         Box::new(BufReader::new(std::io::stdin().lock()))
     } else {
         let f = File::open(&a.input).with_context(|| format!("opening input {}", a.input))?;
-        progress.set_length(f.metadata().map(|m| m.len()).unwrap_or(0));
-        progress.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-        progress.set_style(
-            ProgressStyle::with_template(
-                "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-            )
-            .expect("valid template"),
-        );
+        progress = super::progress(f.metadata().map(|m| m.len()).unwrap_or(0), Unit::Bytes);
         Box::new(BufReader::with_capacity(1 << 20, f))
     };
     let mut output: Box<dyn Write> = if a.output == "-" {
