@@ -1,18 +1,39 @@
 #!/usr/bin/env bash
-# Installs the system packages the build needs (Debian), if missing.
+# Installs what the build and the tests need (Debian), if missing, and says
+# what it installs:
+#   * Debian packages for the build: libclang-dev (bindgen for RocksDB and
+#     librdkafka), libssl-dev, pkg-config, build-essential;
+#   * promtool (checks the alert rules in deploy/), unpacked from Debian's
+#     prometheus package into ~/.cache/tierstream/tools; the Prometheus
+#     server in that package is neither installed as a service nor started.
+# Kafka itself is installed by scripts/kafka.sh (from Maven Central).
 set -euo pipefail
+tools="${TIERSTREAM_TOOLS:-$HOME/.cache/tierstream/tools}"
+sudo_cmd=""
+[ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+updated=""
+apt_update() {
+  [ -n "$updated" ] || { $sudo_cmd apt-get update -qq; updated=1; }
+}
 need=()
 for pkg in libclang-dev libssl-dev pkg-config build-essential; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
-command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
-  echo "installing Debian packages: ${need[*]}"
-  sudo_cmd=""
-  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
-  $sudo_cmd apt-get update -qq
+  echo "setup.sh: installing Debian packages: ${need[*]}"
+  apt_update
   $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust (https://rustup.rs)"; exit 1; }
+if ! command -v promtool >/dev/null 2>&1 && [ ! -x "$tools/bin/promtool" ]; then
+  echo "setup.sh: installing promtool (from Debian's prometheus package, unpacked into $tools; no server)"
+  apt_update
+  work="$(mktemp -d)"
+  (cd "$work" && apt-get download prometheus >/dev/null 2>&1)
+  dpkg-deb -x "$work"/prometheus_*.deb "$work/root"
+  mkdir -p "$tools/bin"
+  cp "$work/root/usr/bin/promtool" "$tools/bin/promtool"
+  rm -rf "$work"
+fi
+command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust 1.89+ (https://rustup.rs)"; exit 1; }
 command -v java >/dev/null 2>&1 || { echo "java not found: install a JDK 17+"; exit 1; }
 command -v mvn >/dev/null 2>&1 || { echo "mvn not found: install Maven"; exit 1; }

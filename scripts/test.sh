@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tierstream/target}"
 scripts/setup.sh
+# promtool, if setup.sh unpacked it rather than finding it installed.
+export PATH="$HOME/.cache/tierstream/tools/bin:$PATH"
 # Start the broker unless it runs already; stop it again if we started it.
 if ! scripts/kafka.sh status >/dev/null 2>&1; then
   scripts/kafka.sh start

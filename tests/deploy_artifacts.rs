@@ -7,7 +7,7 @@
 //! manifest that lost its readiness probe deploys without complaint. These
 //! tests fail instead:
 //!
-//! * `promtool` (installed by `scripts/setup.sh`, Debian package
+//! * `promtool` (unpacked by `scripts/setup.sh` from the Debian package
 //!   `prometheus`) checks the Prometheus config, the alert rules, their unit
 //!   tests and every PromQL expression of the Grafana dashboard;
 //! * every `tierstream_*` metric the alerts and the dashboard use must be a
