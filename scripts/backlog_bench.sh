@@ -13,16 +13,8 @@ events="${3:-1000000}"
 run_id="bench-$(date +%s)"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-cat > "$work/bench.toml" <<TOML
-[kafka]
-group_id = "$run_id"
-input_topics = ["$run_id-purchases", "$run_id-complaints", "$run_id-service-events"]
-tier_topic = "$run_id-tier-changes"
-warning_topic = "$run_id-churn-warnings"
-dlq_topic = "$run_id-dlq"
-[state]
-dir = "$work/state"
-TOML
+. scripts/run_config.sh
+write_run_config "$run_id" "$work/bench.toml" "$work/state"
 workload=(--customers "$customers" --events "$events" --seed "${SEED:-7}" --days "${DAYS:-730}")
 "$bin" generate "${workload[@]}" --to-kafka --config "$work/bench.toml"
 RUST_LOG=info /usr/bin/time -f "run: %e s wall, %M KiB max RSS" \

@@ -18,16 +18,8 @@ bin="$CARGO_TARGET_DIR/release/tierstream"
 run_id="demo-$(date +%s)"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-cat > "$work/demo.toml" <<TOML
-[kafka]
-group_id = "$run_id"
-input_topics = ["$run_id-purchases", "$run_id-complaints", "$run_id-service-events"]
-tier_topic = "$run_id-tier-changes"
-warning_topic = "$run_id-churn-warnings"
-dlq_topic = "$run_id-dlq"
-[state]
-dir = "$work/state"
-TOML
+. scripts/run_config.sh
+write_run_config "$run_id" "$work/demo.toml" "$work/state"
 
 workload=(--customers "$CUSTOMERS" --events "$EVENTS" --seed "$SEED")
 echo "== producing $EVENTS events for $CUSTOMERS customers"

@@ -7,7 +7,7 @@ use common::*;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::Duration;
-use tierstream::workload::generate::{generate, GenerateSpec};
+use tierstream::workload::generate::GenerateSpec;
 
 fn ev(id: &str, cust: &str, body: Value) -> Vec<u8> {
     let mut v = json!({"event_id": id, "customer_id": cust, "ts": "2026-01-05T10:00:00Z"});
@@ -289,27 +289,18 @@ fn three_input_topics_are_interleaved_in_event_time_order() {
 fn output_equals_replay(name: &str, inputs: usize) {
     let env = TestEnv::new(name, inputs);
     env.create_topics();
-    let events = generate(&GenerateSpec {
-        customers: 300,
-        events: 6000,
-        seed: 11,
-        start: 1_735_689_600_000, // 2025-01-01
-        days: 420,
-    })
-    .events;
-    let mut jsonl = Vec::new();
-    let mut records = Vec::new();
-    for g in &events {
-        let bytes = serde_json::to_vec(&g.json).unwrap();
-        jsonl.extend_from_slice(&bytes);
-        jsonl.push(b'\n');
-        records.push((
-            env.input(g.topic_rank(inputs)),
-            Some(g.customer_id.clone()),
-            bytes,
-        ));
-    }
-    let expected = replay_expected(&env.config_path, jsonl);
+    let w = workload(
+        &env,
+        &GenerateSpec {
+            customers: 300,
+            events: 6000,
+            seed: 11,
+            start: 1_735_689_600_000, // 2025-01-01
+            days: 420,
+        },
+        None,
+    );
+    let (records, expected) = (w.records, w.expected);
     assert!(
         expected.len() > 300,
         "the workload should produce tier changes and at-risk events"

@@ -1,0 +1,16 @@
+# Sourced by demo.sh and backlog_bench.sh: writes a config for a fresh run,
+# every topic and the consumer group named after the run, so runs never
+# share state.  Usage: write_run_config RUN_ID FILE STATE_DIR
+write_run_config() {
+  local id="$1" file="$2" state="$3"
+  cat > "$file" <<TOML
+[kafka]
+group_id = "$id"
+input_topics = ["$id-purchases", "$id-complaints", "$id-service-events"]
+tier_topic = "$id-tier-changes"
+warning_topic = "$id-churn-warnings"
+dlq_topic = "$id-dlq"
+[state]
+dir = "$state"
+TOML
+}
