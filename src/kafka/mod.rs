@@ -4,12 +4,12 @@
 //! partitioner, group lookup, the record shapes we write, and `tail`.
 
 pub mod admin;
-pub mod changelog;
-pub mod group;
+pub(crate) mod changelog;
+pub(crate) mod group;
 pub mod partitioner;
 pub mod rebalance;
 pub mod records;
-pub mod restore;
+pub(crate) mod restore;
 pub mod sink;
 pub mod tail;
 

@@ -265,7 +265,7 @@ impl PartitionGroups {
     /// partition the task waits for delivers, and paused they stop
     /// competing with it for fetch bandwidth. Marked paused here;
     /// [`next`](Self::next) names them again once drained.
-    pub fn to_pause(&mut self, task: i32, now: Instant) -> Vec<RankedPartition> {
+    pub fn take_full_to_pause(&mut self, task: i32, now: Instant) -> Vec<RankedPartition> {
         let capacity = self.capacity;
         let Some(t) = self.tasks.get_mut(&task) else {
             return Vec::new();
@@ -408,11 +408,14 @@ mod tests {
         }
         assert!(!g.has_room((0, 0)));
         assert!(g.next(0, now).is_none());
-        assert!(g.to_pause(0, now).is_empty(), "a brief wait pauses nothing");
+        assert!(
+            g.take_full_to_pause(0, now).is_empty(),
+            "a brief wait pauses nothing"
+        );
         let later = now + PAUSE_AFTER;
         assert!(g.next(0, later).is_none());
-        assert_eq!(g.to_pause(0, later), [(0, 0)]);
-        assert!(g.to_pause(0, later).is_empty(), "paused once");
+        assert_eq!(g.take_full_to_pause(0, later), [(0, 0)]);
+        assert!(g.take_full_to_pause(0, later).is_empty(), "paused once");
         g.caught_up((1, 0));
         assert_eq!(g.next(0, now).unwrap().resume, None); // 3 left
         assert_eq!(g.next(0, now).unwrap().resume, Some((0, 0))); // 2 left

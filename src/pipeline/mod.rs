@@ -33,7 +33,7 @@
 //! librdkafka's prefetch of `queued.max.messages.kbytes` (per partition,
 //! since every partition has its own queue).
 
-pub mod align;
+mod align;
 mod batch;
 mod doorbell;
 pub mod processor;
@@ -576,7 +576,7 @@ impl Runner {
                         self.last_input = Instant::now();
                         continue;
                     }
-                    let full = self.groups.to_pause(task, Instant::now());
+                    let full = self.groups.take_full_to_pause(task, Instant::now());
                     if !full.is_empty() {
                         self.pause_resume(&full, true);
                     }

@@ -1,5 +1,5 @@
 //! Synthetic workloads with ground truth, and scoring churn warnings
 //! against that truth.
 
-pub mod backtest;
+pub(crate) mod backtest;
 pub mod generate;
