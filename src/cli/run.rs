@@ -5,6 +5,7 @@
 use super::{open_rocks, processor};
 use crate::config::Config;
 use crate::domain::engine::Engine;
+use crate::kafka::group::Owners;
 use crate::ops::gauges;
 use crate::ops::http::{self, HttpState};
 use crate::ops::status::Status;
@@ -58,6 +59,7 @@ pub(super) fn run(a: RunArgs) -> Result<()> {
                 store: store.clone(),
                 engine: Arc::new(Engine::new(cfg.policy())),
                 kafka: cfg.kafka.clone(),
+                owners: Owners::new(&cfg.kafka)?,
             });
             let mut stop = rx.clone();
             tokio::spawn(async move {

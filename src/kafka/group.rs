@@ -18,29 +18,49 @@ pub struct Member {
     pub host: String,
 }
 
-/// The member of the pipeline's group that owns `partition` of `topic`.
-pub fn owner(cfg: &KafkaConfig, topic: &str, partition: i32) -> Result<Option<Member>> {
-    let client: BaseConsumer = client_config(cfg)
-        .create()
-        .context("creating a group lookup client")?;
-    let groups = client
-        .fetch_group_list(Some(&cfg.group_id), Duration::from_secs(10))
-        .context("describing the consumer group")?;
-    for group in groups.groups() {
-        for m in group.members() {
-            let owns = m
-                .assignment()
-                .and_then(parse_assignment)
-                .is_some_and(|a| a.iter().any(|(t, p)| t == topic && *p == partition));
-            if owns {
-                return Ok(Some(Member {
-                    client_id: m.client_id().to_owned(),
-                    host: m.client_host().trim_start_matches('/').to_owned(),
-                }));
+/// Looks up partition owners in the pipeline's group through one client,
+/// created once and reused by every query (a client per query would pay a
+/// connection and a metadata round trip each time). Its calls block: call
+/// them from a blocking thread.
+pub struct Owners {
+    client: BaseConsumer,
+    group_id: String,
+}
+
+impl Owners {
+    /// A lookup client for `cfg`'s broker and group.
+    pub fn new(cfg: &KafkaConfig) -> Result<Self> {
+        let client = client_config(cfg)
+            .create()
+            .context("creating a group lookup client")?;
+        Ok(Owners {
+            client,
+            group_id: cfg.group_id.clone(),
+        })
+    }
+
+    /// The member of the group that owns `partition` of `topic`.
+    pub fn owner(&self, topic: &str, partition: i32) -> Result<Option<Member>> {
+        let groups = self
+            .client
+            .fetch_group_list(Some(&self.group_id), Duration::from_secs(10))
+            .context("describing the consumer group")?;
+        for group in groups.groups() {
+            for m in group.members() {
+                let owns = m
+                    .assignment()
+                    .and_then(parse_assignment)
+                    .is_some_and(|a| a.iter().any(|(t, p)| t == topic && *p == partition));
+                if owns {
+                    return Ok(Some(Member {
+                        client_id: m.client_id().to_owned(),
+                        host: m.client_host().trim_start_matches('/').to_owned(),
+                    }));
+                }
             }
         }
+        Ok(None)
     }
-    Ok(None)
 }
 
 /// Decodes a consumer-protocol assignment: version (i16), then topics

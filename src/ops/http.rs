@@ -35,8 +35,10 @@ pub struct HttpState {
     pub store: Arc<dyn KvStore>,
     /// For the profile view (scores at the task's stream time).
     pub engine: Arc<Engine>,
-    /// For owner lookups and the input topic names.
+    /// The input topic names.
     pub kafka: KafkaConfig,
+    /// Who owns a task this instance does not serve.
+    pub owners: group::Owners,
 }
 
 /// The routes.
@@ -115,7 +117,7 @@ async fn customer(State(s): State<Arc<HttpState>>, Path(id): Path<String>) -> Re
 fn lookup(s: &HttpState, id: &str, task: u32) -> anyhow::Result<Response> {
     if !s.status.serves(task) {
         let topic = &s.kafka.input_topics[0];
-        let owner = group::owner(&s.kafka, topic, task as i32)?;
+        let owner = s.owners.owner(topic, task as i32)?;
         let body = json!({
             "error": "another instance owns this customer",
             "customer_id": id,
