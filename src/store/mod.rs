@@ -51,9 +51,12 @@ pub struct Write {
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// RocksDB reported an error.
-    #[error("rocksdb: {0}")]
-    Rocks(#[from] rocksdb::Error),
+    /// The storage engine failed (I/O, no space left, a lock held by
+    /// another process, corruption it detected); the text is the engine's.
+    /// A string, not the engine's error type, so the port does not tie its
+    /// users to RocksDB.
+    #[error("state store: {0}")]
+    Backend(String),
     /// A stored record could not be decoded.
     #[error("corrupt state record: {0}")]
     Corrupt(String),

@@ -148,3 +148,9 @@ impl KvStore for RocksStore {
         Ok(())
     }
 }
+
+impl From<rocksdb::Error> for StoreError {
+    fn from(e: rocksdb::Error) -> Self {
+        StoreError::Backend(e.into_string())
+    }
+}
