@@ -25,10 +25,44 @@ const ENV_PROPERTIES: &str = "KAFKA__PROPERTIES__";
 /// The defaults, shipped inside the binary so they cannot drift from the docs.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
-/// The whole configuration.
+/// The whole configuration: the sections as written, validated, with the
+/// engine policy and the input rules parsed from them once, at load. The
+/// sections are read through `Deref` (`cfg.kafka.group_id`).
+#[derive(Debug, Clone)]
+pub struct Config {
+    sections: Sections,
+    policy: Policy,
+    decode_rules: DecodeRules,
+}
+
+impl std::ops::Deref for Config {
+    type Target = Sections;
+
+    fn deref(&self) -> &Sections {
+        &self.sections
+    }
+}
+
+impl TryFrom<Sections> for Config {
+    type Error = ConfigError;
+
+    /// Validates the sections and parses them into the policy and rules;
+    /// an invalid value is an error naming its key.
+    fn try_from(sections: Sections) -> Result<Self, ConfigError> {
+        sections.validate()?;
+        Ok(Config {
+            policy: sections.policy()?,
+            decode_rules: sections.decode_rules()?,
+            sections,
+        })
+    }
+}
+
+/// The configuration's sections, as the TOML file and the environment
+/// give them.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Config {
+pub struct Sections {
     /// Broker, topics and librdkafka pass-through.
     pub kafka: KafkaConfig,
     /// Input validation.
@@ -385,11 +419,23 @@ impl Config {
 
     /// Extracts and validates a config from any figment (tests use this).
     pub fn from_figment(fig: Figment) -> Result<Config, ConfigError> {
-        let cfg: Config = fig.extract().map_err(describe)?;
-        cfg.validate()?;
+        let sections: Sections = fig.extract().map_err(describe)?;
+        let cfg = Config::try_from(sections)?;
         Ok(cfg)
     }
 
+    /// The engine policy, parsed at load.
+    pub fn policy(&self) -> Policy {
+        self.policy.clone()
+    }
+
+    /// The input validation rules, parsed at load.
+    pub fn decode_rules(&self) -> DecodeRules {
+        self.decode_rules.clone()
+    }
+}
+
+impl Sections {
     fn validate(&self) -> Result<(), ConfigError> {
         let k = &self.kafka;
         if k.bootstrap_servers.trim().is_empty() {
@@ -549,24 +595,21 @@ impl Config {
         Ok(())
     }
 
-    /// The engine policy this config describes.
-    pub fn policy(&self) -> Policy {
+    /// The engine policy these sections describe.
+    fn policy(&self) -> Result<Policy, ConfigError> {
         let t = &self.tiers;
-        // validate() has checked every conversion below.
         let settings = TierSettings {
-            platinum: minor("tiers.platinum", t.platinum).expect("validated"),
-            gold: minor("tiers.gold", t.gold).expect("validated"),
-            iron: minor("tiers.iron", t.iron).expect("validated"),
-            hysteresis: decimal("tiers.downgrade_hysteresis", t.downgrade_hysteresis)
-                .expect("validated"),
-            at_risk_margin: decimal("tiers.at_risk_margin", t.at_risk_margin).expect("validated"),
+            platinum: minor("tiers.platinum", t.platinum)?,
+            gold: minor("tiers.gold", t.gold)?,
+            iron: minor("tiers.iron", t.iron)?,
+            hysteresis: decimal("tiers.downgrade_hysteresis", t.downgrade_hysteresis)?,
+            at_risk_margin: decimal("tiers.at_risk_margin", t.at_risk_margin)?,
             min_residence_days: t.min_residence_days,
-            fake_big_revenue: minor("tiers.fake_big_revenue", t.fake_big_revenue)
-                .expect("validated"),
+            fake_big_revenue: minor("tiers.fake_big_revenue", t.fake_big_revenue)?,
             fake_big_margin_rate: t.fake_big_margin_rate,
         };
         let (l, a) = (&self.loyalty, &self.attitude);
-        Policy {
+        Ok(Policy {
             tiers: TierPolicy::new(&settings),
             allowed_lateness: i64::from(self.time.allowed_lateness_days) * DAY_MS,
             dedup_window: self.input.dedup_window,
@@ -601,20 +644,19 @@ impl Config {
                 },
                 warning_cooldown: (self.warnings.cooldown_hours * 3_600_000.0).round() as i64,
             },
-        }
+        })
     }
 
-    /// The input validation rules this config describes.
-    pub fn decode_rules(&self) -> DecodeRules {
-        DecodeRules {
+    /// The input validation rules these sections describe.
+    fn decode_rules(&self) -> Result<DecodeRules, ConfigError> {
+        Ok(DecodeRules {
             max_bytes: self.input.max_event_bytes,
             currency: self.input.currency.clone(),
             default_margin_rate: decimal(
                 "input.default_margin_rate",
                 self.input.default_margin_rate,
-            )
-            .expect("validated"),
-        }
+            )?,
+        })
     }
 }
 

@@ -58,7 +58,7 @@ impl Harness {
         for t in [INPUT, OUTPUT, CHANGELOG] {
             mock.create_topic(t, 1, 3).unwrap();
         }
-        let mut cfg = Config::defaults().kafka;
+        let mut cfg = Config::defaults().kafka.clone();
         cfg.bootstrap_servers = mock.bootstrap_servers();
         cfg.group_id = "mock-group".into();
         cfg.input_topics = vec![INPUT.into()];

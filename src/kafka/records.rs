@@ -141,7 +141,7 @@ mod tests {
     #[test]
     fn cloudevents_wrap_the_plain_output_in_structured_mode() {
         let o = an_output();
-        let mut cfg = Config::defaults().kafka;
+        let mut cfg = Config::defaults().kafka.clone();
         let plain = output_record(&cfg, &o);
         assert_eq!(plain.headers.count(), 1);
         cfg.cloudevents = true;
