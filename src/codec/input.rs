@@ -13,7 +13,8 @@ use rust_decimal::RoundingStrategy;
 use serde_json::{Map, Number, Value};
 
 /// Why an input record was rejected (the `tierstream.error.code` header).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum ErrorCode {
     /// The bytes are not UTF-8.
     InvalidUtf8,
@@ -48,16 +49,7 @@ impl ErrorCode {
 
     /// The wire name.
     pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::InvalidUtf8 => "invalid_utf8",
-            ErrorCode::InvalidJson => "invalid_json",
-            ErrorCode::MissingField => "missing_field",
-            ErrorCode::InvalidField => "invalid_field",
-            ErrorCode::UnknownType => "unknown_type",
-            ErrorCode::TooLarge => "too_large",
-            ErrorCode::CurrencyMismatch => "currency_mismatch",
-            ErrorCode::TimestampOutOfRange => "timestamp_out_of_range",
-        }
+        self.into()
     }
 }
 

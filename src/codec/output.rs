@@ -122,7 +122,7 @@ pub fn profile(m: &mut Map<String, Value>, p: &ProfileView) {
         p.warning.as_ref().map_or(Value::Null, |w| {
             json!({
                 "warning_id": w.warning_id,
-                "severity": severity_name(w.severity),
+                "severity": w.severity.as_str(),
                 "reasons": w.reasons.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
             })
         }),
@@ -135,7 +135,7 @@ pub fn profile(m: &mut Map<String, Value>, p: &ProfileView) {
 fn churn_warning(m: &mut Map<String, Value>, w: &ChurnWarning) {
     m.insert("action".into(), json!(w.action.as_str()));
     m.insert("warning_id".into(), json!(w.warning_id));
-    m.insert("severity".into(), json!(severity_name(w.severity)));
+    m.insert("severity".into(), json!(w.severity.as_str()));
     m.insert("tier".into(), json!(w.tier.map(|t| t.as_str())));
     m.insert("quadrant".into(), json!(w.quadrant.map(|q| q.as_str())));
     m.insert(
@@ -162,17 +162,6 @@ fn churn_warning(m: &mut Map<String, Value>, w: &ChurnWarning) {
     let mut inputs = w.scores.as_ref().map(score_inputs).unwrap_or_default();
     inputs.insert("value_12m".into(), money(w.value_12m));
     m.insert("inputs".into(), Value::Object(inputs));
-}
-
-/// The wire name of a severity.
-pub fn severity_name(s: crate::domain::event::Severity) -> &'static str {
-    use crate::domain::event::Severity;
-    match s {
-        Severity::Low => "low",
-        Severity::Medium => "medium",
-        Severity::High => "high",
-        Severity::Critical => "critical",
-    }
 }
 
 fn score_inputs(s: &Scores) -> Map<String, Value> {

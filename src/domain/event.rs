@@ -47,8 +47,22 @@ pub struct Purchase {
 }
 
 /// Complaint severity, ordered from mildest to worst.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Severity {
     /// Minor annoyance.
     Low,
@@ -61,15 +75,14 @@ pub enum Severity {
 }
 
 impl Severity {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+
     /// Parses the wire name.
     pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "low" => Self::Low,
-            "medium" => Self::Medium,
-            "high" => Self::High,
-            "critical" => Self::Critical,
-            _ => return None,
-        })
+        s.parse().ok()
     }
 }
 
@@ -85,8 +98,19 @@ pub struct Complaint {
 }
 
 /// Known competitor/price signals (SPEC §1); unknown ones are only counted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Signal {
     /// The customer mentioned a competitor's offer.
     CompetitorOffer,
@@ -101,13 +125,7 @@ pub enum Signal {
 impl Signal {
     /// Parses a known signal name; `None` for unknown ones.
     pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "competitor_offer" => Self::CompetitorOffer,
-            "price_match_request" => Self::PriceMatchRequest,
-            "cancellation_inquiry" => Self::CancellationInquiry,
-            "contract_end_inquiry" => Self::ContractEndInquiry,
-            _ => return None,
-        })
+        s.parse().ok()
     }
 }
 

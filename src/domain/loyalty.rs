@@ -421,8 +421,9 @@ pub fn scores(
 }
 
 /// The four loyalty quadrants.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Quadrant {
     /// High behaviour, high attitude.
     TrueLoyal,
@@ -437,12 +438,7 @@ pub enum Quadrant {
 impl Quadrant {
     /// The wire name.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Quadrant::TrueLoyal => "true_loyal",
-            Quadrant::Latent => "latent",
-            Quadrant::Spurious => "spurious",
-            Quadrant::Disloyal => "disloyal",
-        }
+        self.into()
     }
 }
 

@@ -9,7 +9,8 @@ use super::time::Millis;
 use super::warning::{Action, OpenWarning, Reason, WarningAction};
 
 /// A timer that can cause outputs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum TimerKind {
     /// Stream time entered a new month.
     MonthClose,
@@ -20,10 +21,7 @@ pub enum TimerKind {
 impl TimerKind {
     /// The wire name used in `cause`.
     pub fn as_str(self) -> &'static str {
-        match self {
-            TimerKind::MonthClose => "month_close",
-            TimerKind::Daily => "daily",
-        }
+        self.into()
     }
 }
 
@@ -37,7 +35,8 @@ pub enum Cause {
 }
 
 /// Direction of a tier change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum Direction {
     /// The customer's first tier.
     Initial,
@@ -50,11 +49,7 @@ pub enum Direction {
 impl Direction {
     /// The wire name.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Direction::Initial => "initial",
-            Direction::Upgrade => "upgrade",
-            Direction::Downgrade => "downgrade",
-        }
+        self.into()
     }
 }
 

@@ -8,8 +8,21 @@ use rust_decimal::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// Pyramid tiers, ordered from least to most valuable so `>` means "better".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Tier {
     /// Serving costs exceed contribution.
     Lead,
@@ -27,12 +40,7 @@ impl Tier {
 
     /// The wire name.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Tier::Lead => "lead",
-            Tier::Iron => "iron",
-            Tier::Gold => "gold",
-            Tier::Platinum => "platinum",
-        }
+        self.into()
     }
 
     /// The tier one step down, if any (downgrades move one step per month close).

@@ -9,8 +9,21 @@ use super::time::Millis;
 use serde::{Deserialize, Serialize};
 
 /// Reason codes of a warning.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum ReasonCode {
     /// Complaint penalties still weigh at least one point.
     Complaint,
@@ -29,14 +42,7 @@ pub enum ReasonCode {
 impl ReasonCode {
     /// The wire name.
     pub fn as_str(self) -> &'static str {
-        match self {
-            ReasonCode::Complaint => "complaint",
-            ReasonCode::LowSatisfaction => "low_satisfaction",
-            ReasonCode::LowRecommend => "low_recommend",
-            ReasonCode::LowRepurchaseIntent => "low_repurchase_intent",
-            ReasonCode::CompetitorSignal => "competitor_signal",
-            ReasonCode::PurchaseGap => "purchase_gap",
-        }
+        self.into()
     }
 }
 
@@ -98,8 +104,9 @@ impl Reason {
 }
 
 /// What the retention team should do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Action {
     /// Fix what went wrong: complaints or low satisfaction dominate.
     ServiceRecovery,
@@ -114,17 +121,13 @@ pub enum Action {
 impl Action {
     /// The wire name.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Action::ServiceRecovery => "service_recovery",
-            Action::RaiseSwitchingCost => "raise_switching_cost",
-            Action::ReactivationOffer => "reactivation_offer",
-            Action::SatisfactionOutreach => "satisfaction_outreach",
-        }
+        self.into()
     }
 }
 
 /// The lifecycle step of a warning output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum WarningAction {
     /// The customer entered spurious.
     Opened,
@@ -137,11 +140,7 @@ pub enum WarningAction {
 impl WarningAction {
     /// The wire name.
     pub fn as_str(self) -> &'static str {
-        match self {
-            WarningAction::Opened => "opened",
-            WarningAction::Updated => "updated",
-            WarningAction::Cleared => "cleared",
-        }
+        self.into()
     }
 }
 

@@ -3,7 +3,6 @@
 //! never disagree about what was counted.
 
 use crate::codec::input::ErrorCode;
-use crate::codec::output::severity_name;
 use crate::domain::engine::Outcome;
 use crate::domain::output::{Output, OutputBody};
 use prometheus::{
@@ -202,7 +201,7 @@ impl Metrics {
             }
             OutputBody::ChurnWarning(w) => {
                 self.churn_warnings
-                    .with_label_values(&[w.action.as_str(), severity_name(w.severity)])
+                    .with_label_values(&[w.action.as_str(), w.severity.as_str()])
                     .inc();
             }
             _ => {}

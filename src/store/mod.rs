@@ -13,7 +13,8 @@ pub mod rocks;
 pub mod session;
 
 /// Column families: each kind of record lives apart so scans stay cheap.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum Cf {
     /// Customer profiles, keyed by task and customer id.
     Profiles,
@@ -29,11 +30,7 @@ impl Cf {
 
     /// The RocksDB column family name.
     pub fn name(self) -> &'static str {
-        match self {
-            Cf::Profiles => "profiles",
-            Cf::Timers => "timers",
-            Cf::Meta => "meta",
-        }
+        self.into()
     }
 }
 
