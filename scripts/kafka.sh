@@ -18,6 +18,8 @@ DATA="${KAFKA_DATA:-$CACHE/kafka-data}"
 PORT="${KAFKA_PORT:-9092}"
 CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
 SASL_PORT="${KAFKA_SASL_PORT:-9094}"
+TLS_PORT="${KAFKA_TLS_PORT:-9095}"
+TLS="$DATA/tls"
 PIDFILE="$DATA/kafka.pid"
 LOG="$DATA/kafka.log"
 PROPS="$DATA/server.properties"
@@ -55,15 +57,37 @@ running() {
   [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null
 }
 
+# A private CA and a broker certificate for 127.0.0.1 (for the TLS listener
+# and its test), made once with openssl. Clients trust $TLS/ca.crt.
+make_certs() {
+  [ -f "$TLS/broker.p12" ] && return 0
+  command -v openssl >/dev/null || { log "openssl not found (apt-get install openssl)"; exit 1; }
+  mkdir -p "$TLS"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=tierstream local CA" \
+    -keyout "$TLS/ca.key" -out "$TLS/ca.crt" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+    -keyout "$TLS/broker.key" -out "$TLS/broker.csr" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' > "$TLS/san.ext"
+  openssl x509 -req -in "$TLS/broker.csr" -CA "$TLS/ca.crt" -CAkey "$TLS/ca.key" \
+    -CAcreateserial -days 3650 -extfile "$TLS/san.ext" -out "$TLS/broker.crt" 2>/dev/null
+  openssl pkcs12 -export -in "$TLS/broker.crt" -inkey "$TLS/broker.key" -certfile "$TLS/ca.crt" \
+    -name broker -passout pass:tierstream-tls -out "$TLS/broker.p12"
+}
+
 write_config() {
   mkdir -p "$DATA/logs"
+  make_certs
   cat > "$PROPS" <<EOF
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT,SASL_PLAINTEXT://127.0.0.1:$SASL_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$PORT,SASL_PLAINTEXT://127.0.0.1:$SASL_PORT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT,SASL_PLAINTEXT://127.0.0.1:$SASL_PORT,SSL://127.0.0.1:$TLS_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$PORT,SASL_PLAINTEXT://127.0.0.1:$SASL_PORT,SSL://127.0.0.1:$TLS_PORT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL
+listener.name.ssl.ssl.keystore.type=PKCS12
+listener.name.ssl.ssl.keystore.location=$TLS/broker.p12
+listener.name.ssl.ssl.keystore.password=tierstream-tls
+listener.name.ssl.ssl.key.password=tierstream-tls
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 sasl.enabled.mechanisms=PLAIN
@@ -113,7 +137,7 @@ start() {
     java -Dlog4j.configuration="file:$DATA/log4j.properties" -cp "$cp" kafka.tools.StorageTool format \
       -t "$cluster_id" -c "$PROPS" --ignore-formatted >/dev/null
   fi
-  log "starting broker on 127.0.0.1:$PORT (SASL/PLAIN on $SASL_PORT), data in $DATA"
+  log "starting broker on 127.0.0.1:$PORT (SASL/PLAIN on $SASL_PORT, TLS on $TLS_PORT with CA $TLS/ca.crt), data in $DATA"
   nohup java -Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true \
     -Dlog4j.configuration="file:$DATA/log4j.properties" \
     -cp "$cp" kafka.Kafka "$PROPS" >"$LOG" 2>&1 &
@@ -156,6 +180,7 @@ case "${1:-}" in
   restart) stop; start ;;
   status) if running; then echo "running (pid $(cat "$PIDFILE"), 127.0.0.1:$PORT)"; else echo "stopped"; exit 1; fi ;;
   wipe) stop; rm -rf "$DATA"; log "data wiped" ;;
-  env) echo "export KAFKA_BOOTSTRAP=127.0.0.1:$PORT"; echo "export KAFKA_SASL_BOOTSTRAP=127.0.0.1:$SASL_PORT" ;;
+  env) echo "export KAFKA_BOOTSTRAP=127.0.0.1:$PORT"; echo "export KAFKA_SASL_BOOTSTRAP=127.0.0.1:$SASL_PORT"
+       echo "export KAFKA_TLS_BOOTSTRAP=127.0.0.1:$TLS_PORT"; echo "export KAFKA_TLS_CA=$TLS/ca.crt" ;;
   *) echo "usage: $0 install|start|stop|restart|status|wipe|env" >&2; exit 2 ;;
 esac

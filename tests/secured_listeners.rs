@@ -1,16 +1,20 @@
-//! SASL pass-through against the real local broker: SPEC section 6 promises
-//! that any librdkafka property (TLS, SASL) can be passed through the
-//! config, and every client tierstream creates (admin, consumer,
-//! transactional producer, changelog restorer, `tail`) must receive it. The
-//! broker started by `scripts/kafka.sh` has a SASL_PLAINTEXT listener with
-//! SASL/PLAIN on 127.0.0.1:9094 (override with `KAFKA_SASL_BOOTSTRAP`),
-//! user `tierstream`, password `tierstream-secret`.
+//! SASL and TLS pass-through against the real local broker: any librdkafka
+//! property can be passed through the config, and every client tierstream
+//! creates (admin, consumer, transactional producer, changelog restorer,
+//! `tail`) must receive it. The broker started by `scripts/kafka.sh` has a
+//! SASL_PLAINTEXT listener with SASL/PLAIN on 127.0.0.1:9094
+//! (`KAFKA_SASL_BOOTSTRAP`; user `tierstream`, password `tierstream-secret`)
+//! and an SSL listener on 127.0.0.1:9095 (`KAFKA_TLS_BOOTSTRAP`) whose
+//! certificate for 127.0.0.1 is signed by a CA the script generates with
+//! openssl (`KAFKA_TLS_CA`).
 //!
-//! * With the right credentials, `tierstream run` authenticates, consumes
-//!   purchases and commits the expected initial tier changes (and an
-//!   upgrade), which `tail` reads back through the same SASL settings.
-//! * With a wrong password it must not produce anything: it fails, or keeps
-//!   retrying until the test kills it.
+//! * With the right credentials, or over TLS with the broker's CA,
+//!   `tierstream run` consumes purchases and commits the expected initial
+//!   tier changes (and an upgrade), which `tail` reads back through the same
+//!   settings.
+//! * With a wrong password, or a CA that did not sign the broker's
+//!   certificate, it must not produce anything: it fails, or keeps retrying
+//!   until the test kills it.
 
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
@@ -24,8 +28,36 @@ use tierstream::kafka::tail::{tail, TailRecord};
 const USER: &str = "tierstream";
 const PASSWORD: &str = "tierstream-secret";
 
-fn sasl_bootstrap() -> String {
-    std::env::var("KAFKA_SASL_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9094".into())
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.into())
+}
+
+/// The SASL/PLAIN listener and `[kafka.properties]` lines for `password`.
+fn sasl(password: &str) -> (String, String) {
+    let props = format!(
+        "\"security.protocol\" = \"SASL_PLAINTEXT\"\n\"sasl.mechanism\" = \"PLAIN\"\n\
+         \"sasl.username\" = \"{USER}\"\n\"sasl.password\" = \"{password}\"\n"
+    );
+    (env_or("KAFKA_SASL_BOOTSTRAP", "127.0.0.1:9094"), props)
+}
+
+/// The CA `scripts/kafka.sh` signed the broker's certificate with.
+fn broker_ca() -> String {
+    let home = std::env::var("HOME").unwrap();
+    env_or(
+        "KAFKA_TLS_CA",
+        &format!("{home}/.cache/tierstream/kafka-data/tls/ca.crt"),
+    )
+}
+
+/// The TLS listener and `[kafka.properties]` lines trusting `ca` (the
+/// broker's certificate is verified, host name included).
+fn tls(ca: &str) -> (String, String) {
+    let props = format!(
+        "\"security.protocol\" = \"SSL\"\n\"ssl.ca.location\" = \"{ca}\"\n\
+         \"ssl.endpoint.identification.algorithm\" = \"https\"\n"
+    );
+    (env_or("KAFKA_TLS_BOOTSTRAP", "127.0.0.1:9095"), props)
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -35,7 +67,7 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// A private config (unique topics and group) talking SASL to the broker.
+/// A private config (unique topics and group) talking SASL or TLS.
 struct SaslEnv {
     dir: tempfile::TempDir,
     prefix: String,
@@ -53,9 +85,11 @@ impl SaslEnv {
         }
     }
 
-    /// Writes a config with `password` to `<dir>/<file>` and loads it.
-    fn config(&self, file: &str, password: &str) -> (PathBuf, Config) {
+    /// Writes a config for `listener` (bootstrap, security properties) to
+    /// `<dir>/<file>` and loads it.
+    fn config(&self, file: &str, listener: (String, String)) -> (PathBuf, Config) {
         let p = &self.prefix;
+        let (bootstrap, security) = listener;
         let toml = format!(
             r#"[kafka]
 bootstrap_servers = "{bootstrap}"
@@ -67,11 +101,7 @@ dlq_topic = "{p}-dlq"
 topic_partitions = 3
 
 [kafka.properties]
-"security.protocol" = "SASL_PLAINTEXT"
-"sasl.mechanism" = "PLAIN"
-"sasl.username" = "{USER}"
-"sasl.password" = "{password}"
-"session.timeout.ms" = "6000"
+{security}"session.timeout.ms" = "6000"
 "heartbeat.interval.ms" = "1000"
 
 [state]
@@ -82,7 +112,6 @@ write_buffer_mb = 16
 [http]
 listen = ""
 "#,
-            bootstrap = sasl_bootstrap(),
             state = self.dir.path().join(format!("state-{file}")).display(),
         );
         let path = self.dir.path().join(file);
@@ -92,7 +121,7 @@ listen = ""
     }
 }
 
-/// A producer using the same SASL settings as the config.
+/// A producer using the same security settings as the config.
 fn producer(config: &Config) -> FutureProducer {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &config.kafka.bootstrap_servers)
@@ -117,11 +146,11 @@ fn purchase(id: &str, customer: &str, ts: &str, amount: f64, margin: f64) -> Val
     })
 }
 
-/// Creates the config's topics (through SASL) and produces `events` to the
+/// Creates the config's topics (through the secured listener) and produces `events` to the
 /// input topic, keyed by customer, waiting for every acknowledgement.
 fn create_and_produce(config: &Config, events: &[Value]) {
     rt().block_on(tierstream::kafka::admin::ensure_topics(&config.kafka))
-        .expect("creating topics over SASL");
+        .expect("creating topics through the secured listener");
     let producer = producer(config);
     let topic = &config.kafka.input_topics[0];
     let rt = rt();
@@ -133,7 +162,7 @@ fn create_and_produce(config: &Config, events: &[Value]) {
             Duration::from_secs(30),
         ));
         if let Err((err, _)) = delivery {
-            panic!("producing over SASL failed: {err}");
+            panic!("producing through the secured listener failed: {err}");
         }
     }
 }
@@ -168,7 +197,7 @@ fn run_pipeline(config_path: &Path, idle_ms: u64, limit: Duration) -> (Option<Ex
     (status, std::fs::read_to_string(&log).unwrap_or_default())
 }
 
-/// Every committed record of `topic`, read through the config's SASL
+/// Every committed record of `topic`, read through the config's security
 /// settings, once nothing new arrived for 5 s.
 fn read_topic(config: &Config, topic: &str) -> Vec<TailRecord> {
     rt().block_on(tail(
@@ -177,13 +206,13 @@ fn read_topic(config: &Config, topic: &str) -> Vec<TailRecord> {
         None,
         Duration::from_secs(5),
     ))
-    .expect("tail over SASL")
+    .expect("tail through the secured listener")
 }
 
 #[test]
 fn pipeline_authenticates_with_sasl_plain_and_emits_tier_changes() {
     let env = SaslEnv::new("sasl");
-    let (path, config) = env.config("config.toml", PASSWORD);
+    let (path, config) = env.config("config.toml", sasl(PASSWORD));
     assert_eq!(
         config
             .kafka
@@ -192,29 +221,36 @@ fn pipeline_authenticates_with_sasl_plain_and_emits_tier_changes() {
             .map(String::as_str),
         Some("SASL_PLAINTEXT")
     );
+    assert_tier_changes_through(&path, &config);
+}
+
+#[test]
+fn pipeline_verifies_the_broker_over_tls_and_emits_tier_changes() {
+    let env = SaslEnv::new("tls");
+    let (path, config) = env.config("config.toml", tls(&broker_ca()));
+    assert_tier_changes_through(&path, &config);
+}
+
+/// Produces three purchases, runs the pipeline until idle and checks its
+/// exact tier changes, all through the config's secured listener.
+fn assert_tier_changes_through(path: &Path, config: &Config) {
     let events = [
         // platinum at once: value 12000 >= 10000
-        purchase(
-            "p-1",
-            "sasl-plat",
-            "2026-01-05T10:00:00Z",
-            40_000.0,
-            12_000.0,
-        ),
+        purchase("p-1", "plat", "2026-01-05T10:00:00Z", 40_000.0, 12_000.0),
         // iron first, then an immediate upgrade to gold (value 2525 >= 2000)
-        purchase("i-1", "sasl-iron", "2026-01-05T10:05:00Z", 100.0, 25.0),
-        purchase("i-2", "sasl-iron", "2026-01-05T11:00:00Z", 9_000.0, 2_500.0),
+        purchase("i-1", "iron", "2026-01-05T10:05:00Z", 100.0, 25.0),
+        purchase("i-2", "iron", "2026-01-05T11:00:00Z", 9_000.0, 2_500.0),
     ];
-    create_and_produce(&config, &events);
+    create_and_produce(config, &events);
 
-    let (status, log) = run_pipeline(&path, 3000, Duration::from_secs(240));
+    let (status, log) = run_pipeline(path, 3000, Duration::from_secs(240));
     match status {
         Some(s) if s.success() => {}
         Some(s) => panic!("tierstream run exited with {s}; log:\n{log}"),
         None => panic!("tierstream run did not stop when idle; log:\n{log}"),
     }
 
-    let records = read_topic(&config, &config.kafka.tier_topic);
+    let records = read_topic(config, &config.kafka.tier_topic);
     let mut got: Vec<(String, Value)> = records
         .iter()
         .map(|r| {
@@ -249,16 +285,49 @@ fn pipeline_authenticates_with_sasl_plain_and_emits_tier_changes() {
         })
         .collect();
     let expected = vec![
-        json!({"customer": "sasl-iron", "schema": "tierstream.tier_changed.v1", "seq": 1,
+        json!({"customer": "iron", "schema": "tierstream.tier_changed.v1", "seq": 1,
                "from": null, "to": "iron", "direction": "initial", "cause": {"event_id": "i-1"}}),
-        json!({"customer": "sasl-iron", "schema": "tierstream.tier_changed.v1", "seq": 2,
+        json!({"customer": "iron", "schema": "tierstream.tier_changed.v1", "seq": 2,
                "from": "iron", "to": "gold", "direction": "upgrade", "cause": {"event_id": "i-2"}}),
-        json!({"customer": "sasl-plat", "schema": "tierstream.tier_changed.v1", "seq": 1,
+        json!({"customer": "plat", "schema": "tierstream.tier_changed.v1", "seq": 1,
                "from": null, "to": "platinum", "direction": "initial", "cause": {"event_id": "p-1"}}),
     ];
     assert_eq!(brief, expected, "tier outputs; run log:\n{log}");
     // The input was consumed and committed: nothing went to the DLQ.
-    assert!(read_topic(&config, &config.kafka.dlq_topic).is_empty());
+    assert!(read_topic(config, &config.kafka.dlq_topic).is_empty());
+}
+
+/// A client that does not trust the broker's CA gets nowhere: the
+/// certificate is really verified.
+#[test]
+fn a_broker_certificate_from_an_untrusted_ca_is_refused() {
+    let env = SaslEnv::new("tls-badca");
+    let (_, good) = env.config("good.toml", tls(&broker_ca()));
+    create_and_produce(
+        &good,
+        &[purchase(
+            "p-1",
+            "plat",
+            "2026-01-05T10:00:00Z",
+            40_000.0,
+            12_000.0,
+        )],
+    );
+    // The system's CAs did not sign our local CA's certificate.
+    let (bad_path, _) = env.config("bad.toml", tls("/etc/ssl/certs/ca-certificates.crt"));
+    let (status, log) = run_pipeline(&bad_path, 2000, Duration::from_secs(20));
+    if let Some(s) = status {
+        assert!(
+            !s.success(),
+            "tierstream run trusted an unknown CA; log:\n{log}"
+        );
+    }
+    let records = read_topic(&good, &good.kafka.tier_topic);
+    assert!(
+        records.is_empty(),
+        "outputs through an untrusted TLS connection; log:\n{log}"
+    );
+    assert_eq!(read_topic(&good, &good.kafka.input_topics[0]).len(), 1);
 }
 
 #[test]
@@ -266,18 +335,18 @@ fn wrong_sasl_password_produces_nothing() {
     let env = SaslEnv::new("sasl-badpw");
     // Topics and input are set up with the right credentials, so the only
     // thing between the pipeline and its outputs is authentication.
-    let (_, good) = env.config("good.toml", PASSWORD);
+    let (_, good) = env.config("good.toml", sasl(PASSWORD));
     create_and_produce(
         &good,
         &[purchase(
             "p-1",
-            "sasl-plat",
+            "plat",
             "2026-01-05T10:00:00Z",
             40_000.0,
             12_000.0,
         )],
     );
-    let (bad_path, bad) = env.config("bad.toml", "not-the-password");
+    let (bad_path, bad) = env.config("bad.toml", sasl("not-the-password"));
     assert_eq!(
         bad.kafka
             .properties
