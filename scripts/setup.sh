@@ -2,7 +2,8 @@
 # Installs what the build and the tests need (Debian), if missing, and says
 # what it installs:
 #   * Debian packages for the build: libclang-dev (bindgen for RocksDB and
-#     librdkafka), libssl-dev, pkg-config, build-essential;
+#     librdkafka), libssl-dev, pkg-config, build-essential, and openssl
+#     (kafka.sh makes the local broker's TLS certificates with it);
 #   * promtool (checks the alert rules in deploy/), unpacked from Debian's
 #     prometheus package into ~/.cache/tierstream/tools; the Prometheus
 #     server in that package is neither installed as a service nor started.
@@ -16,7 +17,7 @@ apt_update() {
   [ -n "$updated" ] || { $sudo_cmd apt-get update -qq; updated=1; }
 }
 need=()
-for pkg in libclang-dev libssl-dev pkg-config build-essential; do
+for pkg in libclang-dev libssl-dev pkg-config build-essential openssl; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
