@@ -297,12 +297,17 @@ fn assert_tier_changes_through(path: &Path, config: &Config) {
     assert!(read_topic(config, &config.kafka.dlq_topic).is_empty());
 }
 
-/// A client that does not trust the broker's CA gets nowhere: the
-/// certificate is really verified.
-#[test]
-fn a_broker_certificate_from_an_untrusted_ca_is_refused() {
-    let env = SaslEnv::new("tls-badca");
-    let (_, good) = env.config("good.toml", tls(&broker_ca()));
+/// Sets up topics and one input record through `good`, then runs the
+/// pipeline through `bad` for up to `limit`: it must fail or keep retrying,
+/// and nothing may reach the outputs or the DLQ. Returns both configs.
+fn assert_refused(
+    env: &SaslEnv,
+    good: (String, String),
+    bad: (String, String),
+    limit: Duration,
+    what: &str,
+) -> (Config, Config) {
+    let (_, good) = env.config("good.toml", good);
     create_and_produce(
         &good,
         &[purchase(
@@ -313,21 +318,35 @@ fn a_broker_certificate_from_an_untrusted_ca_is_refused() {
             12_000.0,
         )],
     );
-    // The system's CAs did not sign our local CA's certificate.
-    let (bad_path, _) = env.config("bad.toml", tls("/etc/ssl/certs/ca-certificates.crt"));
-    let (status, log) = run_pipeline(&bad_path, 2000, Duration::from_secs(20));
+    let (bad_path, bad) = env.config("bad.toml", bad);
+    let (status, log) = run_pipeline(&bad_path, 2000, limit);
     if let Some(s) = status {
         assert!(
             !s.success(),
-            "tierstream run trusted an unknown CA; log:\n{log}"
+            "tierstream run succeeded with {what}; log:\n{log}"
         );
     }
-    let records = read_topic(&good, &good.kafka.tier_topic);
-    assert!(
-        records.is_empty(),
-        "outputs through an untrusted TLS connection; log:\n{log}"
-    );
+    for topic in [&good.kafka.tier_topic, &good.kafka.dlq_topic] {
+        let records = read_topic(&good, topic);
+        assert!(
+            records.is_empty(),
+            "{} records on {topic} with {what}; log:\n{log}",
+            records.len()
+        );
+    }
     assert_eq!(read_topic(&good, &good.kafka.input_topics[0]).len(), 1);
+    (good, bad)
+}
+
+/// A client that does not trust the broker's CA gets nowhere: the
+/// certificate is really verified.
+#[test]
+fn a_broker_certificate_from_an_untrusted_ca_is_refused() {
+    let env = SaslEnv::new("tls-badca");
+    // The system's CAs did not sign our local CA's certificate.
+    let untrusted = tls("/etc/ssl/certs/ca-certificates.crt");
+    let limit = Duration::from_secs(20);
+    assert_refused(&env, tls(&broker_ca()), untrusted, limit, "an untrusted CA");
 }
 
 #[test]
@@ -335,18 +354,9 @@ fn wrong_sasl_password_produces_nothing() {
     let env = SaslEnv::new("sasl-badpw");
     // Topics and input are set up with the right credentials, so the only
     // thing between the pipeline and its outputs is authentication.
-    let (_, good) = env.config("good.toml", sasl(PASSWORD));
-    create_and_produce(
-        &good,
-        &[purchase(
-            "p-1",
-            "plat",
-            "2026-01-05T10:00:00Z",
-            40_000.0,
-            12_000.0,
-        )],
-    );
-    let (bad_path, bad) = env.config("bad.toml", sasl("not-the-password"));
+    let wrong = sasl("not-the-password");
+    let limit = Duration::from_secs(40);
+    let (_, bad) = assert_refused(&env, sasl(PASSWORD), wrong, limit, "a wrong password");
     assert_eq!(
         bad.kafka
             .properties
@@ -354,25 +364,8 @@ fn wrong_sasl_password_produces_nothing() {
             .map(String::as_str),
         Some("not-the-password")
     );
-
-    let (status, log) = run_pipeline(&bad_path, 2000, Duration::from_secs(40));
-    if let Some(s) = status {
-        assert!(
-            !s.success(),
-            "tierstream run exited successfully with a wrong password; log:\n{log}"
-        );
-    }
-    for topic in [&good.kafka.tier_topic, &good.kafka.dlq_topic] {
-        let records = read_topic(&good, topic);
-        assert!(
-            records.is_empty(),
-            "{} records on {topic} with a wrong password; log:\n{log}",
-            records.len()
-        );
-    }
     // The bad credentials are really refused: the same tail fails or reads
     // nothing where the good one reads the input record.
-    assert_eq!(read_topic(&good, &good.kafka.input_topics[0]).len(), 1);
     let bad_read = rt().block_on(tail(
         &bad.kafka,
         &[bad.kafka.input_topics[0].clone()],
