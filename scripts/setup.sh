@@ -6,7 +6,8 @@
 #     (kafka.sh makes the local broker's TLS certificates with it);
 #   * promtool (checks the alert rules in deploy/), unpacked from Debian's
 #     prometheus package into ~/.cache/tierstream/tools; the Prometheus
-#     server in that package is neither installed as a service nor started.
+#     server in that package is neither installed as a service nor started;
+#   * cargo-deny, built from crates.io into the same folder.
 # Kafka itself is installed by scripts/kafka.sh (from Maven Central).
 set -euo pipefail
 tools="${TIERSTREAM_TOOLS:-$HOME/.cache/tierstream/tools}"
@@ -36,5 +37,10 @@ if ! command -v promtool >/dev/null 2>&1 && [ ! -x "$tools/bin/promtool" ]; then
   rm -rf "$work"
 fi
 command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust 1.89+ (https://rustup.rs)"; exit 1; }
+CARGO_DENY_VERSION=0.20.2
+if [ ! -x "$tools/bin/cargo-deny" ] || ! "$tools/bin/cargo-deny" --version | grep -q "$CARGO_DENY_VERSION"; then
+  echo "setup.sh: installing cargo-deny $CARGO_DENY_VERSION from crates.io into $tools (licenses, bans, sources)"
+  cargo install cargo-deny --version "$CARGO_DENY_VERSION" --locked --root "$tools" --quiet
+fi
 command -v java >/dev/null 2>&1 || { echo "java not found: install a JDK 17+"; exit 1; }
 command -v mvn >/dev/null 2>&1 || { echo "mvn not found: install Maven"; exit 1; }

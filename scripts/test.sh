@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tierstream/target}"
 scripts/setup.sh
-# promtool, if setup.sh unpacked it rather than finding it installed.
+# promtool and cargo-deny, as setup.sh installed them.
 export PATH="$HOME/.cache/tierstream/tools/bin:$PATH"
 # Start the broker unless it runs already; stop it again if we started it.
 if ! scripts/kafka.sh status >/dev/null 2>&1; then
@@ -20,6 +20,13 @@ cargo fmt --all -- --check
 echo "== rust-version true to Cargo.lock"
 cargo fetch --locked -q
 python3 scripts/check_msrv.py
+echo "== cargo deny (licenses, bans, sources; advisories when the RustSec database is reachable)"
+cargo deny check licenses bans sources 2>&1 | tail -1
+if timeout 15 git ls-remote https://github.com/RustSec/advisory-db HEAD >/dev/null 2>&1; then
+  cargo deny check advisories
+else
+  echo "RustSec advisory database unreachable from here: advisories not checked"
+fi
 echo "== cargo clippy"
 cargo clippy --release --all-targets --locked -- -D warnings
 echo "== cargo test"
