@@ -50,6 +50,11 @@ type OrderKey = (i64, i64, usize);
 /// partitions are paused.
 pub const PAUSE_AFTER: Duration = Duration::from_secs(1);
 
+/// How long a task may wait for a partition before the wait is reported
+/// (and again every so long while it lasts): a leader that stays away holds
+/// the task, and the operator needs to know which partition.
+pub const REPORT_WAIT_EVERY: Duration = Duration::from_secs(60);
+
 struct Queued {
     key: OrderKey,
     record: InRecord,
@@ -102,6 +107,8 @@ struct TaskQueues {
     queues: BTreeMap<usize, RecordQueue>,
     /// Since when the task has been waiting for one of its partitions.
     waiting_since: Option<Instant>,
+    /// When the current wait was last reported.
+    reported: Option<Instant>,
 }
 
 /// The per-partition queues of every owned task.
@@ -240,6 +247,7 @@ impl PartitionGroups {
         }
         let (_, rank) = best?;
         t.waiting_since = None;
+        t.reported = None;
         let q = t.queues.get_mut(&rank).expect("the best queue exists");
         let record = q
             .records
@@ -258,6 +266,26 @@ impl PartitionGroups {
             enforced,
             resume,
         })
+    }
+
+    /// When `task` has been waiting for [`REPORT_WAIT_EVERY`] since it was
+    /// last reported: how long, and the topic ranks of the empty partitions
+    /// it waits for (not caught up). Marks the wait reported.
+    pub fn long_wait(&mut self, task: i32, now: Instant) -> Option<(Duration, Vec<usize>)> {
+        let t = self.tasks.get_mut(&task)?;
+        let since = t.waiting_since?;
+        let last = t.reported.unwrap_or(since);
+        if now.duration_since(last) < REPORT_WAIT_EVERY {
+            return None;
+        }
+        t.reported = Some(now);
+        let waiting_for = t
+            .queues
+            .iter()
+            .filter(|(_, q)| q.records.is_empty() && !q.caught_up)
+            .map(|(&rank, _)| rank)
+            .collect();
+        Some((now.duration_since(since), waiting_for))
     }
 
     /// The full partitions of a `task` that has waited for another one for
@@ -383,6 +411,28 @@ mod tests {
             g.next(0, now + Duration::from_millis(600))
                 .unwrap()
                 .enforced
+        );
+    }
+
+    #[test]
+    fn a_long_wait_is_reported_once_a_minute_naming_the_partition() {
+        let (mut g, now) = group(2, 100);
+        g.push((0, 0), rec(1, Some(50), 0));
+        assert!(g.next(0, now).is_none());
+        assert!(g.long_wait(0, now + Duration::from_secs(30)).is_none());
+        let later = now + REPORT_WAIT_EVERY;
+        let (waited, ranks) = g.long_wait(0, later).unwrap();
+        assert_eq!((waited, ranks), (REPORT_WAIT_EVERY, vec![1]));
+        assert!(
+            g.long_wait(0, later + Duration::from_secs(1)).is_none(),
+            "once a minute"
+        );
+        assert!(g.long_wait(0, later + REPORT_WAIT_EVERY).is_some());
+        g.caught_up((1, 0));
+        assert!(g.next(0, later).is_some());
+        assert!(
+            g.long_wait(0, later + 3 * REPORT_WAIT_EVERY).is_none(),
+            "not waiting"
         );
     }
 

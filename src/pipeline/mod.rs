@@ -580,6 +580,18 @@ impl Runner {
                     if !full.is_empty() {
                         self.pause_resume(&full, true);
                     }
+                    let wait = self.groups.long_wait(task, Instant::now());
+                    if let Some((waited, ranks)) = wait.filter(|(_, r)| !r.is_empty()) {
+                        let topics = &self.p.cfg.kafka.input_topics;
+                        let waiting_for: Vec<&str> =
+                            ranks.iter().map(|&r| topics[r].as_str()).collect();
+                        tracing::warn!(
+                            task,
+                            ?waiting_for,
+                            seconds = waited.as_secs(),
+                            "task waits for input partitions that have more to fetch but deliver nothing (broker or leader unavailable?)"
+                        );
+                    }
                     break;
                 };
                 if t.enforced {
