@@ -562,25 +562,29 @@ impl Runner {
     fn take(&mut self, room: usize) -> usize {
         let mut taken = 0;
         let metrics = &self.p.processor.metrics;
+        // One clock reading per call, not per record: the thresholds it
+        // serves (idle time, pausing, wait reports) are far coarser than a
+        // batch's millisecond or two.
+        let now = Instant::now();
         for task in self.groups.task_ids() {
             if self.restoring.contains(&(task as u32)) {
                 continue;
             }
             while taken < room {
-                let Some(t) = self.groups.next(task, Instant::now()) else {
+                let Some(t) = self.groups.next(task, now) else {
                     let mut refilled = 0;
                     for (&tp, queue) in self.fetch_queues.iter().filter(|(tp, _)| tp.1 == task) {
                         refilled += fill(queue, &mut self.groups, tp);
                     }
                     if refilled > 0 {
-                        self.last_input = Instant::now();
+                        self.last_input = now;
                         continue;
                     }
-                    let full = self.groups.take_full_to_pause(task, Instant::now());
+                    let full = self.groups.take_full_to_pause(task, now);
                     if !full.is_empty() {
                         self.pause_resume(&full, true);
                     }
-                    let wait = self.groups.long_wait(task, Instant::now());
+                    let wait = self.groups.long_wait(task, now);
                     if let Some((waited, ranks)) = wait.filter(|(_, r)| !r.is_empty()) {
                         let topics = &self.p.cfg.kafka.input_topics;
                         let waiting_for: Vec<&str> =
