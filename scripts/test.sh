@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tierstream/target}"
 scripts/setup.sh
-# promtool and cargo-deny, as setup.sh installed them.
+# promtool, cargo-deny and hadolint, as setup.sh installed them.
 export PATH="$HOME/.cache/tierstream/tools/bin:$PATH"
 # Start the broker unless it runs already; stop it again if we started it.
 if ! scripts/kafka.sh status >/dev/null 2>&1; then
@@ -27,6 +27,8 @@ if timeout 15 git ls-remote https://github.com/RustSec/advisory-db HEAD >/dev/nu
 else
   echo "RustSec advisory database unreachable from here: advisories not checked"
 fi
+echo "== hadolint deploy/Dockerfile"
+hadolint deploy/Dockerfile
 echo "== cargo clippy"
 cargo clippy --release --all-targets --locked -- -D warnings
 echo "== cargo test"
