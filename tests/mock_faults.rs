@@ -24,14 +24,17 @@ use rdkafka::producer::DefaultProducerContext;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tierstream::config::{Config, KafkaConfig, ProcessingGuarantee};
 use tierstream::kafka::rebalance::RebalanceContext;
 use tierstream::kafka::records::OutRecord;
-use tierstream::kafka::sink::{Batch, CommitError, Sink};
+use tierstream::kafka::sink::KafkaSink;
 use tierstream::ops::metrics::Metrics;
+use tierstream::pipeline::ports::{Batch, CommitError, Sink};
 use tierstream::store::checkpoint::{read_i64, write_i64};
 use tierstream::store::memory::MemoryStore;
+use tierstream::store::TaskId;
 use tokio::sync::watch;
 
 const INPUT: &str = "in";
@@ -41,12 +44,12 @@ const TXN_ID: &str = "mock-tierstream-a";
 /// The state key each batch writes (its number), to see which were saved.
 const MARK: &str = "test.batch";
 
-/// A mock cluster of three brokers, the sink, a group consumer, a store.
+/// A mock cluster of three brokers, the sink (holding the group
+/// consumer whose metadata its transactions commit with), a store.
 struct Harness {
     mock: MockCluster<'static, DefaultProducerContext>,
     cfg: KafkaConfig,
-    sink: Sink,
-    consumer: BaseConsumer<RebalanceContext>,
+    sink: KafkaSink,
     store: MemoryStore,
     metrics: Metrics,
     _stop: watch::Sender<bool>,
@@ -65,15 +68,6 @@ impl Harness {
         cfg.tier_topic = OUTPUT.into();
         let (stop_tx, stop) = watch::channel(false);
         let metrics = Metrics::new();
-        let sink = Sink::new(
-            &cfg,
-            ProcessingGuarantee::ExactlyOnce,
-            TXN_ID.into(),
-            CHANGELOG.into(),
-            metrics.clone(),
-            stop,
-        )
-        .unwrap();
         let sink_metrics = metrics.clone();
         let consumer: BaseConsumer<RebalanceContext> = ClientConfig::new()
             .set("bootstrap.servers", &cfg.bootstrap_servers)
@@ -82,6 +76,7 @@ impl Harness {
             .set("session.timeout.ms", "6000")
             .create_with_context(RebalanceContext::new(metrics))
             .unwrap();
+        let consumer = Arc::new(consumer);
         consumer.subscribe(&[INPUT]).unwrap();
         // Join the group: the commit needs the consumer's group metadata.
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -89,11 +84,20 @@ impl Harness {
             assert!(Instant::now() < deadline, "the mock group never assigned");
             consumer.poll(Duration::from_millis(100));
         }
+        let sink = KafkaSink::new(
+            &cfg,
+            ProcessingGuarantee::ExactlyOnce,
+            TXN_ID.into(),
+            CHANGELOG.into(),
+            sink_metrics.clone(),
+            stop,
+            consumer,
+        )
+        .unwrap();
         Harness {
             mock,
             cfg,
             sink,
-            consumer,
             store: MemoryStore::new(),
             metrics: sink_metrics,
             _stop: stop_tx,
@@ -111,7 +115,7 @@ impl Harness {
                 payload: Some(format!("batch-{n}").into_bytes()),
                 headers: OwnedHeaders::new(),
             }],
-            state: vec![(0, vec![write_i64(0, MARK, n)])],
+            state: vec![(TaskId::new(0), vec![write_i64(TaskId::new(0), MARK, n)])],
             offsets,
         }
     }
@@ -124,7 +128,7 @@ impl Harness {
     fn commit_until_done(&mut self, n: i64, mut heal: Option<Heal>) -> Vec<&'static str> {
         let mut outcomes = Vec::new();
         for _ in 0..6 {
-            match self.sink.commit(&self.consumer, &self.store, self.batch(n)) {
+            match self.sink.commit(&self.store, self.batch(n)) {
                 Ok(()) => {
                     outcomes.push("committed");
                     return outcomes;
@@ -150,7 +154,7 @@ impl Harness {
                 heal(self);
             }
             assert_eq!(
-                read_i64(&self.store, 0, MARK).unwrap(),
+                read_i64(&self.store, TaskId::new(0), MARK).unwrap(),
                 (n > 1).then_some(n - 1),
                 "a failed attempt of batch {n} saved its state"
             );
@@ -228,7 +232,10 @@ impl Harness {
             let b = format!("batch-{n}");
             assert!(visible.contains(&b), "{name}: {b} never reached the topic");
         }
-        assert_eq!(read_i64(&self.store, 0, MARK).unwrap(), Some(3));
+        assert_eq!(
+            read_i64(&self.store, TaskId::new(0), MARK).unwrap(),
+            Some(3)
+        );
         eprintln!("{name}: batch 2 {outcomes:?}");
         outcomes
     }

@@ -10,7 +10,7 @@ use crate::ops::metrics::Metrics;
 use crate::pipeline::processor::{Processed, Processor};
 use crate::store::memory::MemoryStore;
 use crate::store::session::TaskState;
-use crate::store::KvStore;
+use crate::store::{KvStore, TaskId};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::ProgressBar;
@@ -64,8 +64,8 @@ pub fn replay(
         mut dlq,
         on_bytes,
     } = io;
-    let mut tasks = (0..partitions)
-        .map(|p| TaskState::open(p, store))
+    let mut tasks = TaskId::all(partitions)
+        .map(|t| TaskState::open(t, store))
         .collect::<Result<Vec<_>, _>>()?;
     let mut summary = ReplaySummary::default();
     let mut outs = Vec::new();

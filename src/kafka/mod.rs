@@ -5,12 +5,14 @@
 
 pub mod admin;
 pub(crate) mod changelog;
+mod doorbell;
 pub(crate) mod group;
 pub mod partitioner;
 pub mod rebalance;
 pub mod records;
 pub(crate) mod restore;
 pub mod sink;
+pub(crate) mod source;
 pub mod tail;
 
 use crate::config::KafkaConfig;

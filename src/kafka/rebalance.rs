@@ -11,29 +11,11 @@
 //! is handed out before the task's state is restored.
 
 use crate::ops::metrics::Metrics;
+use crate::pipeline::ports::{Moves, TopicPartition};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, TopicPartitionList};
 use std::sync::Mutex;
-
-/// A partition of an input topic.
-pub type TopicPartition = (String, i32);
-
-/// Partition moves since the loop last looked.
-#[derive(Debug, Default)]
-pub struct Moves {
-    /// Partitions taken away.
-    pub revoked: Vec<TopicPartition>,
-    /// Partitions given (paused until their task is restored).
-    pub assigned: Vec<TopicPartition>,
-}
-
-impl Moves {
-    /// Whether nothing moved.
-    pub fn is_empty(&self) -> bool {
-        self.revoked.is_empty() && self.assigned.is_empty()
-    }
-}
 
 /// The consumer context: records rebalances and counts them.
 pub struct RebalanceContext {

@@ -13,6 +13,7 @@ pub const SCHEMA_HEADER: &str = "tierstream.schema";
 pub const ERROR_CODE_HEADER: &str = "tierstream.error.code";
 
 /// An output ready to produce: key, payload and headers.
+#[derive(Debug)]
 pub struct OutRecord {
     /// Destination topic.
     pub topic: String,
@@ -116,6 +117,7 @@ mod tests {
     use crate::pipeline::processor::Processor;
     use crate::store::memory::MemoryStore;
     use crate::store::session::TaskState;
+    use crate::store::TaskId;
     use rdkafka::message::Headers;
     use serde_json::Value;
 
@@ -128,7 +130,7 @@ mod tests {
             Metrics::new(),
         );
         let store = MemoryStore::new();
-        let mut task = TaskState::open(0, &store).unwrap();
+        let mut task = TaskState::open(TaskId::new(0), &store).unwrap();
         let mut out = Vec::new();
         let event = br#"{"event_id":"e1","customer_id":"c1","ts":"2025-03-01T10:00:00Z","type":"purchase","amount":5000,"margin":0.3}"#;
         p.process(&mut task, &store, event, 1_750_000_000_000, &mut out)

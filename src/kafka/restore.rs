@@ -14,8 +14,9 @@
 use crate::config::KafkaConfig;
 use crate::kafka::{changelog, client_config, set_default};
 use crate::ops::metrics::Metrics;
+use crate::pipeline::ports::Restore;
 use crate::store::checkpoint::{read_i64, write_i64, CHANGELOG_NEXT};
-use crate::store::{KvStore, Write};
+use crate::store::{KvStore, TaskId, Write};
 use anyhow::{bail, Context, Result};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
@@ -76,52 +77,15 @@ impl Restorer {
         })
     }
 
-    /// Brings `tasks` up to the end of their changelog partitions.
-    /// `keepalive` is called between chunks so the caller can keep serving
-    /// its group consumer (a long restore must not look like a dead member).
-    pub fn restore(
-        &self,
-        store: &dyn KvStore,
-        tasks: &BTreeSet<u32>,
-        keepalive: &mut dyn FnMut(),
-    ) -> Result<()> {
-        let started = Instant::now();
-        let mut tpl = TopicPartitionList::new();
-        for &task in tasks {
-            let from = match read_i64(store, task, CHANGELOG_NEXT)? {
-                Some(next) => Offset::Offset(next),
-                None => Offset::Beginning,
-            };
-            tpl.add_partition_offset(&self.topic, task as i32, from)?;
-        }
-        self.consumer
-            .assign(&tpl)
-            .context("assigning changelog partitions")?;
-        let result = self.drain(store, tasks, keepalive);
-        if let Err(e) = self.consumer.unassign() {
-            tracing::warn!(error = %e, "could not unassign changelog partitions");
-        }
-        let records = result?;
-        let seconds = started.elapsed().as_secs_f64();
-        tracing::info!(
-            tasks = ?tasks,
-            records,
-            seconds = format!("{seconds:.2}"),
-            records_per_second = format!("{:.0}", records as f64 / seconds.max(1e-3)),
-            "restored state from the changelog"
-        );
-        Ok(())
-    }
-
     /// Applies records until every partition reached its end, then makes
     /// them durable and records the positions.
     fn drain(
         &self,
         store: &dyn KvStore,
-        tasks: &BTreeSet<u32>,
+        tasks: &BTreeSet<TaskId>,
         keepalive: &mut dyn FnMut(),
     ) -> Result<u64> {
-        let mut at_end: BTreeSet<u32> = BTreeSet::new();
+        let mut at_end: BTreeSet<TaskId> = BTreeSet::new();
         let mut chunk: Vec<Write> = Vec::with_capacity(CHUNK);
         let mut records = 0u64;
         let mut last_progress = Instant::now();
@@ -146,7 +110,7 @@ impl Restorer {
                     }
                 }
                 Some(Err(KafkaError::PartitionEOF(p))) => {
-                    at_end.insert(p as u32);
+                    at_end.insert(TaskId::of_partition(p));
                     last_progress = Instant::now();
                 }
                 Some(Err(e)) => tracing::warn!(error = %e, "changelog read error; retrying"),
@@ -168,7 +132,11 @@ impl Restorer {
             .elements()
             .iter()
             .filter_map(|e| match e.offset() {
-                Offset::Offset(next) => Some(write_i64(e.partition() as u32, CHANGELOG_NEXT, next)),
+                Offset::Offset(next) => Some(write_i64(
+                    TaskId::of_partition(e.partition()),
+                    CHANGELOG_NEXT,
+                    next,
+                )),
                 _ => None,
             })
             .collect();
@@ -184,6 +152,45 @@ impl Restorer {
             .write_unlogged(std::mem::take(chunk))
             .context("writing restored state")?;
         self.metrics.restored_records.inc_by(n);
+        Ok(())
+    }
+}
+
+impl Restore for Restorer {
+    /// Brings `tasks` up to the end of their changelog partitions.
+    /// `keepalive` is called between chunks so the caller can keep serving
+    /// its group consumer (a long restore must not look like a dead member).
+    fn restore(
+        &mut self,
+        store: &dyn KvStore,
+        tasks: &BTreeSet<TaskId>,
+        keepalive: &mut dyn FnMut(),
+    ) -> Result<()> {
+        let started = Instant::now();
+        let mut tpl = TopicPartitionList::new();
+        for &task in tasks {
+            let from = match read_i64(store, task, CHANGELOG_NEXT)? {
+                Some(next) => Offset::Offset(next),
+                None => Offset::Beginning,
+            };
+            tpl.add_partition_offset(&self.topic, task.partition(), from)?;
+        }
+        self.consumer
+            .assign(&tpl)
+            .context("assigning changelog partitions")?;
+        let result = self.drain(store, tasks, keepalive);
+        if let Err(e) = self.consumer.unassign() {
+            tracing::warn!(error = %e, "could not unassign changelog partitions");
+        }
+        let records = result?;
+        let seconds = started.elapsed().as_secs_f64();
+        tracing::info!(
+            tasks = ?tasks,
+            records,
+            seconds = format!("{seconds:.2}"),
+            records_per_second = format!("{:.0}", records as f64 / seconds.max(1e-3)),
+            "restored state from the changelog"
+        );
         Ok(())
     }
 }

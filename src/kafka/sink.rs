@@ -18,8 +18,9 @@ use crate::kafka::rebalance::RebalanceContext;
 use crate::kafka::records::OutRecord;
 use crate::kafka::{changelog, client_config, set_default};
 use crate::ops::metrics::Metrics;
+use crate::pipeline::ports::{Batch, CommitError, Sink, TopicPartition};
 use crate::store::checkpoint::{write_i64, CHANGELOG_NEXT};
-use crate::store::{KvStore, Write};
+use crate::store::{KvStore, TaskId, Write};
 use anyhow::{anyhow, Context};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
@@ -28,6 +29,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
@@ -38,36 +40,8 @@ const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// restored, which settles it either way).
 const COMMIT_ATTEMPTS: u32 = 5;
 
-/// A processed batch, ready to commit.
-#[derive(Default)]
-pub struct Batch {
-    /// Outputs and dead letters, in the order they were produced.
-    pub records: Vec<OutRecord>,
-    /// State writes per task (the changelog partition is the task).
-    pub state: Vec<(u32, Vec<Write>)>,
-    /// Next input offset per (topic, partition).
-    pub offsets: BTreeMap<(String, i32), i64>,
-}
-
-/// Why a batch did not commit.
-#[derive(Debug, thiserror::Error)]
-pub enum CommitError {
-    /// The batch is not visible to read_committed consumers (aborted, or
-    /// never produced); the producer is still usable.
-    #[error("batch aborted: {0:#}")]
-    Aborted(anyhow::Error),
-    /// The producer is unusable (fenced or a fatal error); whether the
-    /// batch committed is unknown. Rebuild the producer and restore.
-    #[error("producer failed: {0:#}")]
-    Fatal(anyhow::Error),
-    /// The batch committed to Kafka but the local store could not be
-    /// written; the changelog still has it, so a restart restores it.
-    #[error("state store write failed after commit: {0:#}")]
-    Store(anyhow::Error),
-}
-
 /// The producer side of the pipeline.
-pub struct Sink {
+pub struct KafkaSink {
     cfg: KafkaConfig,
     guarantee: ProcessingGuarantee,
     transactional_id: String,
@@ -76,6 +50,9 @@ pub struct Sink {
     metrics: Metrics,
     /// The run's stop signal: a stop ends commit retries.
     stop: watch::Receiver<bool>,
+    /// The group consumer: a transaction commits the input offsets with
+    /// its group metadata, at-least-once commits them through it.
+    consumer: Arc<BaseConsumer<RebalanceContext>>,
 }
 
 /// The id of this instance: `kafka.instance_id`, or host name + a hash of
@@ -109,7 +86,7 @@ fn is_retriable(e: &KafkaError) -> bool {
     matches!(e, KafkaError::Transaction(t) if t.is_retriable())
 }
 
-impl Sink {
+impl KafkaSink {
     /// Creates the producer (and, for exactly-once, initialises its
     /// transactions, which fences any older producer with the same id).
     pub fn new(
@@ -119,9 +96,10 @@ impl Sink {
         changelog_topic: String,
         metrics: Metrics,
         stop: watch::Receiver<bool>,
+        consumer: Arc<BaseConsumer<RebalanceContext>>,
     ) -> anyhow::Result<Self> {
         let producer = create_producer(cfg, guarantee, &transactional_id)?;
-        Ok(Sink {
+        Ok(KafkaSink {
             cfg: cfg.clone(),
             guarantee,
             transactional_id,
@@ -129,36 +107,11 @@ impl Sink {
             producer,
             metrics,
             stop,
+            consumer,
         })
     }
 
-    /// Drops the producer and builds a new one (after fencing or a fatal
-    /// error).
-    pub fn rebuild(&mut self) -> anyhow::Result<()> {
-        self.metrics.producer_rebuilds.inc();
-        self.producer = create_producer(&self.cfg, self.guarantee, &self.transactional_id)?;
-        Ok(())
-    }
-
-    /// Commits `batch`, then writes its state to `store`.
-    pub fn commit(
-        &self,
-        consumer: &BaseConsumer<RebalanceContext>,
-        store: &dyn KvStore,
-        batch: Batch,
-    ) -> Result<(), CommitError> {
-        match self.guarantee {
-            ProcessingGuarantee::ExactlyOnce => self.commit_transaction(consumer, store, batch),
-            ProcessingGuarantee::AtLeastOnce => self.commit_acknowledged(consumer, store, batch),
-        }
-    }
-
-    fn commit_transaction(
-        &self,
-        consumer: &BaseConsumer<RebalanceContext>,
-        store: &dyn KvStore,
-        batch: Batch,
-    ) -> Result<(), CommitError> {
+    fn commit_transaction(&self, store: &dyn KvStore, batch: Batch) -> Result<(), CommitError> {
         let started = Instant::now();
         self.producer
             .begin_transaction()
@@ -171,7 +124,8 @@ impl Sink {
             Ok(p) => p,
             Err(e) => return Err(self.abort(e)),
         };
-        let cgm = consumer
+        let cgm = self
+            .consumer
             .group_metadata()
             .ok_or_else(|| self.abort(anyhow!("the consumer has no group metadata")))?;
         let tpl = offsets_list(&batch.offsets).map_err(|e| self.abort(e))?;
@@ -208,12 +162,7 @@ impl Sink {
         write_state(store, batch.state, &positions).map_err(CommitError::Store)
     }
 
-    fn commit_acknowledged(
-        &self,
-        consumer: &BaseConsumer<RebalanceContext>,
-        store: &dyn KvStore,
-        batch: Batch,
-    ) -> Result<(), CommitError> {
+    fn commit_acknowledged(&self, store: &dyn KvStore, batch: Batch) -> Result<(), CommitError> {
         // Outputs before the changelog: a crash between them replays the
         // batch with the old state, so no output can be skipped.
         let outputs = self
@@ -226,7 +175,7 @@ impl Sink {
         let positions = wait_changelog(changelog).map_err(CommitError::Aborted)?;
         write_state(store, batch.state, &positions).map_err(CommitError::Store)?;
         let tpl = offsets_list(&batch.offsets).map_err(CommitError::Aborted)?;
-        if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Sync) {
             // Typically a rebalance took the partitions: their next owner
             // re-reads from the last commit, and duplicates are skipped.
             tracing::warn!(error = %e, "offset commit failed; the batch will be re-read");
@@ -292,14 +241,14 @@ impl Sink {
             .collect()
     }
 
-    fn produce_changelog(&self, state: &[(u32, Vec<Write>)]) -> anyhow::Result<Changelog> {
+    fn produce_changelog(&self, state: &[(TaskId, Vec<Write>)]) -> anyhow::Result<Changelog> {
         let mut out = Vec::new();
         for (task, writes) in state {
             for w in writes {
                 let (key, value) = changelog::encode(w);
                 let mut fr: FutureRecord<'_, Vec<u8>, Vec<u8>> =
                     FutureRecord::to(&self.changelog_topic)
-                        .partition(*task as i32)
+                        .partition(task.partition())
                         .key(&key);
                 if let Some(v) = &value {
                     fr = fr.payload(v);
@@ -325,8 +274,25 @@ impl Sink {
     }
 }
 
+impl Sink for KafkaSink {
+    fn commit(&mut self, store: &dyn KvStore, batch: Batch) -> Result<(), CommitError> {
+        match self.guarantee {
+            ProcessingGuarantee::ExactlyOnce => self.commit_transaction(store, batch),
+            ProcessingGuarantee::AtLeastOnce => self.commit_acknowledged(store, batch),
+        }
+    }
+
+    /// Drops the producer and builds a new one (after fencing or a fatal
+    /// error).
+    fn rebuild(&mut self) -> anyhow::Result<()> {
+        self.metrics.producer_rebuilds.inc();
+        self.producer = create_producer(&self.cfg, self.guarantee, &self.transactional_id)?;
+        Ok(())
+    }
+}
+
 /// Changelog deliveries, by task.
-type Changelog = Vec<(u32, DeliveryFuture)>;
+type Changelog = Vec<(TaskId, DeliveryFuture)>;
 
 fn create_producer(
     cfg: &KafkaConfig,
@@ -365,7 +331,7 @@ fn wait(deliveries: Vec<DeliveryFuture>) -> anyhow::Result<()> {
 
 /// Waits for the changelog records; returns the next changelog offset of
 /// each task that wrote any.
-fn wait_changelog(deliveries: Changelog) -> anyhow::Result<HashMap<u32, i64>> {
+fn wait_changelog(deliveries: Changelog) -> anyhow::Result<HashMap<TaskId, i64>> {
     let mut next = HashMap::new();
     for (task, d) in deliveries {
         let offset = delivered(d)?;
@@ -386,7 +352,7 @@ fn delivered(d: DeliveryFuture) -> anyhow::Result<i64> {
     }
 }
 
-fn offsets_list(offsets: &BTreeMap<(String, i32), i64>) -> anyhow::Result<TopicPartitionList> {
+fn offsets_list(offsets: &BTreeMap<TopicPartition, i64>) -> anyhow::Result<TopicPartitionList> {
     let mut tpl = TopicPartitionList::new();
     for ((topic, partition), offset) in offsets {
         tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
@@ -398,8 +364,8 @@ fn offsets_list(offsets: &BTreeMap<(String, i32), i64>) -> anyhow::Result<TopicP
 /// atomic write.
 fn write_state(
     store: &dyn KvStore,
-    state: Vec<(u32, Vec<Write>)>,
-    positions: &HashMap<u32, i64>,
+    state: Vec<(TaskId, Vec<Write>)>,
+    positions: &HashMap<TaskId, i64>,
 ) -> anyhow::Result<()> {
     let mut writes: Vec<Write> = state.into_iter().flat_map(|(_, w)| w).collect();
     writes.extend(

@@ -9,7 +9,7 @@ use crate::domain::tier::Tier;
 use crate::ops::metrics::Metrics;
 use crate::ops::status::Status;
 use crate::store::keys::{decode_profile, task_range};
-use crate::store::{Cf, KvStore};
+use crate::store::{Cf, KvStore, TaskId};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,7 +20,7 @@ const COUNT_EVERY: Duration = Duration::from_secs(60);
 const QUADRANTS: [&str; 5] = ["true_loyal", "latent", "spurious", "disloyal", "none"];
 
 /// When the customers were last counted, and over which tasks.
-type LastCount = Option<(Instant, Vec<u32>)>;
+type LastCount = Option<(Instant, Vec<TaskId>)>;
 
 /// Samples until the run's shutdown signal turns true. Each sample reads
 /// the store (a scan, once a minute), so it runs on the blocking pool and
@@ -78,7 +78,7 @@ fn sample(status: &Status, store: &dyn KvStore, metrics: &Metrics, last: LastCou
 }
 
 /// Sets the customer gauges from a scan of `tasks`' profiles.
-pub fn count_customers(store: &dyn KvStore, tasks: &[u32], metrics: &Metrics) {
+pub fn count_customers(store: &dyn KvStore, tasks: &[TaskId], metrics: &Metrics) {
     let mut tiers: BTreeMap<&str, i64> = Tier::TOP_DOWN.iter().map(|t| (t.as_str(), 0)).collect();
     tiers.insert("none", 0);
     let mut quadrants: BTreeMap<&str, i64> = QUADRANTS.iter().map(|q| (*q, 0)).collect();
@@ -94,7 +94,7 @@ pub fn count_customers(store: &dyn KvStore, tasks: &[u32], metrics: &Metrics) {
             }
         });
         if let Err(e) = scanned {
-            tracing::warn!(error = %e, task, "could not count customers");
+            tracing::warn!(error = %e, %task, "could not count customers");
             return;
         }
     }
@@ -126,13 +126,13 @@ mod tests {
         };
         store
             .write(vec![
-                put(0, &gold),
-                put(0, &Profile::new("n")),
-                put(1, &gold),
+                put(TaskId::new(0), &gold),
+                put(TaskId::new(0), &Profile::new("n")),
+                put(TaskId::new(1), &gold),
             ])
             .unwrap();
         let m = Metrics::new();
-        count_customers(&store, &[0], &m);
+        count_customers(&store, &[TaskId::new(0)], &m);
         assert_eq!(m.customers.with_label_values(&["gold"]).get(), 1);
         assert_eq!(m.customers.with_label_values(&["none"]).get(), 1);
         assert_eq!(m.customers.with_label_values(&["platinum"]).get(), 0);

@@ -15,7 +15,7 @@ use crate::kafka::partitioner::partition_for;
 use crate::ops::status::Status;
 use crate::store::checkpoint::{read_i64, STREAM_TIME};
 use crate::store::keys::{decode_profile, profile_key};
-use crate::store::{Cf, KvStore};
+use crate::store::{Cf, KvStore, TaskId};
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -91,7 +91,7 @@ async fn customer(State(s): State<Arc<HttpState>>, Path(id): Path<String>) -> Re
             json!({"error": "the pipeline has not started yet"}),
         );
     }
-    let task = partition_for(id.as_bytes(), partitions);
+    let task = TaskId::new(partition_for(id.as_bytes(), partitions));
     if s.status.restoring(task) {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -114,10 +114,10 @@ async fn customer(State(s): State<Arc<HttpState>>, Path(id): Path<String>) -> Re
 }
 
 /// Blocking part of the customer query: the store read or the owner lookup.
-fn lookup(s: &HttpState, id: &str, task: u32) -> anyhow::Result<Response> {
+fn lookup(s: &HttpState, id: &str, task: TaskId) -> anyhow::Result<Response> {
     if !s.status.serves(task) {
         let topic = &s.kafka.input_topics[0];
-        let owner = s.owners.owner(topic, task as i32)?;
+        let owner = s.owners.owner(topic, task.partition())?;
         let body = json!({
             "error": "another instance owns this customer",
             "customer_id": id,

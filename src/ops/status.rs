@@ -3,6 +3,7 @@
 //! are still restoring, and whether the loop is alive. Readiness is
 //! derived here once, so `/health/ready` and the `ready` metric agree.
 
+use crate::store::TaskId;
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -14,8 +15,8 @@ const POLL_STALE: Duration = Duration::from_secs(60);
 struct Inner {
     partitions: u32,
     assigned: bool,
-    owned: BTreeSet<u32>,
-    restoring: BTreeSet<u32>,
+    owned: BTreeSet<TaskId>,
+    restoring: BTreeSet<TaskId>,
     last_poll: Option<Instant>,
     stopped: bool,
 }
@@ -32,9 +33,9 @@ pub struct StatusView {
     /// Restored and consuming.
     pub ready: bool,
     /// Tasks owned.
-    pub owned: Vec<u32>,
+    pub owned: Vec<TaskId>,
     /// Owned tasks still restoring.
-    pub restoring: Vec<u32>,
+    pub restoring: Vec<TaskId>,
 }
 
 impl Status {
@@ -54,7 +55,7 @@ impl Status {
 
     /// Records the tasks owned and those still restoring (after every
     /// rebalance and restore).
-    pub fn set_tasks(&self, owned: &BTreeSet<u32>, restoring: &BTreeSet<u32>) {
+    pub fn set_tasks(&self, owned: &BTreeSet<TaskId>, restoring: &BTreeSet<TaskId>) {
         let mut s = self.lock();
         s.assigned = true;
         s.owned = owned.clone();
@@ -72,13 +73,13 @@ impl Status {
     }
 
     /// Whether `task` is owned here and restored, so its state can be read.
-    pub fn serves(&self, task: u32) -> bool {
+    pub fn serves(&self, task: TaskId) -> bool {
         let s = self.lock();
         s.owned.contains(&task) && !s.restoring.contains(&task)
     }
 
     /// Whether `task` is owned here but still restoring.
-    pub fn restoring(&self, task: u32) -> bool {
+    pub fn restoring(&self, task: TaskId) -> bool {
         self.lock().restoring.contains(&task)
     }
 
@@ -107,10 +108,11 @@ mod tests {
         let s = Status::default();
         s.polled();
         assert!(!s.view().ready, "no assignment yet");
-        let owned: BTreeSet<u32> = [0, 2].into();
-        s.set_tasks(&owned, &[2].into());
+        let [t0, t1, t2] = [0, 1, 2].map(TaskId::new);
+        let owned: BTreeSet<TaskId> = [t0, t2].into();
+        s.set_tasks(&owned, &[t2].into());
         assert!(!s.view().ready, "task 2 is restoring");
-        assert!(s.serves(0) && !s.serves(2) && s.restoring(2) && !s.serves(1));
+        assert!(s.serves(t0) && !s.serves(t2) && s.restoring(t2) && !s.serves(t1));
         s.set_tasks(&owned, &BTreeSet::new());
         assert!(s.view().ready);
         s.stopped();

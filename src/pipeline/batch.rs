@@ -8,11 +8,11 @@ use crate::config::KafkaConfig;
 use crate::domain::output::Output;
 use crate::domain::time::Millis;
 use crate::kafka::records::{dlq_record, output_record, Source};
-use crate::kafka::sink::Batch;
+use crate::pipeline::ports::Batch;
 use crate::pipeline::processor::{Processed, Processor};
 use crate::store::checkpoint::{input_offset_name, write_i64};
 use crate::store::session::TaskState;
-use crate::store::{KvStore, StoreError};
+use crate::store::{KvStore, StoreError, TaskId};
 use rdkafka::message::{BorrowedMessage, Message};
 use std::collections::{BTreeMap, HashMap};
 
@@ -52,14 +52,14 @@ pub fn process(
     cfg: &KafkaConfig,
     processor: &Processor,
     store: &dyn KvStore,
-    tasks: &mut HashMap<u32, TaskState>,
+    tasks: &mut HashMap<TaskId, TaskState>,
     records: &[InRecord],
     now: Millis,
 ) -> Result<Batch, StoreError> {
     let mut batch = Batch::default();
     let mut outs: Vec<Output> = Vec::new();
     for r in records {
-        let task_id = r.partition as u32;
+        let task_id = TaskId::of_partition(r.partition);
         let task = match tasks.entry(task_id) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
@@ -89,10 +89,10 @@ pub fn process(
             .insert((r.topic.clone(), r.partition), r.offset + 1);
     }
     // The tasks touched are exactly those with input offsets to commit.
-    let mut offsets_by_task: BTreeMap<u32, Vec<(&str, i64)>> = BTreeMap::new();
+    let mut offsets_by_task: BTreeMap<TaskId, Vec<(&str, i64)>> = BTreeMap::new();
     for ((topic, partition), next) in &batch.offsets {
         offsets_by_task
-            .entry(*partition as u32)
+            .entry(TaskId::of_partition(*partition))
             .or_default()
             .push((topic, *next));
     }

@@ -33,30 +33,29 @@
 //! librdkafka's prefetch of `queued.max.messages.kbytes` (per partition,
 //! since every partition has its own queue).
 
-mod align;
-mod batch;
-mod doorbell;
+pub(crate) mod align;
+pub(crate) mod batch;
+pub mod ports;
 pub mod processor;
+#[cfg(test)]
+mod tests;
 
 use crate::config::Config;
-use crate::kafka::rebalance::{RebalanceContext, TopicPartition};
+use crate::kafka::rebalance::RebalanceContext;
 use crate::kafka::restore::Restorer;
-use crate::kafka::sink::{self, CommitError, Sink};
+use crate::kafka::sink::{self, KafkaSink};
+use crate::kafka::source::KafkaSource;
 use crate::kafka::{admin, client_config, set_default};
 use crate::ops::status::Status;
 use crate::pipeline::processor::Processor;
 use crate::store::checkpoint::{input_offset_name, read_i64};
 use crate::store::session::TaskState;
-use crate::store::KvStore;
+use crate::store::{KvStore, TaskId};
 use align::{PartitionGroups, RankedPartition};
 use anyhow::{Context, Result};
 use batch::InRecord;
-use doorbell::Doorbell;
-use rdkafka::consumer::base_consumer::PartitionQueue;
+use ports::{CommitError, Position, Restore, Sink, Source, TopicPartition};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -70,8 +69,6 @@ const DEFAULT_OFFSET_RESET: &str = "earliest";
 const RESTORE_ATTEMPTS: u32 = 10;
 /// Longest single poll, so a stop request is noticed quickly.
 const MAX_POLL: Duration = Duration::from_millis(100);
-/// Timeout of committed-offset lookups and seeks.
-const OFFSETS_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a restored task may wait for the changelog to catch up with
 /// the committed offsets (a crashed instance's open transaction resolves
 /// within the transaction timeout).
@@ -149,7 +146,7 @@ impl Pipeline {
                 return Ok(());
             }
         };
-        tokio::task::spawn_blocking(move || Runner::start(self, stop, changelog)?.run())
+        tokio::task::spawn_blocking(move || self.connect(stop, changelog)?.run())
             .await
             .context("the pipeline thread panicked")?
     }
@@ -171,6 +168,36 @@ impl Pipeline {
         let changelog = admin::ensure_changelog(k, &probe, partitions).await?;
         self.status.set_partitions(partitions);
         Ok(changelog)
+    }
+
+    /// The Kafka adapters of the loop: the subscribed group consumer, the
+    /// (transactional) producer and the changelog restorer.
+    fn connect(
+        self,
+        stop: watch::Receiver<bool>,
+        changelog: String,
+    ) -> Result<Runner<KafkaSource, KafkaSink, Restorer>> {
+        let k = &self.cfg.kafka;
+        let metrics = self.processor.metrics.clone();
+        let instance = sink::instance_id(k, &self.cfg.state.dir);
+        let source = KafkaSource::new(self.consumer(&instance)?, k.input_topics.clone());
+        let sink = KafkaSink::new(
+            k,
+            k.processing_guarantee,
+            format!("{}-{instance}", k.group_id),
+            changelog.clone(),
+            metrics.clone(),
+            stop.clone(),
+            source.consumer(),
+        )?;
+        let restorer = Restorer::new(k, changelog, metrics)?;
+        let topics: Vec<&str> = k.input_topics.iter().map(String::as_str).collect();
+        source
+            .consumer()
+            .subscribe(&topics)
+            .context("subscribing to the input topics")?;
+        tracing::info!(group = %k.group_id, guarantee = ?k.processing_guarantee, "consuming");
+        Ok(Runner::new(self, stop, source, sink, restorer))
     }
 
     fn consumer(&self, instance: &str) -> Result<BaseConsumer<RebalanceContext>> {
@@ -200,27 +227,21 @@ impl Pipeline {
     }
 }
 
-/// The loop's state.
-struct Runner {
+/// The loop's state, over its three ports.
+struct Runner<S: Source, K: Sink, R: Restore> {
     p: Pipeline,
     stop: watch::Receiver<bool>,
-    /// librdkafka's queue of each owned input partition, split from the
-    /// consumer's queue so that the end of a partition names its topic.
-    /// (Declared before the consumer: queues go before the client does.)
-    fetch_queues: HashMap<RankedPartition, PartitionQueue<RebalanceContext>>,
-    consumer: Arc<BaseConsumer<RebalanceContext>>,
+    source: S,
+    sink: K,
+    restorer: R,
     /// Fetched records per input partition, taken in event-time order.
     groups: PartitionGroups,
-    /// Rung by every queue that turns non-empty.
-    doorbell: Arc<Doorbell>,
-    sink: Sink,
-    restorer: Restorer,
     /// Tasks ready to process, with their in-memory state.
-    tasks: HashMap<u32, TaskState>,
+    tasks: HashMap<TaskId, TaskState>,
     /// Partitions this instance owns.
     owned: BTreeSet<TopicPartition>,
     /// Owned tasks still to restore before they process anything.
-    restoring: BTreeSet<u32>,
+    restoring: BTreeSet<TaskId>,
     /// Records taken for the open batch, in processing order.
     pending: Vec<InRecord>,
     /// When the last record was fetched (for `--stop-when-idle-ms`).
@@ -231,44 +252,25 @@ struct Runner {
     throughput: Throughput,
 }
 
-impl Runner {
-    fn start(p: Pipeline, stop: watch::Receiver<bool>, changelog: String) -> Result<Self> {
+/// The task of a partition.
+fn task_of((_, partition): &TopicPartition) -> TaskId {
+    TaskId::of_partition(*partition)
+}
+
+impl<S: Source, K: Sink, R: Restore> Runner<S, K, R> {
+    fn new(p: Pipeline, stop: watch::Receiver<bool>, source: S, sink: K, restorer: R) -> Self {
         let k = &p.cfg.kafka;
-        let metrics = p.processor.metrics.clone();
-        let instance = sink::instance_id(k, &p.cfg.state.dir);
-        let doorbell = Arc::new(Doorbell::default());
-        let mut consumer = p.consumer(&instance)?;
-        let bell = doorbell.clone();
-        consumer.set_nonempty_callback(move || bell.ring());
-        let consumer = Arc::new(consumer);
         let groups = PartitionGroups::new(
             k.buffered_records_per_partition,
             Duration::from_millis(k.max_task_idle_ms),
         );
-        let txn_id = format!("{}-{instance}", k.group_id);
-        let sink = Sink::new(
-            k,
-            p.cfg.kafka.processing_guarantee,
-            txn_id,
-            changelog.clone(),
-            metrics.clone(),
-            stop.clone(),
-        )?;
-        let restorer = Restorer::new(k, changelog, metrics)?;
-        let topics: Vec<&str> = k.input_topics.iter().map(String::as_str).collect();
-        consumer
-            .subscribe(&topics)
-            .context("subscribing to the input topics")?;
-        tracing::info!(group = %k.group_id, guarantee = ?k.processing_guarantee, "consuming");
-        Ok(Runner {
+        Runner {
             p,
             stop,
-            fetch_queues: HashMap::new(),
-            consumer,
-            groups,
-            doorbell,
+            source,
             sink,
             restorer,
+            groups,
             tasks: HashMap::new(),
             owned: BTreeSet::new(),
             restoring: BTreeSet::new(),
@@ -278,14 +280,12 @@ impl Runner {
             failures: 0,
             restore_failures: 0,
             throughput: Throughput::default(),
-        })
+        }
     }
 
     fn run(mut self) -> Result<()> {
         let result = self.run_loop();
         self.p.status.stopped();
-        // Partition queues hold the client: release them before it closes.
-        self.fetch_queues.clear();
         result
     }
 
@@ -314,7 +314,7 @@ impl Runner {
                 continue;
             }
             self.collect();
-            if self.consumer.context().pending() {
+            if self.source.rebalance_pending() {
                 continue;
             }
             if !self.pending.is_empty() {
@@ -330,7 +330,7 @@ impl Runner {
 
     /// Acts on recorded rebalances.
     fn apply_moves(&mut self) {
-        let moves = self.consumer.context().take();
+        let moves = self.source.take_moves();
         if moves.is_empty() {
             return;
         }
@@ -341,53 +341,44 @@ impl Runner {
         self.owned.retain(|tp| !revoked.contains(tp));
         self.pending
             .retain(|r| !revoked.contains(&(r.topic.clone(), r.partition)));
-        let topics = &self.p.cfg.kafka.input_topics;
-        let owned_ranked: BTreeSet<RankedPartition> = self
-            .owned
-            .iter()
-            .filter_map(|(t, p)| Some((rank_of(topics, t)?, *p)))
-            .collect();
+        let owned_ranked: BTreeSet<RankedPartition> =
+            self.owned.iter().filter_map(|tp| self.ranked(tp)).collect();
         self.groups.retain(|tp| owned_ranked.contains(&tp));
-        self.fetch_queues.retain(|tp, _| owned_ranked.contains(tp));
-        let owned_tasks: BTreeSet<u32> = self.owned.iter().map(|(_, p)| *p as u32).collect();
+        let owned_tasks: BTreeSet<TaskId> = self.owned.iter().map(task_of).collect();
         self.tasks.retain(|t, _| owned_tasks.contains(t));
         self.restoring.retain(|t| owned_tasks.contains(t));
         let assigned = !moves.assigned.is_empty();
         for tp in moves.assigned {
-            self.restoring.insert(tp.1 as u32);
+            self.restoring.insert(task_of(&tp));
             self.owned.insert(tp);
         }
+        self.source.track(&self.owned, assigned);
         if assigned {
-            // An assignment re-attaches every partition to the consumer's
-            // queue: split them all again.
-            let owned: Vec<TopicPartition> = self.owned.iter().cloned().collect();
+            let now = Instant::now();
+            let owned: Vec<RankedPartition> =
+                self.owned.iter().filter_map(|tp| self.ranked(tp)).collect();
             for tp in owned {
-                self.split(&tp);
+                self.groups.add(tp, now);
             }
         }
         self.publish_tasks();
     }
 
-    /// Gives `tp` its own librdkafka queue (ringing the doorbell) and an
-    /// alignment queue.
-    fn split(&mut self, (topic, partition): &TopicPartition) {
-        let Some(rank) = rank_of(&self.p.cfg.kafka.input_topics, topic) else {
-            return;
-        };
-        match self.consumer.split_partition_queue(topic, *partition) {
-            Some(mut queue) => {
-                let bell = self.doorbell.clone();
-                queue.set_nonempty_callback(move || bell.ring());
-                self.fetch_queues.insert((rank, *partition), queue);
-            }
-            None => tracing::warn!(topic, partition, "could not split a partition queue"),
-        }
-        self.groups.add((rank, *partition), Instant::now());
+    /// `tp` by the rank of its topic (`None`: not an input topic).
+    fn ranked(&self, (topic, partition): &TopicPartition) -> Option<RankedPartition> {
+        let rank = self
+            .p
+            .cfg
+            .kafka
+            .input_topics
+            .iter()
+            .position(|t| t == topic)?;
+        Some((rank, *partition))
     }
 
     /// Tells the status which tasks are owned and which still restore.
     fn publish_tasks(&self) {
-        let owned: BTreeSet<u32> = self.owned.iter().map(|(_, p)| *p as u32).collect();
+        let owned: BTreeSet<TaskId> = self.owned.iter().map(task_of).collect();
         self.p.status.set_tasks(&owned, &self.restoring);
         self.p
             .processor
@@ -401,15 +392,14 @@ impl Runner {
         let tasks = self.restoring.clone();
         let deadline = Instant::now() + CATCH_UP_TIMEOUT;
         loop {
-            let consumer = &self.consumer;
+            let source = &mut self.source;
             let groups = &mut self.groups;
-            let topics = &self.p.cfg.kafka.input_topics;
             let status = &self.p.status;
             // Serve the group while restoring; a record of a running task
             // that arrives on the consumer's queue meanwhile is buffered.
             let mut keepalive = || {
                 status.polled();
-                poll_main(consumer, groups, topics);
+                source.serve(groups);
             };
             self.restorer
                 .restore(self.p.store.as_ref(), &tasks, &mut keepalive)?;
@@ -435,7 +425,7 @@ impl Runner {
         self.publish_tasks();
         self.apply_moves();
         let resume = self.partitions(|task| tasks.contains(&task));
-        if let Err(e) = self.consumer.resume(&resume) {
+        if let Err(e) = self.source.resume(&resume) {
             tracing::warn!(error = %e, "could not resume restored partitions");
         }
         self.last_input = Instant::now();
@@ -443,38 +433,34 @@ impl Runner {
     }
 
     /// Owned partitions whose task passes `select` and is not restoring.
-    fn partitions(&self, select: impl Fn(u32) -> bool) -> TopicPartitionList {
-        let mut tpl = TopicPartitionList::new();
-        for (topic, p) in &self.owned {
-            let task = *p as u32;
-            if select(task) && !self.restoring.contains(&task) {
-                tpl.add_partition(topic, *p);
-            }
-        }
-        tpl
+    fn partitions(&self, select: impl Fn(TaskId) -> bool) -> Vec<TopicPartition> {
+        self.owned
+            .iter()
+            .filter(|tp| select(task_of(tp)) && !self.restoring.contains(&task_of(tp)))
+            .cloned()
+            .collect()
     }
 
     /// Partitions of `tasks` whose committed offset is past the input
     /// position the restored state records: their last committed batch is
     /// not in the changelog yet.
-    fn behind_committed(&self, tasks: &BTreeSet<u32>) -> Result<Vec<TopicPartition>> {
-        let mut tpl = TopicPartitionList::new();
-        for (topic, p) in &self.owned {
-            if tasks.contains(&(*p as u32)) {
-                tpl.add_partition(topic, *p);
-            }
-        }
-        let committed = self.consumer.committed_offsets(tpl, OFFSETS_TIMEOUT)?;
+    fn behind_committed(&self, tasks: &BTreeSet<TaskId>) -> Result<Vec<TopicPartition>> {
+        let of_tasks: Vec<TopicPartition> = self
+            .owned
+            .iter()
+            .filter(|tp| tasks.contains(&task_of(tp)))
+            .cloned()
+            .collect();
         let mut behind = Vec::new();
-        for e in committed.elements() {
-            if let Offset::Offset(c) = e.offset() {
+        for (tp, committed) in self.source.committed(&of_tasks)? {
+            if let Some(c) = committed {
                 let local = read_i64(
                     self.p.store.as_ref(),
-                    e.partition() as u32,
-                    &input_offset_name(e.topic()),
+                    task_of(&tp),
+                    &input_offset_name(&tp.0),
                 )?;
                 if local.is_none_or(|l| l < c) {
-                    behind.push((e.topic().to_owned(), e.partition()));
+                    behind.push(tp);
                 }
             }
         }
@@ -495,19 +481,19 @@ impl Runner {
                 self.stopping = true;
                 return;
             }
-            if self.consumer.context().pending() || self.pending.len() >= batch_max {
+            if self.source.rebalance_pending() || self.pending.len() >= batch_max {
                 return;
             }
             let now = Instant::now();
             if deadline.is_some_and(|d| d <= now) {
                 return;
             }
-            // Cleared before looking, so whatever arrives after the look
-            // rings again and the wait below returns at once.
-            self.doorbell.clear();
-            let topics = &self.p.cfg.kafka.input_topics;
-            let fetched = poll_main(&self.consumer, &mut self.groups, topics) + self.fill_all();
-            if self.consumer.context().pending() {
+            // Armed before looking, so whatever arrives after the look
+            // wakes the wait below at once.
+            self.source.arm();
+            let fetched =
+                self.source.serve(&mut self.groups) + self.source.fill(&mut self.groups, None);
+            if self.source.rebalance_pending() {
                 return;
             }
             let taken = self.take(batch_max - self.pending.len());
@@ -540,24 +526,14 @@ impl Runner {
                     return;
                 }
                 let wait = deadline.map_or(MAX_POLL, |d| d.saturating_duration_since(now));
-                self.doorbell.wait(wait.min(MAX_POLL));
+                self.source.wait(wait.min(MAX_POLL));
             }
         }
     }
 
-    /// Moves what librdkafka fetched for every partition into its
-    /// alignment queue (as far as the queue has room).
-    fn fill_all(&mut self) -> usize {
-        let mut fetched = 0;
-        for (&tp, queue) in &self.fetch_queues {
-            fetched += fill(queue, &mut self.groups, tp);
-        }
-        fetched
-    }
-
     /// Takes up to `room` records, every task's in event-time order. A
     /// task that must wait for one of its partitions is refilled from
-    /// librdkafka first; if that brings nothing for long, its full
+    /// the source first; if that brings nothing for long, its full
     /// partitions are paused until it can go on.
     fn take(&mut self, room: usize) -> usize {
         let mut taken = 0;
@@ -567,16 +543,12 @@ impl Runner {
         // batch's millisecond or two.
         let now = Instant::now();
         for task in self.groups.task_ids() {
-            if self.restoring.contains(&(task as u32)) {
+            if self.restoring.contains(&TaskId::of_partition(task)) {
                 continue;
             }
             while taken < room {
                 let Some(t) = self.groups.next(task, now) else {
-                    let mut refilled = 0;
-                    for (&tp, queue) in self.fetch_queues.iter().filter(|(tp, _)| tp.1 == task) {
-                        refilled += fill(queue, &mut self.groups, tp);
-                    }
-                    if refilled > 0 {
+                    if self.source.fill(&mut self.groups, Some(task)) > 0 {
                         self.last_input = now;
                         continue;
                     }
@@ -620,14 +592,14 @@ impl Runner {
     /// Pauses (backpressure) or resumes input partitions.
     fn pause_resume(&self, partitions: &[RankedPartition], pause: bool) {
         let topics = &self.p.cfg.kafka.input_topics;
-        let mut tpl = TopicPartitionList::new();
-        for &(rank, partition) in partitions {
-            tpl.add_partition(&topics[rank], partition);
-        }
+        let named: Vec<TopicPartition> = partitions
+            .iter()
+            .map(|&(rank, partition)| (topics[rank].clone(), partition))
+            .collect();
         let result = if pause {
-            self.consumer.pause(&tpl)
+            self.source.pause(&named)
         } else {
-            self.consumer.resume(&tpl)
+            self.source.resume(&named)
         };
         let paused = &self.p.processor.metrics.paused_partitions;
         match result {
@@ -655,7 +627,7 @@ impl Runner {
         )
         .context("processing a batch")?;
         let committing = Instant::now();
-        match self.sink.commit(&self.consumer, p.store.as_ref(), batch) {
+        match self.sink.commit(p.store.as_ref(), batch) {
             Ok(()) => {
                 let m = &p.processor.metrics;
                 m.commits.inc();
@@ -720,13 +692,12 @@ impl Runner {
         self.groups.reset(Instant::now());
         self.p.processor.metrics.paused_partitions.set(0);
         let all = self.partitions(|_| true);
-        self.restoring
-            .extend(self.owned.iter().map(|(_, p)| *p as u32));
+        self.restoring.extend(self.owned.iter().map(task_of));
         self.publish_tasks();
-        if all.count() == 0 {
+        if all.is_empty() {
             return Ok(());
         }
-        if let Err(e) = self.consumer.pause(&all) {
+        if let Err(e) = self.source.pause(&all) {
             tracing::warn!(error = %e, "could not pause partitions for the rewind");
         }
         loop {
@@ -746,7 +717,7 @@ impl Runner {
 
     /// The start of a partition without a committed offset, from the
     /// consumer's `auto.offset.reset` (`error` refuses to guess).
-    fn reset_offset(&self) -> Result<Offset> {
+    fn reset_position(&self) -> Result<Position> {
         let policy = self
             .p
             .cfg
@@ -755,94 +726,23 @@ impl Runner {
             .get(AUTO_OFFSET_RESET)
             .map_or(DEFAULT_OFFSET_RESET, String::as_str);
         match policy {
-            "earliest" | "smallest" | "beginning" => Ok(Offset::Beginning),
-            "latest" | "largest" | "end" => Ok(Offset::End),
+            "earliest" | "smallest" | "beginning" => Ok(Position::Beginning),
+            "latest" | "largest" | "end" => Ok(Position::End),
             other => anyhow::bail!(
                 "a partition has no committed offset and {AUTO_OFFSET_RESET} is {other:?}: nowhere to rewind to"
             ),
         }
     }
 
-    fn rewind(&self, partitions: &TopicPartitionList) -> Result<()> {
-        let committed = self
-            .consumer
-            .committed_offsets(partitions.clone(), OFFSETS_TIMEOUT)
-            .context("reading committed offsets")?;
+    fn rewind(&self, partitions: &[TopicPartition]) -> Result<()> {
+        let committed = self.source.committed(partitions)?;
         // Where the group has committed nothing, go where the consumer
         // would start: `auto.offset.reset`.
-        let reset = self.reset_offset()?;
-        let mut seek = TopicPartitionList::new();
-        for e in committed.elements() {
-            let to = match e.offset() {
-                Offset::Offset(o) => Offset::Offset(o),
-                _ => reset,
-            };
-            seek.add_partition_offset(e.topic(), e.partition(), to)?;
-        }
-        let result = self
-            .consumer
-            .seek_partitions(seek, OFFSETS_TIMEOUT)
-            .context("seeking")?;
-        for e in result.elements() {
-            if let Err(err) = e.error() {
-                anyhow::bail!("seeking {}/{}: {err}", e.topic(), e.partition());
-            }
-        }
-        Ok(())
+        let reset = self.reset_position()?;
+        let seek: Vec<(TopicPartition, Position)> = committed
+            .into_iter()
+            .map(|(tp, c)| (tp, c.map_or(reset, Position::Offset)))
+            .collect();
+        self.source.seek(&seek)
     }
-}
-
-/// The rank of an input topic (its place in `kafka.input_topics`).
-fn rank_of(topics: &[String], topic: &str) -> Option<usize> {
-    topics.iter().position(|t| t == topic)
-}
-
-/// Serves the consumer's own queue: rebalances and statistics, and any
-/// record fetched before its partition was split off (buffered like the
-/// others). An end of partition here carries no topic; the partition's
-/// own queue reports it. Stops at a rebalance so the loop can act on it.
-fn poll_main(
-    consumer: &BaseConsumer<RebalanceContext>,
-    groups: &mut PartitionGroups,
-    topics: &[String],
-) -> usize {
-    let mut fetched = 0;
-    while let Some(polled) = consumer.poll(Duration::ZERO) {
-        match polled {
-            Ok(m) => {
-                if let Some(rank) = rank_of(topics, m.topic()) {
-                    let tp = (rank, m.partition());
-                    fetched += usize::from(groups.push(tp, InRecord::from_message(&m)));
-                }
-            }
-            Err(KafkaError::PartitionEOF(_)) => {}
-            Err(e) => tracing::warn!(error = %e, "consumer error"),
-        }
-        if consumer.context().pending() {
-            break;
-        }
-    }
-    fetched
-}
-
-/// Moves records from one partition's librdkafka queue into its
-/// alignment queue while it has room; notes the partition's end.
-fn fill(
-    queue: &PartitionQueue<RebalanceContext>,
-    groups: &mut PartitionGroups,
-    tp: RankedPartition,
-) -> usize {
-    let mut fetched = 0;
-    while groups.has_room(tp) {
-        match queue.poll(Duration::ZERO) {
-            None => break,
-            Some(Ok(m)) => fetched += usize::from(groups.push(tp, InRecord::from_message(&m))),
-            Some(Err(KafkaError::PartitionEOF(_))) => groups.caught_up(tp),
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "consumer error");
-                break;
-            }
-        }
-    }
-    fetched
 }

@@ -6,7 +6,7 @@
 //! shutdown never forces a wipe, only a catch-up from the changelog.
 
 use super::keys::meta_key;
-use super::{Cf, KvStore, StoreError, Write};
+use super::{Cf, KvStore, StoreError, TaskId, Write};
 
 /// Meta name of the task's stream time.
 pub const STREAM_TIME: &str = "stream_time";
@@ -20,7 +20,7 @@ pub fn input_offset_name(topic: &str) -> String {
 }
 
 /// Reads a big-endian i64 meta entry of `task`.
-pub fn read_i64(store: &dyn KvStore, task: u32, name: &str) -> Result<Option<i64>, StoreError> {
+pub fn read_i64(store: &dyn KvStore, task: TaskId, name: &str) -> Result<Option<i64>, StoreError> {
     match store.get(Cf::Meta, &meta_key(task, name))? {
         Some(bytes) => Ok(Some(i64::from_be_bytes(
             bytes
@@ -33,7 +33,7 @@ pub fn read_i64(store: &dyn KvStore, task: u32, name: &str) -> Result<Option<i64
 }
 
 /// A write setting a big-endian i64 meta entry of `task`.
-pub fn write_i64(task: u32, name: &str, value: i64) -> Write {
+pub fn write_i64(task: TaskId, name: &str, value: i64) -> Write {
     Write {
         cf: Cf::Meta,
         key: meta_key(task, name),
@@ -51,15 +51,24 @@ mod tests {
         let store = MemoryStore::new();
         store
             .write(vec![
-                write_i64(1, CHANGELOG_NEXT, 42),
-                write_i64(2, CHANGELOG_NEXT, -7),
+                write_i64(TaskId::new(1), CHANGELOG_NEXT, 42),
+                write_i64(TaskId::new(2), CHANGELOG_NEXT, -7),
             ])
             .unwrap();
-        assert_eq!(read_i64(&store, 1, CHANGELOG_NEXT).unwrap(), Some(42));
-        assert_eq!(read_i64(&store, 2, CHANGELOG_NEXT).unwrap(), Some(-7));
-        assert_eq!(read_i64(&store, 3, CHANGELOG_NEXT).unwrap(), None);
+        assert_eq!(
+            read_i64(&store, TaskId::new(1), CHANGELOG_NEXT).unwrap(),
+            Some(42)
+        );
+        assert_eq!(
+            read_i64(&store, TaskId::new(2), CHANGELOG_NEXT).unwrap(),
+            Some(-7)
+        );
+        assert_eq!(
+            read_i64(&store, TaskId::new(3), CHANGELOG_NEXT).unwrap(),
+            None
+        );
         let name = input_offset_name("purchases");
-        assert_eq!(read_i64(&store, 1, &name).unwrap(), None);
+        assert_eq!(read_i64(&store, TaskId::new(1), &name).unwrap(), None);
     }
 
     #[test]
@@ -68,12 +77,12 @@ mod tests {
         store
             .write(vec![Write {
                 cf: Cf::Meta,
-                key: meta_key(1, STREAM_TIME),
+                key: meta_key(TaskId::new(1), STREAM_TIME),
                 value: Some(vec![1, 2, 3]),
             }])
             .unwrap();
         assert!(matches!(
-            read_i64(&store, 1, STREAM_TIME),
+            read_i64(&store, TaskId::new(1), STREAM_TIME),
             Err(StoreError::Corrupt(_))
         ));
     }

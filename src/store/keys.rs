@@ -3,7 +3,7 @@
 //! that can be dropped or restored as a unit. Values are compact postcard
 //! with a leading version byte, so the format can evolve without guessing.
 
-use super::StoreError;
+use super::{StoreError, TaskId};
 use crate::domain::output::TimerKind;
 use crate::domain::profile::Profile;
 use crate::domain::time::Millis;
@@ -12,9 +12,9 @@ use crate::domain::time::Millis;
 const PROFILE_VERSION: u8 = 1;
 
 /// Key of a customer's profile.
-pub fn profile_key(task: u32, customer_id: &str) -> Vec<u8> {
+pub fn profile_key(task: TaskId, customer_id: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(4 + customer_id.len());
-    k.extend_from_slice(&task.to_be_bytes());
+    k.extend_from_slice(&task.key_prefix());
     k.extend_from_slice(customer_id.as_bytes());
     k
 }
@@ -31,23 +31,23 @@ fn instant_bytes(at: Millis) -> [u8; 8] {
     ((at as u64) ^ (1 << 63)).to_be_bytes()
 }
 
-fn timer_prefix(task: u32, kind: TimerKind, at: Millis) -> Vec<u8> {
+fn timer_prefix(task: TaskId, kind: TimerKind, at: Millis) -> Vec<u8> {
     let mut k = Vec::with_capacity(13);
-    k.extend_from_slice(&task.to_be_bytes());
+    k.extend_from_slice(&task.key_prefix());
     k.push(kind_byte(kind));
     k.extend_from_slice(&instant_bytes(at));
     k
 }
 
 /// Key of one deadline-index entry.
-pub fn timer_key(task: u32, kind: TimerKind, at: Millis, customer_id: &str) -> Vec<u8> {
+pub fn timer_key(task: TaskId, kind: TimerKind, at: Millis, customer_id: &str) -> Vec<u8> {
     let mut k = timer_prefix(task, kind, at);
     k.extend_from_slice(customer_id.as_bytes());
     k
 }
 
 /// The key range holding every `kind` timer of `task` due at or before `at`.
-pub fn timers_due_range(task: u32, kind: TimerKind, at: Millis) -> (Vec<u8>, Vec<u8>) {
+pub fn timers_due_range(task: TaskId, kind: TimerKind, at: Millis) -> (Vec<u8>, Vec<u8>) {
     (
         timer_prefix(task, kind, Millis::MIN),
         timer_prefix(task, kind, at + 1),
@@ -63,18 +63,15 @@ pub fn timer_customer(key: &[u8]) -> Result<String, StoreError> {
 }
 
 /// Key of a task metadata entry.
-pub fn meta_key(task: u32, name: &str) -> Vec<u8> {
-    let mut k = task.to_be_bytes().to_vec();
+pub fn meta_key(task: TaskId, name: &str) -> Vec<u8> {
+    let mut k = task.key_prefix().to_vec();
     k.extend_from_slice(name.as_bytes());
     k
 }
 
 /// The full key range of one task in any family.
-pub fn task_range(task: u32) -> (Vec<u8>, Vec<u8>) {
-    (
-        task.to_be_bytes().to_vec(),
-        (u64::from(task) + 1).to_be_bytes()[4..].to_vec(),
-    )
+pub fn task_range(task: TaskId) -> (Vec<u8>, Vec<u8>) {
+    (task.key_prefix().to_vec(), task.key_prefix_end().to_vec())
 }
 
 /// Encodes a profile record.
@@ -101,21 +98,24 @@ mod tests {
 
     #[test]
     fn timer_keys_sort_by_instant_then_customer() {
-        let a = timer_key(1, TimerKind::Daily, -5, "z");
-        let b = timer_key(1, TimerKind::Daily, 3, "a");
-        let c = timer_key(1, TimerKind::Daily, 3, "b");
+        let a = timer_key(TaskId::new(1), TimerKind::Daily, -5, "z");
+        let b = timer_key(TaskId::new(1), TimerKind::Daily, 3, "a");
+        let c = timer_key(TaskId::new(1), TimerKind::Daily, 3, "b");
         assert!(a < b && b < c);
-        let (from, to) = timers_due_range(1, TimerKind::Daily, 3);
+        let (from, to) = timers_due_range(TaskId::new(1), TimerKind::Daily, 3);
         assert!(from <= a && c < to);
-        assert!(timer_key(1, TimerKind::Daily, 4, "") >= to);
+        assert!(timer_key(TaskId::new(1), TimerKind::Daily, 4, "") >= to);
         assert_eq!(timer_customer(&c).unwrap(), "b");
     }
 
     #[test]
     fn task_range_covers_only_the_task() {
-        let (from, to) = task_range(7);
-        assert!(profile_key(7, "x") >= from && profile_key(7, "\u{10FFFF}") < to);
-        assert!(profile_key(8, "") >= to && profile_key(6, "zz") < from);
+        let (from, to) = task_range(TaskId::new(7));
+        assert!(
+            profile_key(TaskId::new(7), "x") >= from
+                && profile_key(TaskId::new(7), "\u{10FFFF}") < to
+        );
+        assert!(profile_key(TaskId::new(8), "") >= to && profile_key(TaskId::new(6), "zz") < from);
     }
 
     #[test]

@@ -11,6 +11,9 @@ pub mod keys;
 pub mod memory;
 pub mod rocks;
 pub mod session;
+mod task;
+
+pub use task::TaskId;
 
 /// Column families: each kind of record lives apart so scans stay cheap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, strum::IntoStaticStr)]

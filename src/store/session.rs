@@ -7,7 +7,7 @@ use super::checkpoint::{read_i64, write_i64, STREAM_TIME};
 use super::keys::{
     decode_profile, encode_profile, profile_key, timer_customer, timer_key, timers_due_range,
 };
-use super::{Cf, KvStore, StoreError, Write};
+use super::{Cf, KvStore, StoreError, TaskId, Write};
 use crate::domain::engine::{Profiles, StreamClock};
 use crate::domain::output::TimerKind;
 use crate::domain::profile::{Profile, Timers};
@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 #[derive(Debug, Default)]
 pub struct TaskState {
     /// Partition number.
-    pub task: u32,
+    pub task: TaskId,
     /// The task's stream time.
     pub clock: StreamClock,
     profiles: HashMap<String, Option<Profile>>,
@@ -27,7 +27,7 @@ pub struct TaskState {
 
 impl TaskState {
     /// Opens a task, reading its stream time from the store.
-    pub fn open(task: u32, store: &dyn KvStore) -> Result<Self, StoreError> {
+    pub fn open(task: TaskId, store: &dyn KvStore) -> Result<Self, StoreError> {
         Ok(TaskState {
             task,
             clock: StreamClock {
