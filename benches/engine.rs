@@ -51,7 +51,7 @@ fn bench(c: &mut Criterion) {
             dlq: None,
             on_bytes: &|_| {},
         };
-        replay(&p, store, 1, io, now).unwrap();
+        replay(&p, store, 1, cfg.state.cache_bytes_per_task(1), io, now).unwrap();
     };
     group.bench_function("memory_20k_events", |b| b.iter(|| run(&MemoryStore::new())));
     group.bench_function("rocksdb_20k_events", |b| {

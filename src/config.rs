@@ -264,6 +264,16 @@ pub struct StateConfig {
     pub block_cache_mb: usize,
     /// Total memtable budget.
     pub write_buffer_mb: usize,
+    /// Decoded profiles kept in memory between batches, per instance
+    /// (split evenly across its tasks); 0 reads every profile from RocksDB.
+    pub cache_mb: usize,
+}
+
+impl StateConfig {
+    /// The profile cache of each of `tasks` tasks, in bytes.
+    pub fn cache_bytes_per_task(&self, tasks: usize) -> usize {
+        (self.cache_mb << 20) / tasks.max(1)
+    }
 }
 
 /// `[http]`

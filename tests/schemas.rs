@@ -563,7 +563,7 @@ fn replay_outputs(events: &[Value]) -> Vec<Value> {
         dlq: Some(&mut dlq),
         on_bytes: &|_| {},
     };
-    let summary = replay(&processor, &MemoryStore::new(), 3, io, now()).unwrap();
+    let summary = replay(&processor, &MemoryStore::new(), 3, 64 << 20, io, now()).unwrap();
     assert_eq!(
         summary.rejected,
         0,

@@ -46,7 +46,7 @@ pub(super) fn run_backtest(a: BacktestArgs) -> Result<()> {
                 on_bytes: &|n| bar.inc(n),
             };
             let now = chrono::Utc::now().timestamp_millis();
-            replay(&processor, &MemoryStore::new(), 1, io, now)?;
+            replay(&processor, &MemoryStore::new(), 1, 0, io, now)?;
             bar.finish_and_clear();
             buffer
                 .split(|b| *b == b'\n')

@@ -146,6 +146,9 @@ fn progress(len: u64, unit: Unit) -> ProgressBar {
     let template = match unit {
         Unit::Bytes => "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
         Unit::Events => "{bar:40} {human_pos}/{human_len} events {per_sec} eta {eta}",
+        Unit::Restored => {
+            "restoring {bar:40} {human_pos}/{human_len} changelog records {per_sec} eta {eta}"
+        }
     };
     ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr())
         .with_style(ProgressStyle::with_template(template).expect("valid template"))
@@ -156,4 +159,5 @@ fn progress(len: u64, unit: Unit) -> ProgressBar {
 enum Unit {
     Bytes,
     Events,
+    Restored,
 }

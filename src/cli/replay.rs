@@ -50,11 +50,13 @@ pub struct ReplayIo<'a> {
 }
 
 /// Replays the input through `processor` with `partitions` tasks over
-/// `store`. `now` is the wall clock used for the timestamp range check.
+/// `store`, caching up to `cache_bytes` of profiles across them. `now` is
+/// the wall clock used for the timestamp range check.
 pub fn replay(
     processor: &Processor,
     store: &dyn KvStore,
     partitions: u32,
+    cache_bytes: usize,
     io: ReplayIo<'_>,
     now: Millis,
 ) -> Result<ReplaySummary> {
@@ -65,7 +67,7 @@ pub fn replay(
         on_bytes,
     } = io;
     let mut tasks = TaskId::all(partitions)
-        .map(|t| TaskState::open(t, store))
+        .map(|t| TaskState::open(t, store, cache_bytes / partitions.max(1) as usize))
         .collect::<Result<Vec<_>, _>>()?;
     let mut summary = ReplaySummary::default();
     let mut outs = Vec::new();
@@ -272,7 +274,8 @@ pub(super) fn run_replay(a: ReplayArgs) -> Result<()> {
             dlq: dlq.as_mut().map(|d| d as &mut dyn Write),
             on_bytes: &|n| progress.inc(n),
         };
-        replay(&processor, store.as_ref(), a.partitions, io, now)
+        let cache = cfg.state.cache_bytes_per_task(1);
+        replay(&processor, store.as_ref(), a.partitions, cache, io, now)
     });
     progress.finish_and_clear();
     let summary = summary?;

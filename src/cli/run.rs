@@ -82,6 +82,7 @@ pub(super) fn run(a: RunArgs) -> Result<()> {
         });
         let result = Pipeline::new(cfg.clone(), processor.clone(), store.clone(), status)
             .stop_when_idle(a.stop_when_idle_ms.map(Duration::from_millis))
+            .restore_progress(super::progress(0, super::Unit::Restored))
             .run(rx)
             .await;
         let _ = tx.send(true);

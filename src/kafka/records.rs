@@ -130,7 +130,7 @@ mod tests {
             Metrics::new(),
         );
         let store = MemoryStore::new();
-        let mut task = TaskState::open(TaskId::new(0), &store).unwrap();
+        let mut task = TaskState::open(TaskId::new(0), &store, 0).unwrap();
         let mut out = Vec::new();
         let event = br#"{"event_id":"e1","customer_id":"c1","ts":"2025-03-01T10:00:00Z","type":"purchase","amount":5000,"margin":0.3}"#;
         p.process(&mut task, &store, event, 1_750_000_000_000, &mut out)

@@ -18,6 +18,7 @@ use crate::pipeline::ports::Restore;
 use crate::store::checkpoint::{read_i64, write_i64, CHANGELOG_NEXT};
 use crate::store::{KvStore, TaskId, Write};
 use anyhow::{bail, Context, Result};
+use indicatif::ProgressBar;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -29,6 +30,8 @@ use std::time::{Duration, Instant};
 
 /// Records applied per unlogged RocksDB write.
 const CHUNK: usize = 20_000;
+/// How long the progress bar's size may take to learn.
+const WATERMARK_TIMEOUT: Duration = Duration::from_secs(5);
 /// A restore that makes no progress for this long has failed.
 const STALL_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -51,11 +54,18 @@ pub struct Restorer {
     consumer: BaseConsumer<RestoreContext>,
     topic: String,
     metrics: Metrics,
+    /// Records restored of those to restore (drawn only on a terminal).
+    progress: ProgressBar,
 }
 
 impl Restorer {
     /// A restorer with its own (group-less, never committing) consumer.
-    pub fn new(cfg: &KafkaConfig, topic: String, metrics: Metrics) -> Result<Self> {
+    pub fn new(
+        cfg: &KafkaConfig,
+        topic: String,
+        metrics: Metrics,
+        progress: ProgressBar,
+    ) -> Result<Self> {
         let mut c = client_config(cfg);
         c.set("group.id", format!("{}-restore", cfg.group_id))
             .set("enable.auto.commit", "false")
@@ -74,6 +84,7 @@ impl Restorer {
             consumer,
             topic,
             metrics,
+            progress,
         })
     }
 
@@ -103,6 +114,7 @@ impl Restorer {
                         })?;
                     chunk.push(write);
                     records += 1;
+                    self.progress.inc(1);
                     last_progress = Instant::now();
                     if chunk.len() >= CHUNK {
                         self.apply(store, &mut chunk)?;
@@ -146,6 +158,19 @@ impl Restorer {
         Ok(records)
     }
 
+    /// Changelog records of `task` after `next` (an upper bound: aborted
+    /// batches and transaction markers are counted too), for the progress
+    /// bar; 0 when the broker does not say.
+    fn remaining(&self, task: TaskId, next: Option<i64>) -> u64 {
+        match self
+            .consumer
+            .fetch_watermarks(&self.topic, task.partition(), WATERMARK_TIMEOUT)
+        {
+            Ok((low, high)) => u64::try_from(high - next.unwrap_or(low).max(low)).unwrap_or(0),
+            Err(_) => 0,
+        }
+    }
+
     fn apply(&self, store: &dyn KvStore, chunk: &mut Vec<Write>) -> Result<()> {
         let n = chunk.len() as u64;
         store
@@ -168,13 +193,17 @@ impl Restore for Restorer {
     ) -> Result<()> {
         let started = Instant::now();
         let mut tpl = TopicPartitionList::new();
+        let mut to_restore = 0;
         for &task in tasks {
-            let from = match read_i64(store, task, CHANGELOG_NEXT)? {
-                Some(next) => Offset::Offset(next),
-                None => Offset::Beginning,
-            };
+            let next = read_i64(store, task, CHANGELOG_NEXT)?;
+            let from = next.map_or(Offset::Beginning, Offset::Offset);
             tpl.add_partition_offset(&self.topic, task.partition(), from)?;
+            if !self.progress.is_hidden() {
+                to_restore += self.remaining(task, next);
+            }
         }
+        self.progress.reset();
+        self.progress.set_length(to_restore);
         self.consumer
             .assign(&tpl)
             .context("assigning changelog partitions")?;
@@ -182,6 +211,7 @@ impl Restore for Restorer {
         if let Err(e) = self.consumer.unassign() {
             tracing::warn!(error = %e, "could not unassign changelog partitions");
         }
+        self.progress.finish_and_clear();
         let records = result?;
         let seconds = started.elapsed().as_secs_f64();
         tracing::info!(

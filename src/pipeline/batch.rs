@@ -62,8 +62,10 @@ pub fn process(
         let task_id = TaskId::of_partition(r.partition);
         let task = match tasks.entry(task_id) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            // Restore opens every task before its records are taken; one
+            // opened here (uncached) is a task taken without a restore.
             std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(TaskState::open(task_id, store)?)
+                e.insert(TaskState::open(task_id, store, 0)?)
             }
         };
         outs.clear();

@@ -54,6 +54,7 @@ use crate::store::{KvStore, TaskId};
 use align::{PartitionGroups, RankedPartition};
 use anyhow::{Context, Result};
 use batch::InRecord;
+use indicatif::ProgressBar;
 use ports::{CommitError, Position, Restore, Sink, Source, TopicPartition};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use std::collections::{BTreeSet, HashMap};
@@ -81,6 +82,8 @@ pub struct Pipeline {
     store: Arc<dyn KvStore>,
     status: Arc<Status>,
     stop_when_idle: Option<Duration>,
+    /// Drawn while tasks restore (hidden unless stderr is a terminal).
+    restore_progress: ProgressBar,
 }
 
 /// Records processed between the first record and the last commit.
@@ -123,6 +126,7 @@ impl Pipeline {
             store,
             status,
             stop_when_idle: None,
+            restore_progress: ProgressBar::hidden(),
         }
     }
 
@@ -130,6 +134,12 @@ impl Pipeline {
     /// benchmarks).
     pub fn stop_when_idle(mut self, idle: Option<Duration>) -> Self {
         self.stop_when_idle = idle;
+        self
+    }
+
+    /// Shows restores on `bar` (the CLI's, when stderr is a terminal).
+    pub fn restore_progress(mut self, bar: ProgressBar) -> Self {
+        self.restore_progress = bar;
         self
     }
 
@@ -190,7 +200,7 @@ impl Pipeline {
             stop.clone(),
             source.consumer(),
         )?;
-        let restorer = Restorer::new(k, changelog, metrics)?;
+        let restorer = Restorer::new(k, changelog, metrics, self.restore_progress.clone())?;
         let topics: Vec<&str> = k.input_topics.iter().map(String::as_str).collect();
         source
             .consumer()
@@ -417,8 +427,13 @@ impl<S: Source, K: Sink, R: Restore> Runner<S, K, R> {
             }
             std::thread::sleep(Duration::from_millis(500));
         }
+        let cache = self
+            .p
+            .cfg
+            .state
+            .cache_bytes_per_task(self.restoring.len() + self.tasks.len());
         for &task in &tasks {
-            let state = TaskState::open(task, self.p.store.as_ref())?;
+            let state = TaskState::open(task, self.p.store.as_ref(), cache)?;
             self.tasks.insert(task, state);
         }
         self.restoring.retain(|t| !tasks.contains(t));

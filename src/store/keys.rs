@@ -46,12 +46,35 @@ pub fn timer_key(task: TaskId, kind: TimerKind, at: Millis, customer_id: &str) -
     k
 }
 
-/// The key range holding every `kind` timer of `task` due at or before `at`.
-pub fn timers_due_range(task: TaskId, kind: TimerKind, at: Millis) -> (Vec<u8>, Vec<u8>) {
+/// The key range holding every `kind` timer of `task` due in
+/// `from ..= at`.
+pub fn timers_due_range(
+    task: TaskId,
+    kind: TimerKind,
+    from: Millis,
+    at: Millis,
+) -> (Vec<u8>, Vec<u8>) {
     (
-        timer_prefix(task, kind, Millis::MIN),
+        timer_prefix(task, kind, from),
         timer_prefix(task, kind, at + 1),
     )
+}
+
+/// The key range holding every `kind` timer of `task` due at or after
+/// `from`.
+pub fn timers_from_range(task: TaskId, kind: TimerKind, from: Millis) -> (Vec<u8>, Vec<u8>) {
+    let mut end = task.key_prefix().to_vec();
+    end.push(kind_byte(kind) + 1);
+    (timer_prefix(task, kind, from), end)
+}
+
+/// The instant inside a timer key.
+pub fn timer_instant(key: &[u8]) -> Result<Millis, StoreError> {
+    let bytes: [u8; 8] = key
+        .get(5..13)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| StoreError::Corrupt("timer key".into()))?;
+    Ok((u64::from_be_bytes(bytes) ^ (1 << 63)) as Millis)
 }
 
 /// The customer id inside a timer key.
@@ -102,10 +125,16 @@ mod tests {
         let b = timer_key(TaskId::new(1), TimerKind::Daily, 3, "a");
         let c = timer_key(TaskId::new(1), TimerKind::Daily, 3, "b");
         assert!(a < b && b < c);
-        let (from, to) = timers_due_range(TaskId::new(1), TimerKind::Daily, 3);
+        let (from, to) = timers_due_range(TaskId::new(1), TimerKind::Daily, Millis::MIN, 3);
         assert!(from <= a && c < to);
         assert!(timer_key(TaskId::new(1), TimerKind::Daily, 4, "") >= to);
         assert_eq!(timer_customer(&c).unwrap(), "b");
+        assert_eq!(timer_instant(&a).unwrap(), -5);
+        assert_eq!(timer_instant(&c).unwrap(), 3);
+        let (from, to) = timers_from_range(TaskId::new(1), TimerKind::Daily, 3);
+        assert!(a < from && from <= b && c < to);
+        assert!(timer_key(TaskId::new(1), TimerKind::MonthClose, 9, "") < from);
+        assert!(timer_key(TaskId::new(2), TimerKind::MonthClose, -9, "") >= to);
     }
 
     #[test]

@@ -47,6 +47,15 @@ impl KvStore for MemoryStore {
             .unwrap_or_default())
     }
 
+    fn first_key(&self, cf: Cf, from: &[u8], to: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let families = self.families.lock().expect("store lock");
+        Ok(families.get(&cf).and_then(|f| {
+            f.range(from.to_vec()..to.to_vec())
+                .next()
+                .map(|(k, _)| k.clone())
+        }))
+    }
+
     fn scan(
         &self,
         cf: Cf,

@@ -71,6 +71,9 @@ pub trait KvStore: Send + Sync {
     fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Reads every entry with `from <= key < to`, in key order.
     fn range(&self, cf: Cf, from: &[u8], to: &[u8]) -> Result<Entries, StoreError>;
+    /// The first key with `from <= key < to` (one seek: how the deadline
+    /// index learns its next instant without reading what follows).
+    fn first_key(&self, cf: Cf, from: &[u8], to: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Calls `f` for every entry with `from <= key < to`, in key order,
     /// without holding them all in memory (whole-task scans for gauges).
     fn scan(

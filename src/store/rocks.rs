@@ -89,6 +89,17 @@ impl KvStore for RocksStore {
         Ok(out)
     }
 
+    fn first_key(&self, cf: Cf, from: &[u8], to: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_upper_bound(to.to_vec());
+        let mut iter = self.db.iterator_cf_opt(
+            self.handle(cf),
+            opts,
+            IteratorMode::From(from, Direction::Forward),
+        );
+        Ok(iter.next().transpose()?.map(|(k, _)| k.to_vec()))
+    }
+
     fn scan(
         &self,
         cf: Cf,

@@ -1,39 +1,100 @@
-//! One task's view of the store during a batch: reads fall through to the
-//! store, writes stay in memory until `drain`, which hands back one atomic
-//! batch of writes. This is what lets the pipeline commit state only after
-//! its outputs are safe, and discard a batch that failed.
+//! One task's view of the store: reads fall through to the store, writes
+//! stay in memory until `drain`, which hands back one atomic batch of
+//! writes. This is what lets the pipeline commit state only after its
+//! outputs are safe, and throw away a batch that failed (by reopening the
+//! task).
+//!
+//! Two things make the per-event cost independent of the store's size:
+//!
+//! * **A profile cache across batches** (like Kafka Streams' record cache):
+//!   profiles read or written stay in memory after their batch, least
+//!   recently used first out once the task's share of `state.cache_mb` is
+//!   spent; RocksDB is read only on a miss. Entries are written through at
+//!   every `drain`, so the store is always current for other readers (the
+//!   HTTP customer lookup) and an evicted entry is never dirty.
+//! * **A floor under each deadline index** (month closes, daily
+//!   re-evaluations): no timer of the task is earlier. A tick before the
+//!   floor has nothing due and touches no storage; a tick at or after it
+//!   reads only `floor ..= tick`, never the deleted timers below the floor
+//!   (a time-ordered index that is consumed from the front is a graveyard
+//!   of tombstones there, which every scan from the start would walk).
 
 use super::checkpoint::{read_i64, write_i64, STREAM_TIME};
 use super::keys::{
-    decode_profile, encode_profile, profile_key, timer_customer, timer_key, timers_due_range,
+    decode_profile, encode_profile, profile_key, timer_customer, timer_instant, timer_key,
+    timers_due_range, timers_from_range,
 };
 use super::{Cf, KvStore, StoreError, TaskId, Write};
 use crate::domain::engine::{Profiles, StreamClock};
 use crate::domain::output::TimerKind;
 use crate::domain::profile::{Profile, Timers};
 use crate::domain::time::Millis;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use lru::LruCache;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Bytes counted per cached entry beyond its encoded size (map slot, key,
+/// the decoded profile's heap parts — an estimate; the decoded form is a
+/// few times the encoded one).
+const ENTRY_OVERHEAD: usize = 256;
+/// Decoded profiles are larger than their encoding by about this factor.
+const DECODED_FACTOR: usize = 3;
+
+/// One cached profile (`None`: erased).
+#[derive(Debug)]
+struct Cached {
+    profile: Option<Profile>,
+    /// Written in this batch, not yet drained.
+    dirty: bool,
+    /// What the entry is charged against the budget.
+    bytes: usize,
+}
 
 /// The state of one task (a partition number across the input topics).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct TaskState {
     /// Partition number.
     pub task: TaskId,
     /// The task's stream time.
     pub clock: StreamClock,
-    profiles: HashMap<String, Option<Profile>>,
+    profiles: LruCache<String, Cached>,
+    /// Customers written since the last drain (each once).
+    dirty: Vec<String>,
+    /// What `profiles` is charged now, and the most it may be after a drain.
+    cached_bytes: usize,
+    cache_budget: usize,
+    /// Timer writes of the open batch (`true`: put, `false`: delete).
     timers: BTreeMap<Vec<u8>, bool>,
+    /// Per timer kind: no timer of the task's index (store and pending) is
+    /// earlier than this (`Millis::MAX`: none at all).
+    floor: [Millis; 2],
+}
+
+fn kind_slot(kind: TimerKind) -> usize {
+    match kind {
+        TimerKind::MonthClose => 0,
+        TimerKind::Daily => 1,
+    }
+}
+
+fn charge(encoded_len: usize, id: &str) -> usize {
+    encoded_len * DECODED_FACTOR + id.len() + ENTRY_OVERHEAD
 }
 
 impl TaskState {
-    /// Opens a task, reading its stream time from the store.
-    pub fn open(task: TaskId, store: &dyn KvStore) -> Result<Self, StoreError> {
+    /// Opens a task, reading its stream time from the store; it caches
+    /// profiles up to `cache_bytes` between batches.
+    pub fn open(task: TaskId, store: &dyn KvStore, cache_bytes: usize) -> Result<Self, StoreError> {
         Ok(TaskState {
             task,
             clock: StreamClock {
                 stream_time: read_i64(store, task, STREAM_TIME)?,
             },
-            ..TaskState::default()
+            profiles: LruCache::unbounded(),
+            dirty: Vec::new(),
+            cached_bytes: 0,
+            cache_budget: cache_bytes,
+            timers: BTreeMap::new(),
+            floor: [Millis::MIN; 2],
         })
     }
 
@@ -42,23 +103,33 @@ impl TaskState {
         Session { state: self, store }
     }
 
-    /// Whether there are writes waiting.
-    pub fn is_dirty(&self) -> bool {
-        !self.profiles.is_empty() || !self.timers.is_empty()
-    }
-
-    /// Takes the pending writes (profiles, timers, stream time) as one batch.
+    /// Takes the pending writes (profiles, timers, stream time) as one
+    /// batch; the profiles stay cached (clean), the least recently used
+    /// leave once the cache is over its budget.
     pub fn drain(&mut self) -> Vec<Write> {
         let task = self.task;
-        let mut writes: Vec<Write> = self
-            .profiles
-            .drain()
-            .map(|(id, p)| Write {
+        let mut writes = Vec::with_capacity(self.dirty.len());
+        for id in std::mem::take(&mut self.dirty) {
+            // `peek`: draining is not a use, the LRU order stays.
+            let Some(c) = self.profiles.peek_mut(&id) else {
+                continue;
+            };
+            let value = c.profile.as_ref().map(encode_profile);
+            c.bytes = charge(value.as_ref().map_or(0, Vec::len), &id);
+            c.dirty = false;
+            self.cached_bytes += c.bytes;
+            writes.push(Write {
                 cf: Cf::Profiles,
                 key: profile_key(task, &id),
-                value: p.as_ref().map(encode_profile),
-            })
-            .collect();
+                value,
+            });
+        }
+        while self.cached_bytes > self.cache_budget {
+            match self.profiles.pop_lru() {
+                Some((_, c)) => self.cached_bytes -= c.bytes,
+                None => break,
+            }
+        }
         writes.extend(
             std::mem::take(&mut self.timers)
                 .into_iter()
@@ -74,10 +145,28 @@ impl TaskState {
         writes
     }
 
-    /// Forgets pending writes (after a failed batch); the clock is re-read.
-    pub fn discard(&mut self, store: &dyn KvStore) -> Result<(), StoreError> {
-        *self = TaskState::open(self.task, store)?;
-        Ok(())
+    /// The earliest `kind` timer at or after `from`, as far as a floor
+    /// goes: the store's first entry (which a pending delete may have
+    /// removed — then the floor is merely early) and the pending puts;
+    /// `Millis::MAX` when there is none.
+    fn earliest_from(
+        &self,
+        store: &dyn KvStore,
+        kind: TimerKind,
+        from: Millis,
+    ) -> Result<Millis, StoreError> {
+        let (lo, hi) = timers_from_range(self.task, kind, from);
+        let stored = match store.first_key(Cf::Timers, &lo, &hi)? {
+            Some(k) => Some(timer_instant(&k)?),
+            None => None,
+        };
+        let pending = match self.timers.range(lo..hi).find(|(_, put)| **put) {
+            Some((k, _)) => Some(timer_instant(k)?),
+            None => None,
+        };
+        Ok(stored
+            .unwrap_or(Millis::MAX)
+            .min(pending.unwrap_or(Millis::MAX)))
     }
 
     fn set_timer(&mut self, kind: TimerKind, id: &str, old: Option<Millis>, new: Option<Millis>) {
@@ -90,6 +179,8 @@ impl TaskState {
         }
         if let Some(at) = new {
             self.timers.insert(timer_key(self.task, kind, at, id), true);
+            let floor = &mut self.floor[kind_slot(kind)];
+            *floor = (*floor).min(at);
         }
     }
 
@@ -109,33 +200,48 @@ impl Profiles for Session<'_> {
     type Error = StoreError;
 
     fn load(&mut self, customer_id: &str) -> Result<Option<Profile>, StoreError> {
-        if let Some(pending) = self.state.profiles.get(customer_id) {
-            return Ok(pending.clone());
+        if let Some(c) = self.state.profiles.get(customer_id) {
+            return Ok(c.profile.clone());
         }
-        self.store
+        let Some(bytes) = self
+            .store
             .get(Cf::Profiles, &profile_key(self.state.task, customer_id))?
-            .map(|b| decode_profile(&b))
-            .transpose()
+        else {
+            return Ok(None);
+        };
+        let profile = decode_profile(&bytes)?;
+        let cached = Cached {
+            profile: Some(profile.clone()),
+            dirty: false,
+            bytes: charge(bytes.len(), customer_id),
+        };
+        self.state.cached_bytes += cached.bytes;
+        self.state.profiles.put(customer_id.to_owned(), cached);
+        Ok(Some(profile))
     }
 
     fn save(&mut self, profile: Profile, previous: Timers) -> Result<(), StoreError> {
         self.state
             .set_timers(&profile.customer_id, previous, profile.timers);
-        self.state
-            .profiles
-            .insert(profile.customer_id.clone(), Some(profile));
+        let id = profile.customer_id.clone();
+        self.put(id, Some(profile));
         Ok(())
     }
 
     fn erase(&mut self, customer_id: &str, previous: Timers) -> Result<(), StoreError> {
         self.state
             .set_timers(customer_id, previous, Timers::default());
-        self.state.profiles.insert(customer_id.to_owned(), None);
+        self.put(customer_id.to_owned(), None);
         Ok(())
     }
 
     fn due(&mut self, kind: TimerKind, at: Millis) -> Result<Vec<String>, StoreError> {
-        let (from, to) = timers_due_range(self.state.task, kind, at);
+        let slot = kind_slot(kind);
+        let floor = self.state.floor[slot];
+        if at < floor {
+            return Ok(Vec::new());
+        }
+        let (from, to) = timers_due_range(self.state.task, kind, floor, at);
         let mut keys: BTreeSet<Vec<u8>> = self
             .store
             .range(Cf::Timers, &from, &to)?
@@ -149,6 +255,114 @@ impl Profiles for Session<'_> {
                 keys.remove(k);
             }
         }
+        // Nothing due: the index starts after `at`; one seek says where.
+        // Something due: the caller moves those deadlines past `at`, so
+        // the earliest of them is a floor (and the next tick reads only
+        // from there).
+        self.state.floor[slot] = match keys.first() {
+            None => self.state.earliest_from(self.store, kind, at + 1)?,
+            Some(k) => timer_instant(k)?,
+        };
         keys.iter().map(|k| timer_customer(k)).collect()
+    }
+}
+
+impl Session<'_> {
+    /// Caches a written profile as dirty (charged at drain, when encoded).
+    fn put(&mut self, id: String, profile: Option<Profile>) {
+        let state = &mut *self.state;
+        if let Some(c) = state.profiles.get_mut(&id) {
+            if !c.dirty {
+                state.dirty.push(id);
+            }
+            state.cached_bytes -= c.bytes;
+            *c = Cached {
+                profile,
+                dirty: true,
+                bytes: 0,
+            };
+            return;
+        }
+        state.dirty.push(id.clone());
+        let cached = Cached {
+            profile,
+            dirty: true,
+            bytes: 0,
+        };
+        state.profiles.put(id, cached);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemoryStore;
+
+    fn timers(daily: Option<Millis>) -> Timers {
+        Timers {
+            month_close: None,
+            daily,
+        }
+    }
+
+    /// Saves `id` with a daily timer at `at` (moving it from `from`).
+    fn schedule(s: &mut Session<'_>, id: &str, from: Option<Millis>, at: Option<Millis>) {
+        let mut p = Profile::new(id);
+        p.timers = timers(at);
+        s.save(p, timers(from)).unwrap();
+    }
+
+    #[test]
+    fn the_cache_keeps_to_its_budget_and_misses_read_the_store() {
+        let store = MemoryStore::new();
+        let mut task = TaskState::open(TaskId::new(0), &store, 3 * charge(40, "c00")).unwrap();
+        {
+            let mut s = task.session(&store);
+            for i in 0..10 {
+                s.save(Profile::new(&format!("c{i:02}")), Timers::default())
+                    .unwrap();
+            }
+        }
+        store.write(task.drain()).unwrap();
+        assert!(task.profiles.len() < 10, "evicted down to the budget");
+        assert!(task.cached_bytes <= task.cache_budget);
+        let mut s = task.session(&store);
+        for i in 0..10 {
+            let id = format!("c{i:02}");
+            assert_eq!(s.load(&id).unwrap().unwrap().customer_id, id);
+        }
+        assert_eq!(s.load("nobody").unwrap(), None);
+    }
+
+    #[test]
+    fn the_deadline_floor_skips_empty_ticks_and_never_hides_a_timer() {
+        let store = MemoryStore::new();
+        let mut task = TaskState::open(TaskId::new(0), &store, 1 << 20).unwrap();
+        let mut s = task.session(&store);
+        schedule(&mut s, "a", None, Some(100));
+        schedule(&mut s, "b", None, Some(300));
+        assert_eq!(s.due(TimerKind::Daily, 50).unwrap(), Vec::<String>::new());
+        assert_eq!(s.due(TimerKind::Daily, 100).unwrap(), vec!["a"]);
+        // The caller moves a's deadline past the tick.
+        schedule(&mut s, "a", Some(100), Some(500));
+        assert!(s.due(TimerKind::Daily, 200).unwrap().is_empty());
+        assert_eq!(
+            s.state.floor[kind_slot(TimerKind::Daily)],
+            300,
+            "one seek found b"
+        );
+        // A timer put below the floor (a late event) is still found.
+        schedule(&mut s, "c", None, Some(150));
+        assert_eq!(s.due(TimerKind::Daily, 250).unwrap(), vec!["c"]);
+        schedule(&mut s, "c", Some(150), None);
+        drop(s);
+        store.write(task.drain()).unwrap();
+        let mut s = task.session(&store);
+        assert_eq!(s.due(TimerKind::Daily, 400).unwrap(), vec!["b"]);
+        schedule(&mut s, "b", Some(300), None);
+        assert_eq!(s.due(TimerKind::Daily, 600).unwrap(), vec!["a"]);
+        schedule(&mut s, "a", Some(500), None);
+        assert!(s.due(TimerKind::Daily, 10_000).unwrap().is_empty());
+        assert_eq!(s.state.floor[kind_slot(TimerKind::Daily)], Millis::MAX);
     }
 }

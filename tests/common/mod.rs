@@ -316,7 +316,7 @@ pub fn replay_expected(config_path: &Path, jsonl: Vec<u8>) -> Vec<Value> {
         dlq: None,
         on_bytes: &|_| {},
     };
-    replay(&processor, &MemoryStore::new(), 3, io, now).unwrap();
+    replay(&processor, &MemoryStore::new(), 3, 64 << 20, io, now).unwrap();
     // profile snapshots go to the profiles topic, compared separately
     out.split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())
