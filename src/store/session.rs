@@ -355,7 +355,6 @@ mod tests {
         schedule(&mut s, "c", None, Some(150));
         assert_eq!(s.due(TimerKind::Daily, 250).unwrap(), vec!["c"]);
         schedule(&mut s, "c", Some(150), None);
-        drop(s);
         store.write(task.drain()).unwrap();
         let mut s = task.session(&store);
         assert_eq!(s.due(TimerKind::Daily, 400).unwrap(), vec!["b"]);
