@@ -20,9 +20,13 @@ use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::PathBuf;
 use std::time::Instant;
 
-/// How many records a task buffers before writing its state to the store;
-/// bounds memory on large replays.
-const FLUSH_EVERY: usize = 10_000;
+/// A replay writes its state to the store after this many records, or
+/// once this many profiles are waiting to be written, whichever comes
+/// first: that bounds memory on large replays (month-close ticks can dirty
+/// many profiles at once), and writing less often lets a hot customer's
+/// many updates reach RocksDB as one.
+const FLUSH_EVERY: usize = 100_000;
+const FLUSH_DIRTY_PROFILES: usize = 50_000;
 
 /// Counters of one replay run, printed as the summary.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -112,7 +116,9 @@ pub fn replay(
         }
         summary.outputs += outs.len() as u64;
         since_flush += 1;
-        if since_flush >= FLUSH_EVERY {
+        if since_flush >= FLUSH_EVERY
+            || tasks.iter().map(TaskState::dirty_profiles).sum::<usize>() >= FLUSH_DIRTY_PROFILES
+        {
             flush(&mut tasks, store)?;
             since_flush = 0;
         }
