@@ -31,8 +31,13 @@ impl MapProfiles {
 
 impl Profiles for MapProfiles {
     type Error = Infallible;
+    /// Lends like the real store does (the profile leaves the map until
+    /// handed back), so a path that forgets to hand one back loses it here.
     fn load(&mut self, id: &str) -> Result<Option<Profile>, Infallible> {
-        Ok(self.profiles.get(id).cloned())
+        Ok(self.profiles.remove(id))
+    }
+    fn release(&mut self, p: Profile) {
+        self.profiles.insert(p.customer_id.clone(), p);
     }
     fn save(&mut self, p: Profile, prev: Timers) -> Result<(), Infallible> {
         self.set(

@@ -39,10 +39,12 @@ const ENTRY_OVERHEAD: usize = 256;
 /// Decoded profiles are larger than their encoding by about this factor.
 const DECODED_FACTOR: usize = 3;
 
-/// One cached profile (`None`: erased).
+/// One cached profile.
 #[derive(Debug)]
 struct Cached {
+    /// `None`: erased, or lent out by `load` until handed back.
     profile: Option<Profile>,
+    lent: bool,
     /// Written in this batch, not yet drained.
     dirty: bool,
     /// What the entry is charged against the budget.
@@ -208,8 +210,11 @@ impl Profiles for Session<'_> {
     type Error = StoreError;
 
     fn load(&mut self, customer_id: &str) -> Result<Option<Profile>, StoreError> {
-        if let Some(c) = self.state.profiles.get(customer_id) {
-            return Ok(c.profile.clone());
+        if let Some(c) = self.state.profiles.get_mut(customer_id) {
+            assert!(!c.lent, "a profile is lent out once at a time");
+            let lent = c.profile.take();
+            c.lent = lent.is_some();
+            return Ok(lent);
         }
         let Some(bytes) = self
             .store
@@ -219,7 +224,8 @@ impl Profiles for Session<'_> {
         };
         let profile = decode_profile(&bytes)?;
         let cached = Cached {
-            profile: Some(profile.clone()),
+            profile: None,
+            lent: true,
             dirty: false,
             bytes: charge(bytes.len(), customer_id),
         };
@@ -234,6 +240,15 @@ impl Profiles for Session<'_> {
         let id = profile.customer_id.clone();
         self.put(id, Some(profile));
         Ok(())
+    }
+
+    fn release(&mut self, profile: Profile) {
+        if let Some(c) = self.state.profiles.peek_mut(&profile.customer_id) {
+            if c.lent {
+                c.lent = false;
+                c.profile = Some(profile);
+            }
+        }
     }
 
     fn erase(&mut self, customer_id: &str, previous: Timers) -> Result<(), StoreError> {
@@ -286,6 +301,7 @@ impl Session<'_> {
             state.cached_bytes -= c.bytes;
             *c = Cached {
                 profile,
+                lent: false,
                 dirty: true,
                 bytes: 0,
             };
@@ -294,6 +310,7 @@ impl Session<'_> {
         state.dirty.push(id.clone());
         let cached = Cached {
             profile,
+            lent: false,
             dirty: true,
             bytes: 0,
         };
