@@ -46,32 +46,18 @@ pub struct Purchase {
     pub refund: bool,
 }
 
-/// Complaint severity, ordered from mildest to worst.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    strum::IntoStaticStr,
-    strum::EnumString,
-)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-pub enum Severity {
-    /// Minor annoyance.
-    Low,
-    /// Noticeable problem.
-    Medium,
-    /// Serious problem; escalates a churn warning while open.
-    High,
-    /// Worst case; escalates a churn warning while open.
-    Critical,
+wire_enum! {
+    /// Complaint severity, ordered from mildest to worst.
+    pub enum Severity {
+        /// Minor annoyance.
+        Low,
+        /// Noticeable problem.
+        Medium,
+        /// Serious problem; escalates a churn warning while open.
+        High,
+        /// Worst case; escalates a churn warning while open.
+        Critical,
+    }
 }
 
 impl Severity {
@@ -97,29 +83,18 @@ pub struct Complaint {
     pub reference: Option<String>,
 }
 
-/// Known competitor/price signals (SPEC §1); unknown ones are only counted.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    strum::IntoStaticStr,
-    strum::EnumString,
-)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-pub enum Signal {
-    /// The customer mentioned a competitor's offer.
-    CompetitorOffer,
-    /// The customer asked us to match a price.
-    PriceMatchRequest,
-    /// The customer asked how to cancel.
-    CancellationInquiry,
-    /// The customer asked when the contract ends.
-    ContractEndInquiry,
+wire_enum! {
+    /// Known competitor/price signals (SPEC §1); unknown ones are only counted.
+    pub enum Signal {
+        /// The customer mentioned a competitor's offer.
+        CompetitorOffer,
+        /// The customer asked us to match a price.
+        PriceMatchRequest,
+        /// The customer asked how to cancel.
+        CancellationInquiry,
+        /// The customer asked when the contract ends.
+        ContractEndInquiry,
+    }
 }
 
 impl Signal {

@@ -420,19 +420,18 @@ pub fn scores(
     }
 }
 
-/// The four loyalty quadrants.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, strum::IntoStaticStr)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-pub enum Quadrant {
-    /// High behaviour, high attitude.
-    TrueLoyal,
-    /// Low behaviour, high attitude.
-    Latent,
-    /// High behaviour, low attitude: the churn risk.
-    Spurious,
-    /// Low behaviour, low attitude.
-    Disloyal,
+wire_enum! {
+    /// The four loyalty quadrants.
+    pub enum Quadrant {
+        /// High behaviour, high attitude.
+        TrueLoyal,
+        /// Low behaviour, high attitude.
+        Latent,
+        /// High behaviour, low attitude: the churn risk.
+        Spurious,
+        /// Low behaviour, low attitude.
+        Disloyal,
+    }
 }
 
 impl Quadrant {

@@ -7,6 +7,33 @@
 //! `Profiles` port. That is what makes replay, property tests and
 //! benchmarks cheap, and lets a reader learn the product from one folder.
 
+/// Declares an enum that appears on the wire (in events, outputs or the
+/// state): its names are the snake_case variant names, derived once for
+/// serde (JSON, postcard) and strum (`as_str`, `FromStr`) alike, so no
+/// hand-written name table can drift from the serialised one.
+macro_rules! wire_enum {
+    ($(#[$meta:meta])* $vis:vis enum $name:ident $body:tt) => {
+        $(#[$meta])*
+        #[derive(
+            Debug,
+            Clone,
+            Copy,
+            PartialEq,
+            Eq,
+            PartialOrd,
+            Ord,
+            Hash,
+            serde::Serialize,
+            serde::Deserialize,
+            strum::IntoStaticStr,
+            strum::EnumString,
+        )]
+        #[serde(rename_all = "snake_case")]
+        #[strum(serialize_all = "snake_case")]
+        $vis enum $name $body
+    };
+}
+
 pub mod engine;
 pub mod event;
 pub mod loyalty;

@@ -7,31 +7,18 @@ use super::time::{Millis, DAY_MS};
 use rust_decimal::prelude::*;
 use serde::{Deserialize, Serialize};
 
-/// Pyramid tiers, ordered from least to most valuable so `>` means "better".
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    strum::IntoStaticStr,
-)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-pub enum Tier {
-    /// Serving costs exceed contribution.
-    Lead,
-    /// The many low-profit customers.
-    Iron,
-    /// Profitable, with growth potential.
-    Gold,
-    /// The most profitable few.
-    Platinum,
+wire_enum! {
+    /// Pyramid tiers, ordered from least to most valuable so `>` means "better".
+    pub enum Tier {
+        /// Serving costs exceed contribution.
+        Lead,
+        /// The many low-profit customers.
+        Iron,
+        /// Profitable, with growth potential.
+        Gold,
+        /// The most profitable few.
+        Platinum,
+    }
 }
 
 impl Tier {

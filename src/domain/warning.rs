@@ -8,35 +8,22 @@ use super::tier::Tier;
 use super::time::Millis;
 use serde::{Deserialize, Serialize};
 
-/// Reason codes of a warning.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    strum::IntoStaticStr,
-)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-pub enum ReasonCode {
-    /// Complaint penalties still weigh at least one point.
-    Complaint,
-    /// The latest satisfaction alone would make the attitude low.
-    LowSatisfaction,
-    /// The latest recommend answer alone would make the attitude low.
-    LowRecommend,
-    /// The latest repurchase intent alone would make the attitude low.
-    LowRepurchaseIntent,
-    /// Competitor or price signals still weigh at least one point.
-    CompetitorSignal,
-    /// Past the customer's own expected purchase gap.
-    PurchaseGap,
+wire_enum! {
+    /// Reason codes of a warning.
+    pub enum ReasonCode {
+        /// Complaint penalties still weigh at least one point.
+        Complaint,
+        /// The latest satisfaction alone would make the attitude low.
+        LowSatisfaction,
+        /// The latest recommend answer alone would make the attitude low.
+        LowRecommend,
+        /// The latest repurchase intent alone would make the attitude low.
+        LowRepurchaseIntent,
+        /// Competitor or price signals still weigh at least one point.
+        CompetitorSignal,
+        /// Past the customer's own expected purchase gap.
+        PurchaseGap,
+    }
 }
 
 impl ReasonCode {
@@ -103,19 +90,18 @@ impl Reason {
     }
 }
 
-/// What the retention team should do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-pub enum Action {
-    /// Fix what went wrong: complaints or low satisfaction dominate.
-    ServiceRecovery,
-    /// Benefits, targeted offers: competitor or price signals.
-    RaiseSwitchingCost,
-    /// Win back a customer who stopped buying.
-    ReactivationOffer,
-    /// Ask and listen.
-    SatisfactionOutreach,
+wire_enum! {
+    /// What the retention team should do.
+    pub enum Action {
+        /// Fix what went wrong: complaints or low satisfaction dominate.
+        ServiceRecovery,
+        /// Benefits, targeted offers: competitor or price signals.
+        RaiseSwitchingCost,
+        /// Win back a customer who stopped buying.
+        ReactivationOffer,
+        /// Ask and listen.
+        SatisfactionOutreach,
+    }
 }
 
 impl Action {

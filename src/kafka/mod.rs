@@ -16,6 +16,8 @@ pub(crate) mod source;
 pub mod tail;
 
 use crate::config::KafkaConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
 
 /// The base client config every client shares: the bootstrap servers, then
@@ -27,6 +29,16 @@ pub fn client_config(cfg: &KafkaConfig) -> ClientConfig {
         c.set(k, v);
     }
     c
+}
+
+/// Logs an error librdkafka reported for a whole client. Consumers that
+/// ask for partition ends (`enable.partition.eof`) also get each end here
+/// as a "global error": expected, so not logged. Most others are transient
+/// (a broker unreachable) and retried by librdkafka: a warning.
+pub(crate) fn log_client_error(client: &'static str, error: &KafkaError, reason: &str) {
+    if error.rdkafka_error_code() != Some(RDKafkaErrorCode::PartitionEOF) {
+        tracing::warn!(client, error = %error, reason, "librdkafka client error");
+    }
 }
 
 /// Sets `key` unless the user passed it through `kafka.properties`: our

@@ -10,9 +10,11 @@
 //! Newly assigned partitions are paused right away, so no record of a task
 //! is handed out before the task's state is restored.
 
+use crate::kafka::log_client_error;
 use crate::ops::metrics::Metrics;
 use crate::pipeline::ports::{Moves, TopicPartition};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, TopicPartitionList};
 use std::sync::Mutex;
@@ -51,6 +53,10 @@ fn partitions(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
 }
 
 impl ClientContext for RebalanceContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        log_client_error("group consumer", &error, reason);
+    }
+
     /// librdkafka's periodic statistics carry each partition's end offset
     /// and the position handed to us. (Its own `consumer_lag` is measured
     /// from offsets the consumer committed, and under exactly-once the

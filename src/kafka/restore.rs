@@ -12,7 +12,7 @@
 //! changelog prefix again is idempotent).
 
 use crate::config::KafkaConfig;
-use crate::kafka::{changelog, client_config, set_default};
+use crate::kafka::{changelog, client_config, log_client_error, set_default};
 use crate::ops::metrics::Metrics;
 use crate::pipeline::ports::Restore;
 use crate::store::checkpoint::{read_i64, write_i64, CHANGELOG_NEXT};
@@ -22,7 +22,6 @@ use indicatif::ProgressBar;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeSet;
@@ -41,9 +40,7 @@ pub struct RestoreContext;
 
 impl ClientContext for RestoreContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        if error.rdkafka_error_code() != Some(RDKafkaErrorCode::PartitionEOF) {
-            tracing::warn!(error = %error, reason, "restore consumer error");
-        }
+        log_client_error("restore consumer", &error, reason);
     }
 }
 
