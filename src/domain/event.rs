@@ -3,7 +3,6 @@
 //! error paths for bad input.
 
 use super::time::Millis;
-use serde::{Deserialize, Serialize};
 
 /// Money in integer minor units (cents): sums are exact and independent of
 /// the order events arrive in (SPEC §7).

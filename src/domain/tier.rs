@@ -5,7 +5,6 @@
 use super::event::Minor;
 use super::time::{Millis, DAY_MS};
 use rust_decimal::prelude::*;
-use serde::{Deserialize, Serialize};
 
 wire_enum! {
     /// Pyramid tiers, ordered from least to most valuable so `>` means "better".
