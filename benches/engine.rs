@@ -3,7 +3,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::io::Cursor;
-use tierstream::cli::replay::{replay, ReplayIo};
+use tierstream::cli::replay::{replay, ReplayIo, ReplayShape};
 use tierstream::config::Config;
 use tierstream::domain::engine::Engine;
 use tierstream::ops::metrics::Metrics;
@@ -51,7 +51,14 @@ fn bench(c: &mut Criterion) {
             dlq: None,
             on_bytes: &|_| {},
         };
-        replay(&p, store, 1, cfg.state.cache_bytes_per_task(1), io, now).unwrap();
+        replay(
+            &p,
+            store,
+            ReplayShape::sequential(1, cfg.state.cache_bytes_per_task(1)),
+            io,
+            now,
+        )
+        .unwrap();
     };
     group.bench_function("memory_20k_events", |b| b.iter(|| run(&MemoryStore::new())));
     group.bench_function("rocksdb_20k_events", |b| {

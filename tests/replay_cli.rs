@@ -106,10 +106,69 @@ fn replay_is_deterministic_across_runs_and_stores() {
         assert!(st.success());
         std::fs::read(out).unwrap()
     };
-    let rocks = run(&[], "a.jsonl");
+    let rocks = run(&["--threads", "1"], "a.jsonl");
     assert!(!rocks.is_empty());
-    assert_eq!(rocks, run(&[], "b.jsonl"));
-    assert_eq!(rocks, run(&["--memory"], "c.jsonl"));
+    assert_eq!(rocks, run(&["--threads", "1"], "b.jsonl"));
+    assert_eq!(rocks, run(&["--memory", "--threads", "1"], "c.jsonl"));
+    // Tasks on parallel threads: the same bytes, in the same order.
+    assert_eq!(rocks, run(&["--threads", "2"], "d.jsonl"));
+    assert_eq!(rocks, run(&["--threads", "3", "--memory"], "e.jsonl"));
+}
+
+#[test]
+fn parallel_replay_keeps_dead_letters_and_outputs_in_input_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let mut text = String::new();
+    for i in 0..300 {
+        let c = format!("c{}", i % 17);
+        text.push_str(&format!(
+            "{{\"type\":\"purchase\",\"event_id\":\"e{i}\",\"customer_id\":\"{c}\",\"ts\":\"2026-01-{:02}T10:00:00Z\",\"amount\":{}.5,\"margin\":{}.25}}\n",
+            1 + i % 28,
+            100 + i,
+            40 + i
+        ));
+        if i % 7 == 0 {
+            text.push_str(&format!(
+                "{{\"type\":\"nonsense\",\"customer_id\":\"{c}\"}}\n"
+            ));
+        }
+        if i % 11 == 0 {
+            text.push_str("not json\n");
+        }
+    }
+    std::fs::write(&input, text).unwrap();
+    let run = |threads: &str| {
+        let out = dir.path().join(format!("out-{threads}.jsonl"));
+        let dlq = dir.path().join(format!("dlq-{threads}.jsonl"));
+        let st = bin()
+            .args([
+                "replay",
+                "--memory",
+                "--partitions",
+                "4",
+                "--threads",
+                threads,
+            ])
+            .arg("--input")
+            .arg(&input)
+            .arg("--output")
+            .arg(&out)
+            .arg("--dlq")
+            .arg(&dlq)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        (std::fs::read(out).unwrap(), lines(&dlq))
+    };
+    let (out1, dlq1) = run("1");
+    let (out4, dlq4) = run("4");
+    assert!(!out1.is_empty());
+    assert_eq!(dlq1.len(), 43 + 28, "every bad line in the DLQ");
+    let numbers: Vec<u64> = dlq1.iter().map(|d| d["line"].as_u64().unwrap()).collect();
+    assert!(numbers.windows(2).all(|w| w[0] < w[1]), "in input order");
+    assert_eq!(out1, out4);
+    assert_eq!(dlq1, dlq4);
 }
 
 #[test]

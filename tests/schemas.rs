@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
-use tierstream::cli::replay::{replay, ReplayIo};
+use tierstream::cli::replay::{replay, ReplayIo, ReplayShape};
 use tierstream::codec::input::decode;
 use tierstream::config::Config;
 use tierstream::domain::engine::Engine;
@@ -563,7 +563,14 @@ fn replay_outputs(events: &[Value]) -> Vec<Value> {
         dlq: Some(&mut dlq),
         on_bytes: &|_| {},
     };
-    let summary = replay(&processor, &MemoryStore::new(), 3, 64 << 20, io, now()).unwrap();
+    let summary = replay(
+        &processor,
+        &MemoryStore::new(),
+        ReplayShape::sequential(3, 64 << 20),
+        io,
+        now(),
+    )
+    .unwrap();
     assert_eq!(
         summary.rejected,
         0,

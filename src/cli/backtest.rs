@@ -1,7 +1,7 @@
 //! `tierstream backtest`: score churn warnings against a generated
 //! workload's ground truth.
 
-use super::replay::{replay, ReplayIo};
+use super::replay::{replay, ReplayIo, ReplayShape};
 use super::{processor, progress, read_jsonl, Unit};
 use crate::config::Config;
 use crate::store::memory::MemoryStore;
@@ -46,7 +46,13 @@ pub(super) fn run_backtest(a: BacktestArgs) -> Result<()> {
                 on_bytes: &|n| bar.inc(n),
             };
             let now = chrono::Utc::now().timestamp_millis();
-            replay(&processor, &MemoryStore::new(), 1, 0, io, now)?;
+            replay(
+                &processor,
+                &MemoryStore::new(),
+                ReplayShape::sequential(1, 0),
+                io,
+                now,
+            )?;
             bar.finish_and_clear();
             buffer
                 .split(|b| *b == b'\n')

@@ -4,6 +4,7 @@
 use super::{open_rocks, processor, Unit};
 use crate::codec::output::to_bytes;
 use crate::config::Config;
+use crate::domain::output::Output;
 use crate::domain::time::Millis;
 use crate::kafka::partitioner::partition_for;
 use crate::ops::metrics::Metrics;
@@ -53,31 +54,190 @@ pub struct ReplayIo<'a> {
     pub on_bytes: &'a dyn Fn(u64),
 }
 
-/// Replays the input through `processor` with `partitions` tasks over
-/// `store`, caching up to `cache_bytes` of profiles across them. `now` is
-/// the wall clock used for the timestamp range check.
+/// How a replay runs: tasks, cache, threads.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplayShape {
+    /// Tasks, customers hashed to them like Kafka's default partitioner.
+    pub partitions: u32,
+    /// Profile cache shared by the tasks, in bytes.
+    pub cache_bytes: usize,
+    /// Threads running tasks (a task stays on one thread); 1 runs
+    /// everything on the calling thread.
+    pub threads: usize,
+}
+
+impl ReplayShape {
+    /// `partitions` tasks on the calling thread.
+    pub fn sequential(partitions: u32, cache_bytes: usize) -> Self {
+        ReplayShape {
+            partitions,
+            cache_bytes,
+            threads: 1,
+        }
+    }
+}
+
+/// Lines a worker may be handed before the reader waits for it, and lines
+/// read but not yet written: together they bound a parallel replay's
+/// memory whatever the speed of its threads.
+const LANE_QUEUE: usize = 4_096;
+const MAX_IN_FLIGHT: usize = 65_536;
+
+/// Replays the input through `processor` over `store`. Outputs are written
+/// in input order — a line's outputs where the line is — whatever the
+/// threads, so the file is byte-identical for any `threads`. `now` is the
+/// wall clock used for the timestamp range check.
 pub fn replay(
     processor: &Processor,
     store: &dyn KvStore,
-    partitions: u32,
-    cache_bytes: usize,
+    shape: ReplayShape,
     io: ReplayIo<'_>,
     now: Millis,
 ) -> Result<ReplaySummary> {
+    let lanes = shape.threads.clamp(1, shape.partitions.max(1) as usize);
+    let cache = shape.cache_bytes / shape.partitions.max(1) as usize;
+    let mut tasks: Vec<Vec<TaskState>> = (0..lanes).map(|_| Vec::new()).collect();
+    for t in TaskId::all(shape.partitions) {
+        let lane = t.partition() as usize % lanes;
+        tasks[lane].push(TaskState::open(t, store, cache)?);
+    }
     let ReplayIo {
         input,
         output,
-        mut dlq,
+        dlq,
         on_bytes,
     } = io;
-    let mut tasks = TaskId::all(partitions)
-        .map(|t| TaskState::open(t, store, cache_bytes / partitions.max(1) as usize))
-        .collect::<Result<Vec<_>, _>>()?;
+    let want_dlq = dlq.is_some();
+    let mut writer = Writer { output, dlq };
+    let mut lanes: Vec<Lane<'_>> = tasks
+        .into_iter()
+        .map(|tasks| Lane::new(processor, store, tasks, lanes, now, want_dlq))
+        .collect();
+    if let [lane] = lanes.as_mut_slice() {
+        let summary = read_lines(shape.partitions, input, on_bytes, |summary, line| {
+            writer.write(summary, lane.line(line)?)
+        })?;
+        lane.finish()?;
+        writer.flush()?;
+        return Ok(summary);
+    }
+    std::thread::scope(|scope| {
+        let mut inputs = Vec::new();
+        let mut results = Vec::new();
+        let mut workers = Vec::new();
+        for mut lane in lanes {
+            let (in_tx, in_rx) = std::sync::mpsc::sync_channel::<Line>(LANE_QUEUE);
+            let (out_tx, out_rx) = std::sync::mpsc::channel::<Result<LineOut>>();
+            inputs.push(in_tx);
+            results.push(out_rx);
+            workers.push(scope.spawn(move || -> Result<()> {
+                for line in in_rx {
+                    let r = lane.line(line);
+                    let failed = r.is_err();
+                    if out_tx.send(r).is_err() || failed {
+                        return Ok(());
+                    }
+                }
+                lane.finish()
+            }));
+        }
+        // Which lane each line went to, oldest first: results are written
+        // in that order.
+        let mut order: std::collections::VecDeque<usize> = Default::default();
+        let lanes = inputs.len();
+        let summary = read_lines(shape.partitions, input, on_bytes, |summary, line| {
+            let lane = line.task % lanes;
+            inputs[lane]
+                .send(line)
+                .map_err(|_| anyhow::anyhow!("a replay thread stopped"))?;
+            order.push_back(lane);
+            // Write whatever is ready; wait when too much is in flight.
+            while let Some(&next) = order.front() {
+                let ready = if order.len() > MAX_IN_FLIGHT {
+                    results[next].recv().ok()
+                } else {
+                    results[next].try_recv().ok()
+                };
+                let Some(r) = ready else { break };
+                order.pop_front();
+                writer.write(summary, r?)?;
+            }
+            Ok(())
+        });
+        drop(inputs);
+        let summary = summary.and_then(|mut summary| {
+            for lane in order {
+                let r = results[lane]
+                    .recv()
+                    .map_err(|_| anyhow::anyhow!("a replay thread stopped"))?;
+                writer.write(&mut summary, r?)?;
+            }
+            Ok(summary)
+        });
+        for w in workers {
+            w.join()
+                .map_err(|_| anyhow::anyhow!("a replay thread panicked"))??;
+        }
+        writer.flush()?;
+        summary
+    })
+}
+
+/// One non-blank input line and its task.
+struct Line {
+    task: usize,
+    no: u64,
+    record: Vec<u8>,
+}
+
+/// What one line produced, encoded for the output and DLQ files.
+#[derive(Default)]
+struct LineOut {
+    output: Vec<u8>,
+    outputs: u64,
+    dead_letter: Option<Vec<u8>>,
+}
+
+/// Where a replay's encoded results go; kept apart from the threads so the
+/// files are written in input order by one writer.
+struct Writer<'w> {
+    output: &'w mut dyn Write,
+    dlq: Option<&'w mut dyn Write>,
+}
+
+impl Writer<'_> {
+    fn write(&mut self, summary: &mut ReplaySummary, r: LineOut) -> Result<()> {
+        summary.outputs += r.outputs;
+        self.output.write_all(&r.output)?;
+        if let Some(d) = r.dead_letter {
+            summary.rejected += 1;
+            if let Some(w) = self.dlq.as_deref_mut() {
+                w.write_all(&d)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.output.flush()?;
+        if let Some(d) = self.dlq.as_deref_mut() {
+            d.flush()?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads every line, counts blanks, and hands the others to `each` with
+/// their task.
+fn read_lines(
+    partitions: u32,
+    input: &mut dyn BufRead,
+    on_bytes: &dyn Fn(u64),
+    mut each: impl FnMut(&mut ReplaySummary, Line) -> Result<()>,
+) -> Result<ReplaySummary> {
     let mut summary = ReplaySummary::default();
-    let mut outs = Vec::new();
     let mut line = Vec::new();
-    let mut line_no = 0u64;
-    let mut since_flush = 0usize;
+    let mut no = 0u64;
     loop {
         line.clear();
         let n = input
@@ -87,59 +247,105 @@ pub fn replay(
             break;
         }
         on_bytes(n as u64);
-        line_no += 1;
+        no += 1;
         let record = trim_line_end(&line);
         if record.iter().all(u8::is_ascii_whitespace) {
             summary.blank += 1;
             continue;
         }
         summary.lines += 1;
-        let task = &mut tasks[task_of(record, partitions)];
-        outs.clear();
-        match processor.process(task, store, record, now, &mut outs)? {
-            Processed::Event(_) => {}
-            Processed::Rejected(r) => {
-                summary.rejected += 1;
-                if let Some(d) = dlq.as_deref_mut() {
-                    let raw = String::from_utf8_lossy(record);
-                    let rec = json!({"code": r.code.as_str(), "message": r.message, "line": line_no, "raw": raw});
-                    serde_json::to_writer(&mut *d, &rec)?;
-                    d.write_all(b"\n")?;
-                }
-            }
-        }
-        for o in &outs {
-            let line = to_bytes(o)
-                .unwrap_or_else(|| serde_json::to_vec(&tombstone(o)).expect("serializes"));
-            output.write_all(&line)?;
-            output.write_all(b"\n")?;
-        }
-        summary.outputs += outs.len() as u64;
-        since_flush += 1;
-        if since_flush >= FLUSH_EVERY
-            || tasks.iter().map(TaskState::dirty_profiles).sum::<usize>() >= FLUSH_DIRTY_PROFILES
-        {
-            flush(&mut tasks, store)?;
-            since_flush = 0;
-        }
-    }
-    flush(&mut tasks, store)?;
-    output.flush()?;
-    if let Some(d) = dlq {
-        d.flush()?;
+        let task = task_of(record, partitions);
+        let record = record.to_vec();
+        each(&mut summary, Line { task, no, record })?;
     }
     Ok(summary)
 }
 
-/// How a profile tombstone appears in a JSONL file (Kafka gets a null value).
-fn tombstone(o: &crate::domain::output::Output) -> serde_json::Value {
-    json!({"schema": o.schema(), "customer_id": o.customer_id, "tombstone": true})
+/// The tasks one thread runs (task `t` is `tasks[t / lanes]`), with the
+/// flush schedule of their state.
+struct Lane<'a> {
+    processor: &'a Processor,
+    store: &'a dyn KvStore,
+    tasks: Vec<TaskState>,
+    lanes: usize,
+    now: Millis,
+    want_dlq: bool,
+    since_flush: usize,
+    outs: Vec<Output>,
 }
 
-fn flush(tasks: &mut [TaskState], store: &dyn KvStore) -> Result<()> {
-    let writes: Vec<_> = tasks.iter_mut().flat_map(TaskState::drain).collect();
-    store.write(writes)?;
-    Ok(())
+impl<'a> Lane<'a> {
+    fn new(
+        processor: &'a Processor,
+        store: &'a dyn KvStore,
+        tasks: Vec<TaskState>,
+        lanes: usize,
+        now: Millis,
+        want_dlq: bool,
+    ) -> Self {
+        Lane {
+            processor,
+            store,
+            tasks,
+            lanes,
+            now,
+            want_dlq,
+            since_flush: 0,
+            outs: Vec::new(),
+        }
+    }
+
+    /// Runs one line through its task and encodes what it produced.
+    fn line(&mut self, line: Line) -> Result<LineOut> {
+        let task = &mut self.tasks[line.task / self.lanes];
+        self.outs.clear();
+        let mut out = LineOut::default();
+        let processed =
+            self.processor
+                .process(task, self.store, &line.record, self.now, &mut self.outs)?;
+        if let Processed::Rejected(r) = processed {
+            let mut d = Vec::new();
+            if self.want_dlq {
+                let raw = String::from_utf8_lossy(&line.record);
+                let rec = json!({"code": r.code.as_str(), "message": r.message, "line": line.no, "raw": raw});
+                serde_json::to_writer(&mut d, &rec)?;
+                d.push(b'\n');
+            }
+            out.dead_letter = Some(d);
+        }
+        for o in &self.outs {
+            let bytes = to_bytes(o)
+                .unwrap_or_else(|| serde_json::to_vec(&tombstone(o)).expect("serializes"));
+            out.output.extend_from_slice(&bytes);
+            out.output.push(b'\n');
+        }
+        out.outputs = self.outs.len() as u64;
+        self.since_flush += 1;
+        if self.since_flush >= FLUSH_EVERY
+            || self
+                .tasks
+                .iter()
+                .map(TaskState::dirty_profiles)
+                .sum::<usize>()
+                >= FLUSH_DIRTY_PROFILES
+        {
+            self.finish()?;
+        }
+        Ok(out)
+    }
+
+    /// Writes the pending state of every task of the lane.
+    fn finish(&mut self) -> Result<()> {
+        let writes: Vec<_> = self.tasks.iter_mut().flat_map(TaskState::drain).collect();
+        self.store.write(writes)?;
+        self.since_flush = 0;
+        Ok(())
+    }
+}
+
+/// How a profile tombstone appears in a JSONL file (Kafka gets a null value).
+fn tombstone(o: &Output) -> serde_json::Value {
+    json!({"schema": o.schema(), "customer_id": o.customer_id, "tombstone": true})
 }
 
 fn trim_line_end(line: &[u8]) -> &[u8] {
@@ -230,12 +436,22 @@ pub struct ReplayArgs {
     /// Keep the state in memory instead of RocksDB.
     #[arg(long)]
     pub memory: bool,
+    /// Threads running the tasks in parallel (a task stays on one thread;
+    /// the output is the same for any number). Default: the cores there are.
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
 pub(super) fn run_replay(a: ReplayArgs) -> Result<()> {
     if a.partitions == 0 {
         bail!("--partitions must be >= 1");
     }
+    if a.threads == Some(0) {
+        bail!("--threads must be >= 1");
+    }
+    let threads = a
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
     let cfg = Config::load(a.config.as_deref())?;
     let processor = processor(&cfg);
     let temp;
@@ -280,8 +496,12 @@ pub(super) fn run_replay(a: ReplayArgs) -> Result<()> {
             dlq: dlq.as_mut().map(|d| d as &mut dyn Write),
             on_bytes: &|n| progress.inc(n),
         };
-        let cache = cfg.state.cache_bytes_per_task(1);
-        replay(&processor, store.as_ref(), a.partitions, cache, io, now)
+        let shape = ReplayShape {
+            partitions: a.partitions,
+            cache_bytes: cfg.state.cache_bytes_per_task(1),
+            threads,
+        };
+        replay(&processor, store.as_ref(), shape, io, now)
     });
     progress.finish_and_clear();
     let summary = summary?;

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use tierstream::cli::replay::{replay, ReplayIo};
+use tierstream::cli::replay::{replay, ReplayIo, ReplayShape};
 use tierstream::config::Config;
 use tierstream::domain::engine::Engine;
 use tierstream::kafka::tail::{tail, TailRecord};
@@ -316,7 +316,14 @@ pub fn replay_expected(config_path: &Path, jsonl: Vec<u8>) -> Vec<Value> {
         dlq: None,
         on_bytes: &|_| {},
     };
-    replay(&processor, &MemoryStore::new(), 3, 64 << 20, io, now).unwrap();
+    replay(
+        &processor,
+        &MemoryStore::new(),
+        ReplayShape::sequential(3, 64 << 20),
+        io,
+        now,
+    )
+    .unwrap();
     // profile snapshots go to the profiles topic, compared separately
     out.split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())
