@@ -184,8 +184,21 @@ pub struct KafkaConfig {
     /// Records buffered per input partition for event-time alignment; a
     /// full partition of a waiting task is paused.
     pub buffered_records_per_partition: usize,
+    /// Threads that process a batch's tasks in parallel (a task stays on
+    /// one thread); 0: one per core.
+    pub stream_threads: usize,
     /// librdkafka properties passed through unchanged (TLS, SASL, tuning).
     pub properties: BTreeMap<String, String>,
+}
+
+impl KafkaConfig {
+    /// `stream_threads` with 0 resolved to the cores there are.
+    pub fn threads(&self) -> usize {
+        match self.stream_threads {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        }
+    }
 }
 
 /// How outputs and input offsets are committed.

@@ -7,7 +7,7 @@
 use crate::config::KafkaConfig;
 use crate::domain::output::Output;
 use crate::domain::time::Millis;
-use crate::kafka::records::{dlq_record, output_record, Source};
+use crate::kafka::records::{dlq_record, output_record, OutRecord, Source};
 use crate::pipeline::ports::Batch;
 use crate::pipeline::processor::{Processed, Processor};
 use crate::store::checkpoint::{input_offset_name, write_i64};
@@ -46,8 +46,11 @@ impl InRecord {
     }
 }
 
-/// Runs the engine over `records`; `now` is the wall clock used for the
-/// timestamp range check.
+/// Runs the engine over `records`, the tasks of the batch on up to
+/// `threads` threads (a task's records stay on one, in order); `now` is
+/// the wall clock used for the timestamp range check. The records to
+/// produce come out in the order of the input records, whatever the
+/// threads.
 pub fn process(
     cfg: &KafkaConfig,
     processor: &Processor,
@@ -55,41 +58,64 @@ pub fn process(
     tasks: &mut HashMap<TaskId, TaskState>,
     records: &[InRecord],
     now: Millis,
+    threads: usize,
 ) -> Result<Batch, StoreError> {
     let mut batch = Batch::default();
-    let mut outs: Vec<Output> = Vec::new();
-    for r in records {
-        let task_id = TaskId::of_partition(r.partition);
-        let task = match tasks.entry(task_id) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            // Restore opens every task before its records are taken; one
-            // opened here (uncached) is a task taken without a restore.
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(TaskState::open(task_id, store, 0)?)
-            }
-        };
-        outs.clear();
-        if let Processed::Rejected(rej) =
-            processor.process(task, store, &r.payload, now, &mut outs)?
-        {
-            tracing::debug!(code = rej.code.as_str(), topic = %r.topic, partition = r.partition, offset = r.offset, "rejected input");
-            let src = Source {
-                topic: &r.topic,
-                partition: r.partition,
-                offset: r.offset,
-                key: r.key.as_deref(),
-            };
-            batch
-                .records
-                .push(dlq_record(&cfg.dlq_topic, &r.payload, &rej, &src));
-        }
-        batch
-            .records
-            .extend(outs.iter().map(|o| output_record(cfg, o)));
+    // Each task's records, by index into `records`.
+    let mut by_task: BTreeMap<TaskId, Vec<usize>> = BTreeMap::new();
+    for (i, r) in records.iter().enumerate() {
+        let task = TaskId::of_partition(r.partition);
+        by_task.entry(task).or_default().push(i);
         batch
             .offsets
             .insert((r.topic.clone(), r.partition), r.offset + 1);
     }
+    for &task in by_task.keys() {
+        if let std::collections::hash_map::Entry::Vacant(e) = tasks.entry(task) {
+            // Restore opens every task before its records are taken; one
+            // opened here (uncached) is a task taken without a restore.
+            e.insert(TaskState::open(task, store, 0)?);
+        }
+    }
+    let lanes = threads.clamp(1, by_task.len().max(1));
+    let mut work: Vec<Vec<(&mut TaskState, &[usize])>> = (0..lanes).map(|_| Vec::new()).collect();
+    for (n, (id, state)) in tasks
+        .iter_mut()
+        .filter(|(id, _)| by_task.contains_key(id))
+        .enumerate()
+    {
+        work[n % lanes].push((state, by_task[id].as_slice()));
+    }
+    let run = |lane: Vec<(&mut TaskState, &[usize])>| {
+        let mut produced = Vec::new();
+        let mut outs = Vec::new();
+        for (task, indices) in lane {
+            for &i in indices {
+                let records = to_produce(cfg, processor, store, task, &records[i], now, &mut outs)?;
+                produced.push((i, records));
+            }
+        }
+        Ok::<_, StoreError>(produced)
+    };
+    let mut produced: Vec<(usize, Vec<OutRecord>)> = if lanes == 1 {
+        work.into_iter().map(run).next().unwrap_or(Ok(Vec::new()))?
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = work
+                .into_iter()
+                .map(|lane| scope.spawn(move || run(lane)))
+                .collect();
+            let mut all = Vec::new();
+            for h in handles {
+                all.extend(h.join().expect("a processing thread panicked")?);
+            }
+            Ok::<_, StoreError>(all)
+        })?
+    };
+    produced.sort_by_key(|(i, _)| *i);
+    batch
+        .records
+        .extend(produced.into_iter().flat_map(|(_, r)| r));
     // The tasks touched are exactly those with input offsets to commit.
     let mut offsets_by_task: BTreeMap<TaskId, Vec<(&str, i64)>> = BTreeMap::new();
     for ((topic, partition), next) in &batch.offsets {
@@ -111,4 +137,30 @@ pub fn process(
         batch.state.push((task_id, writes));
     }
     Ok(batch)
+}
+
+/// One record through its task: the dead letter or the outputs to produce.
+fn to_produce(
+    cfg: &KafkaConfig,
+    processor: &Processor,
+    store: &dyn KvStore,
+    task: &mut TaskState,
+    r: &InRecord,
+    now: Millis,
+    outs: &mut Vec<Output>,
+) -> Result<Vec<OutRecord>, StoreError> {
+    outs.clear();
+    let mut produced = Vec::new();
+    if let Processed::Rejected(rej) = processor.process(task, store, &r.payload, now, outs)? {
+        tracing::debug!(code = rej.code.as_str(), topic = %r.topic, partition = r.partition, offset = r.offset, "rejected input");
+        let src = Source {
+            topic: &r.topic,
+            partition: r.partition,
+            offset: r.offset,
+            key: r.key.as_deref(),
+        };
+        produced.push(dlq_record(&cfg.dlq_topic, &r.payload, &rej, &src));
+    }
+    produced.extend(outs.iter().map(|o| output_record(cfg, o)));
+    Ok(produced)
 }

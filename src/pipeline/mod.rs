@@ -639,6 +639,7 @@ impl<S: Source, K: Sink, R: Restore> Runner<S, K, R> {
             &mut self.tasks,
             &records,
             wall_clock(),
+            p.cfg.kafka.threads(),
         )
         .context("processing a batch")?;
         let committing = Instant::now();

@@ -289,9 +289,13 @@ impl Restore for FakeRestore {
 }
 
 fn config() -> Config {
+    config_with_threads(0)
+}
+
+fn config_with_threads(threads: usize) -> Config {
     // Small batches, so a run has many commits to break.
-    let overrides = "[kafka]\nbatch_max_records = 100\ncommit_interval_ms = 5\nbuffered_records_per_partition = 16\n";
-    Config::from_figment(Figment::from(Toml::string(DEFAULT_TOML)).merge(Toml::string(overrides)))
+    let overrides = format!("[kafka]\nbatch_max_records = 100\ncommit_interval_ms = 5\nbuffered_records_per_partition = 16\nstream_threads = {threads}\n");
+    Config::from_figment(Figment::from(Toml::string(DEFAULT_TOML)).merge(Toml::string(&overrides)))
         .unwrap()
 }
 
@@ -329,8 +333,11 @@ fn broker(cfg: &Config) -> Broker {
 }
 
 /// Runs the loop until the input is drained; returns the broker after.
-fn run(mut b: Broker) -> Broker {
-    let cfg = config();
+fn run(b: Broker) -> Broker {
+    run_with(b, config())
+}
+
+fn run_with(mut b: Broker, cfg: Config) -> Broker {
     let all = b.all_partitions();
     b.hand_out(Moves {
         revoked: vec![],
@@ -441,4 +448,13 @@ fn a_partition_revoked_mid_batch_drops_its_uncommitted_records() {
         &[],
         vec![(8, revoke_and_reassign()), (20, revoke_and_reassign())],
     );
+}
+
+#[test]
+fn parallel_tasks_commit_the_outputs_of_one_thread_in_the_same_order() {
+    let one = run_with(broker(&config()), config_with_threads(1));
+    let three = run_with(broker(&config()), config_with_threads(3));
+    assert!(one.outputs.len() > 100);
+    assert_eq!(one.outputs, three.outputs, "output by output, in order");
+    assert_eq!(one.committed, three.committed);
 }
