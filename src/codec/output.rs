@@ -1,65 +1,406 @@
-//! Output events as JSON (SPEC §5). One function per schema piece, so the
-//! replay file and the Kafka topics carry byte-identical records.
+//! Output events as JSON (SPEC §5), encoded straight from typed wire
+//! structs: one struct per schema, so the replay file, the Kafka topics and
+//! the HTTP endpoint carry the same fields, and no `Value` tree is built
+//! per output.
+//!
+//! Field order is the byte order of the names (the order the earlier
+//! `serde_json::Map` encoding had), so the bytes of every output are stable
+//! across versions; a test checks each struct is declared sorted. Money is
+//! written exactly from minor units, never through an `f64`.
 
-use crate::domain::event::Minor;
+use crate::domain::event::{Minor, Signal};
 use crate::domain::loyalty::{Scores, SurveySource};
 use crate::domain::output::{Cause, ChurnWarning, Output, OutputBody, ProfileView, TierInputs};
 use crate::domain::time::{format_rfc3339, Millis};
-use crate::domain::warning::Reason;
-use serde_json::{json, Map, Value};
+use crate::domain::warning::{OpenWarning, Reason};
+use serde::{Serialize, Serializer};
+use serde_json::Value;
 
-/// Money as a JSON number with 2 decimals (minor units / 100).
-pub fn money(minor: Minor) -> Value {
-    json!(minor as f64 / 100.0)
+/// Money in minor units, written as a JSON number with up to 2 decimals
+/// (`239.79`, `239.7`, `100.0`): the digits of the amount itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Money(pub Minor);
+
+impl Money {
+    fn digits(self) -> String {
+        let sign = if self.0 < 0 { "-" } else { "" };
+        let abs = self.0.unsigned_abs();
+        let (units, cents) = (abs / 100, abs % 100);
+        match cents {
+            0 => format!("{sign}{units}.0"),
+            c if c % 10 == 0 => format!("{sign}{units}.{}", c / 10),
+            c => format!("{sign}{units}.{c:02}"),
+        }
+    }
 }
 
-/// A score or rate as a JSON number rounded to 2 decimals.
-pub fn rounded(x: f64) -> Value {
-    json!((x * 100.0).round() / 100.0)
+impl Serialize for Money {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // serde_json's arbitrary-precision numbers keep these digits as
+        // they are.
+        let n: serde_json::Number = self.digits().parse().map_err(serde::ser::Error::custom)?;
+        n.serialize(s)
+    }
 }
 
-/// An instant as an RFC 3339 JSON string.
+/// A score or rate rounded to 2 decimals.
+#[derive(Debug, Clone, Copy)]
+pub struct Rounded(pub f64);
+
+impl Serialize for Rounded {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64((self.0 * 100.0).round() / 100.0)
+    }
+}
+
+/// An instant, written as RFC 3339 (UTC, milliseconds, `Z`).
+#[derive(Debug, Clone, Copy)]
+pub struct Instant(pub Millis);
+
+impl Serialize for Instant {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_rfc3339(self.0))
+    }
+}
+
+/// An instant as a JSON value (the HTTP endpoint's `as_of`).
 pub fn time(t: Millis) -> Value {
     Value::String(format_rfc3339(t))
 }
 
-fn cause(c: &Cause) -> Value {
+/// `cause`: the input event or the timer behind an output.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum CauseWire<'a> {
+    Event { event_id: &'a str },
+    Timer { timer: &'static str },
+}
+
+fn cause(c: &Cause) -> CauseWire<'_> {
     match c {
-        Cause::Event(id) => json!({ "event_id": id }),
-        Cause::Timer(kind) => json!({ "timer": kind.as_str() }),
+        Cause::Event(id) => CauseWire::Event { event_id: id },
+        Cause::Timer(kind) => CauseWire::Timer {
+            timer: kind.as_str(),
+        },
     }
 }
 
-fn tier_inputs(i: &TierInputs) -> Value {
-    let mut m = Map::new();
-    m.insert("value_12m".into(), money(i.figures.value_12m));
-    m.insert("revenue_12m".into(), money(i.figures.revenue_12m));
-    m.insert("purchases_12m".into(), json!(i.figures.purchases_12m));
-    if let Some(t) = i.threshold {
-        m.insert("threshold".into(), money(t));
-    }
-    if let Some(t) = i.downgrade_below {
-        m.insert("downgrade_below".into(), money(t));
-    }
-    if let Some(t) = i.at_risk_below {
-        m.insert("at_risk_below".into(), money(t));
-    }
-    if let Some(t) = i.tier_since {
-        m.insert("tier_since".into(), time(t));
-    }
-    Value::Object(m)
+/// The window totals and thresholds behind a tier decision.
+#[derive(Serialize)]
+struct TierInputsWire {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    at_risk_below: Option<Money>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    downgrade_below: Option<Money>,
+    purchases_12m: u32,
+    revenue_12m: Money,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    threshold: Option<Money>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tier_since: Option<Instant>,
+    value_12m: Money,
 }
 
-/// The JSON document of one output, with the envelope every schema shares.
-pub fn to_json(o: &Output) -> Value {
-    let mut m = Map::new();
-    m.insert("schema".into(), json!(o.schema()));
-    m.insert("event_id".into(), json!(o.event_id()));
-    m.insert("customer_id".into(), json!(o.customer_id));
-    m.insert("seq".into(), json!(o.seq));
-    m.insert("at".into(), time(o.at));
-    m.insert("cause".into(), cause(&o.cause));
-    match &o.body {
+fn tier_inputs(i: &TierInputs) -> TierInputsWire {
+    TierInputsWire {
+        at_risk_below: i.at_risk_below.map(Money),
+        downgrade_below: i.downgrade_below.map(Money),
+        purchases_12m: i.figures.purchases_12m,
+        revenue_12m: Money(i.figures.revenue_12m),
+        threshold: i.threshold.map(Money),
+        tier_since: i.tier_since.map(Instant),
+        value_12m: Money(i.figures.value_12m),
+    }
+}
+
+/// The scores and the facts behind them (`value_12m` only on warnings).
+#[derive(Serialize)]
+struct ScoreInputsWire {
+    attitude: Rounded,
+    behaviour: Rounded,
+    complaint_penalty: Rounded,
+    days_since_purchase: Option<Rounded>,
+    expected_gap_days: Rounded,
+    frequency: Rounded,
+    recency: Rounded,
+    share_of_wallet_factor: Rounded,
+    signal_penalty: Rounded,
+    survey_part: Rounded,
+    survey_source: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value_12m: Option<Money>,
+}
+
+fn score_inputs(s: &Scores, value_12m: Option<Minor>) -> ScoreInputsWire {
+    ScoreInputsWire {
+        attitude: Rounded(s.attitude),
+        behaviour: Rounded(s.behaviour),
+        complaint_penalty: Rounded(s.complaint_penalty),
+        days_since_purchase: s.days_since_purchase.map(Rounded),
+        expected_gap_days: Rounded(s.expected_gap_days),
+        frequency: Rounded(s.frequency),
+        recency: Rounded(s.recency),
+        share_of_wallet_factor: Rounded(s.wallet),
+        signal_penalty: Rounded(s.signal_penalty),
+        survey_part: Rounded(s.survey_part),
+        survey_source: match s.survey_source {
+            SurveySource::Survey(_) => "survey",
+            SurveySource::Satisfaction(_) => "satisfaction",
+            SurveySource::Prior => "neutral_prior",
+        },
+        value_12m: value_12m.map(Money),
+    }
+}
+
+/// A churn warning's reason: its code and the evidence behind it.
+#[derive(Serialize)]
+struct ReasonWire<'a> {
+    code: &'static str,
+    evidence: Evidence<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Evidence<'a> {
+    Complaint {
+        complaints: u32,
+        open_high_or_critical: bool,
+        penalty: Rounded,
+    },
+    Satisfaction {
+        satisfaction: Rounded,
+    },
+    Recommend {
+        recommend: Rounded,
+    },
+    RepurchaseIntent {
+        repurchase_intent: Rounded,
+    },
+    CompetitorSignal {
+        penalty: Rounded,
+        signals: &'a [Signal],
+    },
+    PurchaseGap {
+        days_since_purchase: Rounded,
+        expected_gap_days: Rounded,
+    },
+}
+
+fn reason(r: &Reason) -> ReasonWire<'_> {
+    let evidence = match r {
+        Reason::Complaint {
+            penalty,
+            count,
+            open_high,
+        } => Evidence::Complaint {
+            complaints: *count,
+            open_high_or_critical: *open_high,
+            penalty: Rounded(*penalty),
+        },
+        Reason::LowSatisfaction { satisfaction } => Evidence::Satisfaction {
+            satisfaction: Rounded(*satisfaction),
+        },
+        Reason::LowRecommend { recommend } => Evidence::Recommend {
+            recommend: Rounded(*recommend),
+        },
+        Reason::LowRepurchaseIntent { repurchase_intent } => Evidence::RepurchaseIntent {
+            repurchase_intent: Rounded(*repurchase_intent),
+        },
+        Reason::CompetitorSignal { signals, penalty } => Evidence::CompetitorSignal {
+            penalty: Rounded(*penalty),
+            signals,
+        },
+        Reason::PurchaseGap {
+            days_since_purchase,
+            expected_gap_days,
+        } => Evidence::PurchaseGap {
+            days_since_purchase: Rounded(*days_since_purchase),
+            expected_gap_days: Rounded(*expected_gap_days),
+        },
+    };
+    ReasonWire {
+        code: r.code().as_str(),
+        evidence,
+    }
+}
+
+/// The fields every output shares.
+struct Envelope<'a> {
+    at: Instant,
+    cause: CauseWire<'a>,
+    customer_id: &'a str,
+    event_id: String,
+    schema: &'static str,
+    seq: u64,
+}
+
+fn envelope(o: &Output) -> Envelope<'_> {
+    Envelope {
+        at: Instant(o.at),
+        cause: cause(&o.cause),
+        customer_id: &o.customer_id,
+        event_id: o.event_id(),
+        schema: o.schema(),
+        seq: o.seq,
+    }
+}
+
+/// `tierstream.tier_changed.v1`
+#[derive(Serialize)]
+struct TierChangedWire<'a> {
+    at: Instant,
+    cause: CauseWire<'a>,
+    customer_id: &'a str,
+    direction: &'static str,
+    event_id: String,
+    fake_big_customer: bool,
+    from: Option<&'static str>,
+    inputs: TierInputsWire,
+    reason: &'static str,
+    schema: &'static str,
+    seq: u64,
+    to: &'static str,
+}
+
+/// `tierstream.tier_at_risk.v1`
+#[derive(Serialize)]
+struct TierAtRiskWire<'a> {
+    at: Instant,
+    cause: CauseWire<'a>,
+    customer_id: &'a str,
+    downgrade_at: Option<Instant>,
+    event_id: String,
+    inputs: TierInputsWire,
+    schema: &'static str,
+    seq: u64,
+    shortfall: Money,
+    tier: &'static str,
+}
+
+/// `tierstream.churn_warning.v1`
+#[derive(Serialize)]
+struct ChurnWarningWire<'a> {
+    action: &'static str,
+    at: Instant,
+    attitude: Option<Rounded>,
+    behaviour: Option<Rounded>,
+    cause: CauseWire<'a>,
+    customer_id: &'a str,
+    event_id: String,
+    inputs: ChurnWarningInputs,
+    quadrant: Option<&'static str>,
+    reasons: Vec<ReasonWire<'a>>,
+    recommended_action: Option<&'static str>,
+    schema: &'static str,
+    seq: u64,
+    severity: &'static str,
+    tier: Option<&'static str>,
+    value_12m: Money,
+    warning_id: &'a str,
+}
+
+/// A warning's inputs: the scores with `value_12m`, or only `value_12m`
+/// when there are no scores (cleared by `forget`).
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ChurnWarningInputs {
+    Scores(ScoreInputsWire),
+    ValueOnly { value_12m: Money },
+}
+
+/// The open warning as a profile shows it.
+#[derive(Serialize)]
+struct OpenWarningWire<'a> {
+    reasons: Vec<&'static str>,
+    severity: &'static str,
+    warning_id: &'a str,
+}
+
+/// The profile fields, as on the profiles topic (with the envelope) and
+/// the HTTP endpoint (with its own).
+#[derive(Serialize)]
+pub struct ProfileFields<'a> {
+    attitude: Option<Rounded>,
+    behaviour: Option<Rounded>,
+    fake_big_customer: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    inputs: Option<ScoreInputsWire>,
+    purchases_12m: u32,
+    quadrant: Option<&'static str>,
+    revenue_12m: Money,
+    tier: Option<&'static str>,
+    tier_since: Option<Instant>,
+    value_12m: Money,
+    warning: Option<OpenWarningWire<'a>>,
+}
+
+impl<'a> From<&'a ProfileView> for ProfileFields<'a> {
+    fn from(p: &'a ProfileView) -> Self {
+        ProfileFields {
+            attitude: p.scores.as_ref().map(|s| Rounded(s.attitude)),
+            behaviour: p.scores.as_ref().map(|s| Rounded(s.behaviour)),
+            fake_big_customer: p.fake_big_customer,
+            inputs: p.scores.as_ref().map(|s| score_inputs(s, None)),
+            purchases_12m: p.figures.purchases_12m,
+            quadrant: p.quadrant.map(|q| q.as_str()),
+            revenue_12m: Money(p.figures.revenue_12m),
+            tier: p.tier.map(|t| t.as_str()),
+            tier_since: p.tier_since.map(Instant),
+            value_12m: Money(p.figures.value_12m),
+            warning: p.warning.as_ref().map(open_warning),
+        }
+    }
+}
+
+fn open_warning(w: &OpenWarning) -> OpenWarningWire<'_> {
+    OpenWarningWire {
+        reasons: w.reasons.iter().map(|r| r.as_str()).collect(),
+        severity: w.severity.as_str(),
+        warning_id: &w.warning_id,
+    }
+}
+
+/// `tierstream.profile.v1`: the envelope's fields merged in name order
+/// with the profile's.
+struct ProfileWire<'a> {
+    envelope: Envelope<'a>,
+    fields: ProfileFields<'a>,
+}
+
+impl Serialize for ProfileWire<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let e = &self.envelope;
+        let f = &self.fields;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("at", &e.at)?;
+        m.serialize_entry("attitude", &f.attitude)?;
+        m.serialize_entry("behaviour", &f.behaviour)?;
+        m.serialize_entry("cause", &e.cause)?;
+        m.serialize_entry("customer_id", e.customer_id)?;
+        m.serialize_entry("event_id", &e.event_id)?;
+        m.serialize_entry("fake_big_customer", &f.fake_big_customer)?;
+        if let Some(i) = &f.inputs {
+            m.serialize_entry("inputs", i)?;
+        }
+        m.serialize_entry("purchases_12m", &f.purchases_12m)?;
+        m.serialize_entry("quadrant", &f.quadrant)?;
+        m.serialize_entry("revenue_12m", &f.revenue_12m)?;
+        m.serialize_entry("schema", e.schema)?;
+        m.serialize_entry("seq", &e.seq)?;
+        m.serialize_entry("tier", &f.tier)?;
+        m.serialize_entry("tier_since", &f.tier_since)?;
+        m.serialize_entry("value_12m", &f.value_12m)?;
+        m.serialize_entry("warning", &f.warning)?;
+        m.end()
+    }
+}
+
+/// Encodes one output with `encode` (to bytes or to a `Value`); `None`
+/// for a tombstone.
+fn encode<T>(o: &Output, encode: impl FnOnce(&dyn erased::Encode) -> T) -> Option<T> {
+    let e = envelope(o);
+    Some(match &o.body {
         OutputBody::TierChanged {
             from,
             to,
@@ -67,158 +408,100 @@ pub fn to_json(o: &Output) -> Value {
             reason,
             fake_big_customer,
             inputs,
-        } => {
-            m.insert("from".into(), json!(from.map(|t| t.as_str())));
-            m.insert("to".into(), json!(to.as_str()));
-            m.insert("direction".into(), json!(direction.as_str()));
-            m.insert("reason".into(), json!(reason));
-            m.insert("fake_big_customer".into(), json!(fake_big_customer));
-            m.insert("inputs".into(), tier_inputs(inputs));
-        }
+        } => encode(&TierChangedWire {
+            at: e.at,
+            cause: e.cause,
+            customer_id: e.customer_id,
+            direction: direction.as_str(),
+            event_id: e.event_id,
+            fake_big_customer: *fake_big_customer,
+            from: from.map(|t| t.as_str()),
+            inputs: tier_inputs(inputs),
+            reason,
+            schema: e.schema,
+            seq: e.seq,
+            to: to.as_str(),
+        }),
         OutputBody::TierAtRisk {
             tier,
             shortfall,
             downgrade_at,
             inputs,
-        } => {
-            m.insert("tier".into(), json!(tier.as_str()));
-            m.insert("shortfall".into(), money(*shortfall));
-            m.insert(
-                "downgrade_at".into(),
-                downgrade_at.map_or(Value::Null, time),
-            );
-            m.insert("inputs".into(), tier_inputs(inputs));
-        }
-        OutputBody::ChurnWarning(w) => churn_warning(&mut m, w),
-        OutputBody::Profile(p) => profile(&mut m, p),
-        OutputBody::ProfileErased => return Value::Null,
-    }
-    Value::Object(m)
+        } => encode(&TierAtRiskWire {
+            at: e.at,
+            cause: e.cause,
+            customer_id: e.customer_id,
+            downgrade_at: downgrade_at.map(Instant),
+            event_id: e.event_id,
+            inputs: tier_inputs(inputs),
+            schema: e.schema,
+            seq: e.seq,
+            shortfall: Money(*shortfall),
+            tier: tier.as_str(),
+        }),
+        OutputBody::ChurnWarning(w) => encode(&churn_warning(e, w)),
+        OutputBody::Profile(p) => encode(&ProfileWire {
+            envelope: e,
+            fields: ProfileFields::from(&**p),
+        }),
+        OutputBody::ProfileErased => return None,
+    })
 }
 
-/// The profile fields, as on the profiles topic and the HTTP endpoint.
-pub fn profile(m: &mut Map<String, Value>, p: &ProfileView) {
-    m.insert("tier".into(), json!(p.tier.map(|t| t.as_str())));
-    m.insert("tier_since".into(), p.tier_since.map_or(Value::Null, time));
-    m.insert("quadrant".into(), json!(p.quadrant.map(|q| q.as_str())));
-    m.insert(
-        "behaviour".into(),
-        p.scores
-            .as_ref()
-            .map_or(Value::Null, |s| rounded(s.behaviour)),
-    );
-    m.insert(
-        "attitude".into(),
-        p.scores
-            .as_ref()
-            .map_or(Value::Null, |s| rounded(s.attitude)),
-    );
-    m.insert("value_12m".into(), money(p.figures.value_12m));
-    m.insert("revenue_12m".into(), money(p.figures.revenue_12m));
-    m.insert("purchases_12m".into(), json!(p.figures.purchases_12m));
-    m.insert("fake_big_customer".into(), json!(p.fake_big_customer));
-    m.insert(
-        "warning".into(),
-        p.warning.as_ref().map_or(Value::Null, |w| {
-            json!({
-                "warning_id": w.warning_id,
-                "severity": w.severity.as_str(),
-                "reasons": w.reasons.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
-            })
-        }),
-    );
-    if let Some(s) = &p.scores {
-        m.insert("inputs".into(), Value::Object(score_inputs(s)));
+fn churn_warning<'a>(e: Envelope<'a>, w: &'a ChurnWarning) -> ChurnWarningWire<'a> {
+    ChurnWarningWire {
+        action: w.action.as_str(),
+        at: e.at,
+        attitude: w.scores.as_ref().map(|s| Rounded(s.attitude)),
+        behaviour: w.scores.as_ref().map(|s| Rounded(s.behaviour)),
+        cause: e.cause,
+        customer_id: e.customer_id,
+        event_id: e.event_id,
+        inputs: match &w.scores {
+            Some(s) => ChurnWarningInputs::Scores(score_inputs(s, Some(w.value_12m))),
+            None => ChurnWarningInputs::ValueOnly {
+                value_12m: Money(w.value_12m),
+            },
+        },
+        quadrant: w.quadrant.map(|q| q.as_str()),
+        reasons: w.reasons.iter().map(reason).collect(),
+        recommended_action: w.recommended_action.map(|a| a.as_str()),
+        schema: e.schema,
+        seq: e.seq,
+        severity: w.severity.as_str(),
+        tier: w.tier.map(|t| t.as_str()),
+        value_12m: Money(w.value_12m),
+        warning_id: &w.warning_id,
     }
 }
 
-fn churn_warning(m: &mut Map<String, Value>, w: &ChurnWarning) {
-    m.insert("action".into(), json!(w.action.as_str()));
-    m.insert("warning_id".into(), json!(w.warning_id));
-    m.insert("severity".into(), json!(w.severity.as_str()));
-    m.insert("tier".into(), json!(w.tier.map(|t| t.as_str())));
-    m.insert("quadrant".into(), json!(w.quadrant.map(|q| q.as_str())));
-    m.insert(
-        "behaviour".into(),
-        w.scores
-            .as_ref()
-            .map_or(Value::Null, |s| rounded(s.behaviour)),
-    );
-    m.insert(
-        "attitude".into(),
-        w.scores
-            .as_ref()
-            .map_or(Value::Null, |s| rounded(s.attitude)),
-    );
-    m.insert("value_12m".into(), money(w.value_12m));
-    m.insert(
-        "reasons".into(),
-        Value::Array(w.reasons.iter().map(reason).collect()),
-    );
-    m.insert(
-        "recommended_action".into(),
-        json!(w.recommended_action.map(|a| a.as_str())),
-    );
-    let mut inputs = w.scores.as_ref().map(score_inputs).unwrap_or_default();
-    inputs.insert("value_12m".into(), money(w.value_12m));
-    m.insert("inputs".into(), Value::Object(inputs));
+/// `Serialize` is not object safe; this is the one thing `encode` needs of
+/// a wire struct.
+mod erased {
+    /// A wire struct, encodable to bytes or to a JSON value.
+    pub trait Encode {
+        fn bytes(&self) -> Vec<u8>;
+        fn value(&self) -> serde_json::Value;
+    }
+
+    impl<T: serde::Serialize> Encode for T {
+        fn bytes(&self) -> Vec<u8> {
+            serde_json::to_vec(self).expect("wire structs serialize")
+        }
+        fn value(&self) -> serde_json::Value {
+            serde_json::to_value(self).expect("wire structs serialize")
+        }
+    }
 }
 
-fn score_inputs(s: &Scores) -> Map<String, Value> {
-    let mut m = Map::new();
-    m.insert("behaviour".into(), rounded(s.behaviour));
-    m.insert("attitude".into(), rounded(s.attitude));
-    m.insert("frequency".into(), rounded(s.frequency));
-    m.insert("share_of_wallet_factor".into(), rounded(s.wallet));
-    m.insert("recency".into(), rounded(s.recency));
-    m.insert("expected_gap_days".into(), rounded(s.expected_gap_days));
-    m.insert(
-        "days_since_purchase".into(),
-        s.days_since_purchase.map_or(Value::Null, rounded),
-    );
-    m.insert("survey_part".into(), rounded(s.survey_part));
-    m.insert(
-        "survey_source".into(),
-        json!(match s.survey_source {
-            SurveySource::Survey(_) => "survey",
-            SurveySource::Satisfaction(_) => "satisfaction",
-            SurveySource::Prior => "neutral_prior",
-        }),
-    );
-    m.insert("complaint_penalty".into(), rounded(s.complaint_penalty));
-    m.insert("signal_penalty".into(), rounded(s.signal_penalty));
-    m
+/// The JSON document of one output (`Null` for a tombstone).
+pub fn to_json(o: &Output) -> Value {
+    encode(o, |w| w.value()).unwrap_or(Value::Null)
 }
 
-fn reason(r: &Reason) -> Value {
-    let evidence = match r {
-        Reason::Complaint {
-            penalty,
-            count,
-            open_high,
-        } => {
-            json!({"penalty": rounded(*penalty), "complaints": count, "open_high_or_critical": open_high})
-        }
-        Reason::LowSatisfaction { satisfaction } => {
-            json!({ "satisfaction": rounded(*satisfaction) })
-        }
-        Reason::LowRecommend { recommend } => json!({ "recommend": rounded(*recommend) }),
-        Reason::LowRepurchaseIntent { repurchase_intent } => {
-            json!({ "repurchase_intent": rounded(*repurchase_intent) })
-        }
-        Reason::CompetitorSignal { signals, penalty } => json!({
-            "signals": signals.iter().map(|s| serde_json::to_value(s).expect("enum serializes")).collect::<Vec<_>>(),
-            "penalty": rounded(*penalty),
-        }),
-        Reason::PurchaseGap {
-            days_since_purchase,
-            expected_gap_days,
-        } => json!({
-            "days_since_purchase": rounded(*days_since_purchase),
-            "expected_gap_days": rounded(*expected_gap_days),
-        }),
-    };
-    json!({"code": r.code().as_str(), "evidence": evidence})
+/// The serialized bytes of one output; `None` for a tombstone.
+pub fn to_bytes(o: &Output) -> Option<Vec<u8>> {
+    encode(o, |w| w.bytes())
 }
 
 /// The output as a CloudEvent in structured JSON mode (CloudEvents 1.0):
@@ -227,10 +510,11 @@ fn reason(r: &Reason) -> Value {
 /// schema registries that speak CloudEvents need no tierstream knowledge.
 /// `None` for a tombstone (it stays a tombstone).
 pub fn to_cloudevent_bytes(o: &Output, source: &str) -> Option<Vec<u8>> {
-    if matches!(o.body, OutputBody::ProfileErased) {
+    let data = to_json(o);
+    if data.is_null() {
         return None;
     }
-    let event = json!({
+    let event = serde_json::json!({
         "specversion": "1.0",
         "id": o.event_id(),
         "source": source,
@@ -238,15 +522,64 @@ pub fn to_cloudevent_bytes(o: &Output, source: &str) -> Option<Vec<u8>> {
         "subject": o.customer_id,
         "time": time(o.at),
         "datacontenttype": "application/json",
-        "data": to_json(o),
+        "data": data,
     });
     Some(serde_json::to_vec(&event).expect("a JSON value always serializes"))
 }
 
-/// The serialized bytes of one output; `None` for a tombstone.
-pub fn to_bytes(o: &Output) -> Option<Vec<u8>> {
-    match o.body {
-        OutputBody::ProfileErased => None,
-        _ => Some(serde_json::to_vec(&to_json(o)).expect("a JSON value always serializes")),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn money_is_written_from_its_minor_units() {
+        let cases = [
+            (23_979, "239.79"),
+            (23_970, "239.7"),
+            (10_000, "100.0"),
+            (5, "0.05"),
+            (-5, "-0.05"),
+            (-120_050, "-1200.5"),
+            (0, "0.0"),
+        ];
+        for (minor, text) in cases {
+            assert_eq!(serde_json::to_string(&Money(minor)).unwrap(), text);
+            // The digits an f64 round trip used to give, for the same amount.
+            assert_eq!(
+                serde_json::to_string(&(minor as f64 / 100.0)).unwrap(),
+                text,
+                "{minor}"
+            );
+        }
+    }
+
+    /// Declared order is name order, so the bytes match a sorted map.
+    #[test]
+    fn wire_structs_write_their_fields_in_name_order() {
+        use crate::domain::output::TimerKind;
+        use crate::domain::profile::ValueFigures;
+        let view = ProfileView {
+            tier: None,
+            tier_since: Some(1),
+            quadrant: None,
+            scores: None,
+            figures: ValueFigures {
+                value_12m: 1,
+                revenue_12m: 2,
+                purchases_12m: 3,
+            },
+            fake_big_customer: false,
+            warning: None,
+        };
+        let o = Output {
+            customer_id: "c".into(),
+            seq: 1,
+            at: 0,
+            cause: Cause::Timer(TimerKind::Daily),
+            body: OutputBody::Profile(Box::new(view)),
+        };
+        let text = String::from_utf8(to_bytes(&o).unwrap()).unwrap();
+        let sorted: serde_json::Map<String, Value> = serde_json::from_str(&text).unwrap();
+        assert_eq!(text, serde_json::to_string(&sorted).unwrap());
     }
 }

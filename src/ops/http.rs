@@ -7,7 +7,7 @@
 //! owner's instance id and host from the consumer group), or that the task
 //! is still restoring (503).
 
-use crate::codec::output::{profile, time};
+use crate::codec::output::{time, ProfileFields};
 use crate::config::KafkaConfig;
 use crate::domain::engine::Engine;
 use crate::kafka::group;
@@ -141,6 +141,8 @@ fn lookup(s: &HttpState, id: &str, task: TaskId) -> anyhow::Result<Response> {
     m.insert("task".into(), json!(task));
     m.insert("seq".into(), json!(p.seq));
     m.insert("as_of".into(), time(as_of));
-    profile(&mut m, &view);
+    if let Value::Object(fields) = serde_json::to_value(ProfileFields::from(&view))? {
+        m.extend(fields);
+    }
     Ok((StatusCode::OK, Json(Value::Object(m))).into_response())
 }
