@@ -87,12 +87,12 @@ pub trait Profiles {
     /// Loads a customer's profile. It is lent, not copied (a copy of a busy
     /// customer's history per event was a tenth of the engine's time):
     /// every profile loaded goes back through `save`, `erase` or `release`.
-    fn load(&mut self, customer_id: &str) -> Result<Option<Profile>, Self::Error>;
+    fn load(&mut self, customer_id: &str) -> Result<Option<Box<Profile>>, Self::Error>;
     /// Hands back a loaded profile unchanged.
-    fn release(&mut self, profile: Profile);
+    fn release(&mut self, profile: Box<Profile>);
     /// Writes a profile; `previous` are the timers it had when loaded, so the
     /// index entries that changed can be replaced without a scan.
-    fn save(&mut self, profile: Profile, previous: Timers) -> Result<(), Self::Error>;
+    fn save(&mut self, profile: Box<Profile>, previous: Timers) -> Result<(), Self::Error>;
     /// Deletes a profile and its index entries.
     fn erase(&mut self, customer_id: &str, previous: Timers) -> Result<(), Self::Error>;
     /// Customers whose `kind` deadline is at or before `at`, in deadline then
@@ -174,7 +174,7 @@ impl Engine {
             }
             return Ok(Outcome::Forgotten);
         }
-        let mut profile = loaded.unwrap_or_else(|| Profile::new(&event.customer_id));
+        let mut profile = loaded.unwrap_or_else(|| Box::new(Profile::new(&event.customer_id)));
         let previous = profile.timers;
         let before = Snapshot::of(&profile);
         let id_hash = xxhash_rust::xxh3::xxh3_64(event.event_id.as_bytes());

@@ -9,7 +9,7 @@
 //! customer every day.
 
 use super::event::{Complaint, Service, Severity, Signal};
-use super::time::{month_of, Millis, DAY_MS};
+use super::time::{month_start, Millis, DAY_MS};
 use super::value::{window_start, WindowTotals};
 use serde::{Deserialize, Serialize};
 
@@ -207,10 +207,10 @@ impl Evidence {
     /// Drops evidence older than `first_kept` (a month no evaluation can
     /// look at again).
     pub fn prune_before(&mut self, first_kept: i32) {
-        self.complaints.retain(|c| month_of(c.ts) >= first_kept);
-        self.signals.retain(|s| month_of(s.ts) >= first_kept);
-        self.resolved_refs
-            .retain(|(ts, _)| month_of(*ts) >= first_kept);
+        let from = month_start(first_kept);
+        self.complaints.retain(|c| c.ts >= from);
+        self.signals.retain(|s| s.ts >= from);
+        self.resolved_refs.retain(|(ts, _)| *ts >= from);
     }
 
     fn is_resolved(&self, c: &ComplaintRecord) -> bool {
@@ -308,9 +308,9 @@ pub fn survey_raw(p: &AttitudePolicy, s: &Survey) -> (f64, f64) {
     (raw * scale, max * scale)
 }
 
-fn in_window<T>(d: &Option<Dated<T>>, at: Millis) -> Option<&Dated<T>> {
-    d.as_ref()
-        .filter(|d| d.ts <= at && month_of(d.ts) >= window_start(at))
+/// `d` when it lies in the window of `at`, which starts at `window_from`.
+fn in_window<T>(d: &Option<Dated<T>>, window_from: Millis, at: Millis) -> Option<&Dated<T>> {
+    d.as_ref().filter(|d| d.ts <= at && d.ts >= window_from)
 }
 
 /// Computes both scores at instant `at` from the evidence and the window
@@ -322,7 +322,9 @@ pub fn scores(
     totals: &WindowTotals,
     at: Millis,
 ) -> Scores {
-    let first_month = window_start(at);
+    // "In the window" is a comparison with its first instant: no calendar
+    // arithmetic per piece of evidence.
+    let window_from = month_start(window_start(at));
     // behaviour
     let n = totals.purchases;
     let expected_gap_days = match (totals.first_purchase, totals.last_purchase) {
@@ -345,14 +347,15 @@ pub fn scores(
         }
     };
     let frequency = (f64::from(n) / b.repeat_target).min(1.0);
-    let wallet = in_window(&ev.share_of_wallet, at)
+    let wallet = in_window(&ev.share_of_wallet, window_from, at)
         .map_or(0.0, |d| (d.value / b.full_share_of_wallet).min(1.0));
     let behaviour = 100.0 * recency * frequency.max(wallet);
     let past_gap = days_since_purchase.is_some_and(|d| d > expected_gap_days);
 
     // attitude
-    let satisfaction = in_window(&ev.satisfaction, at).map(|d| d.value);
-    let (survey_part, survey_source) = match (in_window(&ev.survey, at), satisfaction) {
+    let satisfaction = in_window(&ev.satisfaction, window_from, at).map(|d| d.value);
+    let (survey_part, survey_source) = match (in_window(&ev.survey, window_from, at), satisfaction)
+    {
         (Some(s), _) => (survey_score(a, &s.value), SurveySource::Survey(s.value)),
         (None, Some(v)) => ((v - 1.0) / 4.0 * 100.0, SurveySource::Satisfaction(v)),
         (None, None) => (a.neutral_prior, SurveySource::Prior),
@@ -363,7 +366,7 @@ pub fn scores(
     for c in ev
         .complaints
         .iter()
-        .filter(|c| c.ts <= at && month_of(c.ts) >= first_month)
+        .filter(|c| c.ts <= at && c.ts >= window_from)
     {
         let resolved = ev.is_resolved(c);
         let base = a.complaint_penalty[severity_index(c.severity)];
@@ -386,7 +389,7 @@ pub fn scores(
     for s in ev
         .signals
         .iter()
-        .filter(|s| s.ts <= at && month_of(s.ts) >= first_month)
+        .filter(|s| s.ts <= at && s.ts >= window_from)
     {
         signal_penalty += decay(
             a.signal_penalty * s.signals.len() as f64,

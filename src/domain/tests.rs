@@ -33,13 +33,13 @@ impl Profiles for MapProfiles {
     type Error = Infallible;
     /// Lends like the real store does (the profile leaves the map until
     /// handed back), so a path that forgets to hand one back loses it here.
-    fn load(&mut self, id: &str) -> Result<Option<Profile>, Infallible> {
-        Ok(self.profiles.remove(id))
+    fn load(&mut self, id: &str) -> Result<Option<Box<Profile>>, Infallible> {
+        Ok(self.profiles.remove(id).map(Box::new))
     }
-    fn release(&mut self, p: Profile) {
-        self.profiles.insert(p.customer_id.clone(), p);
+    fn release(&mut self, p: Box<Profile>) {
+        self.profiles.insert(p.customer_id.clone(), *p);
     }
-    fn save(&mut self, p: Profile, prev: Timers) -> Result<(), Infallible> {
+    fn save(&mut self, p: Box<Profile>, prev: Timers) -> Result<(), Infallible> {
         self.set(
             TimerKind::MonthClose,
             &p.customer_id,
@@ -47,7 +47,7 @@ impl Profiles for MapProfiles {
             p.timers.month_close,
         );
         self.set(TimerKind::Daily, &p.customer_id, prev.daily, p.timers.daily);
-        self.profiles.insert(p.customer_id.clone(), p);
+        self.profiles.insert(p.customer_id.clone(), *p);
         Ok(())
     }
     fn erase(&mut self, id: &str, prev: Timers) -> Result<(), Infallible> {

@@ -42,8 +42,9 @@ const DECODED_FACTOR: usize = 3;
 /// One cached profile.
 #[derive(Debug)]
 struct Cached {
-    /// `None`: erased, or lent out by `load` until handed back.
-    profile: Option<Profile>,
+    /// `None`: erased, or lent out by `load` until handed back. Boxed:
+    /// lending moves a pointer, not the profile.
+    profile: Option<Box<Profile>>,
     lent: bool,
     /// Written in this batch, not yet drained.
     dirty: bool,
@@ -121,7 +122,7 @@ impl TaskState {
             let Some(c) = self.profiles.peek_mut(&id) else {
                 continue;
             };
-            let value = c.profile.as_ref().map(encode_profile);
+            let value = c.profile.as_deref().map(encode_profile);
             c.bytes = charge(value.as_ref().map_or(0, Vec::len), &id);
             c.dirty = false;
             self.cached_bytes += c.bytes;
@@ -209,7 +210,7 @@ pub struct Session<'a> {
 impl Profiles for Session<'_> {
     type Error = StoreError;
 
-    fn load(&mut self, customer_id: &str) -> Result<Option<Profile>, StoreError> {
+    fn load(&mut self, customer_id: &str) -> Result<Option<Box<Profile>>, StoreError> {
         if let Some(c) = self.state.profiles.get_mut(customer_id) {
             assert!(!c.lent, "a profile is lent out once at a time");
             let lent = c.profile.take();
@@ -222,7 +223,7 @@ impl Profiles for Session<'_> {
         else {
             return Ok(None);
         };
-        let profile = decode_profile(&bytes)?;
+        let profile = Box::new(decode_profile(&bytes)?);
         let cached = Cached {
             profile: None,
             lent: true,
@@ -234,7 +235,7 @@ impl Profiles for Session<'_> {
         Ok(Some(profile))
     }
 
-    fn save(&mut self, profile: Profile, previous: Timers) -> Result<(), StoreError> {
+    fn save(&mut self, profile: Box<Profile>, previous: Timers) -> Result<(), StoreError> {
         self.state
             .set_timers(&profile.customer_id, previous, profile.timers);
         let id = profile.customer_id.clone();
@@ -242,7 +243,7 @@ impl Profiles for Session<'_> {
         Ok(())
     }
 
-    fn release(&mut self, profile: Profile) {
+    fn release(&mut self, profile: Box<Profile>) {
         if let Some(c) = self.state.profiles.peek_mut(&profile.customer_id) {
             if c.lent {
                 c.lent = false;
@@ -292,7 +293,7 @@ impl Profiles for Session<'_> {
 
 impl Session<'_> {
     /// Caches a written profile as dirty (charged at drain, when encoded).
-    fn put(&mut self, id: String, profile: Option<Profile>) {
+    fn put(&mut self, id: String, profile: Option<Box<Profile>>) {
         let state = &mut *self.state;
         if let Some(c) = state.profiles.get_mut(&id) {
             if !c.dirty {
@@ -332,7 +333,7 @@ mod tests {
 
     /// Saves `id` with a daily timer at `at` (moving it from `from`).
     fn schedule(s: &mut Session<'_>, id: &str, from: Option<Millis>, at: Option<Millis>) {
-        let mut p = Profile::new(id);
+        let mut p = Box::new(Profile::new(id));
         p.timers = timers(at);
         s.save(p, timers(from)).unwrap();
     }
@@ -344,8 +345,11 @@ mod tests {
         {
             let mut s = task.session(&store);
             for i in 0..10 {
-                s.save(Profile::new(&format!("c{i:02}")), Timers::default())
-                    .unwrap();
+                s.save(
+                    Box::new(Profile::new(&format!("c{i:02}"))),
+                    Timers::default(),
+                )
+                .unwrap();
             }
         }
         store.write(task.drain()).unwrap();
