@@ -2,8 +2,10 @@
 # Installs what the build and the tests need (Debian), if missing, and says
 # what it installs:
 #   * Debian packages for the build: libclang-dev (bindgen for RocksDB and
-#     librdkafka), libssl-dev, pkg-config, build-essential, and openssl
-#     (kafka.sh makes the local broker's TLS certificates with it);
+#     librdkafka), libssl-dev, libsasl2-dev (Kerberos/GSSAPI) and
+#     libcurl4-openssl-dev (OAUTHBEARER/OIDC token fetching) for librdkafka,
+#     pkg-config, build-essential, and openssl (kafka.sh makes the local
+#     broker's TLS certificates with it);
 #   * promtool (checks the alert rules in deploy/), unpacked from Debian's
 #     prometheus package into ~/.cache/tierstream/tools; the Prometheus
 #     server in that package is neither installed as a service nor started;
@@ -20,7 +22,7 @@ apt_update() {
   [ -n "$updated" ] || { $sudo_cmd apt-get update -qq; updated=1; }
 }
 need=()
-for pkg in libclang-dev libssl-dev pkg-config build-essential openssl; do
+for pkg in libclang-dev libssl-dev libsasl2-dev libcurl4-openssl-dev pkg-config build-essential openssl; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -48,3 +48,27 @@ pub fn set_default(c: &mut ClientConfig, key: &str, value: &str) {
         c.set(key, value);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The SASL mechanisms the README promises are compiled into the
+    /// librdkafka this binary links.
+    #[test]
+    fn librdkafka_has_tls_kerberos_and_oidc() {
+        let conf = rdkafka::ClientConfig::new().create_native_config().unwrap();
+        let features = conf.get("builtin.features").unwrap();
+        for f in [
+            "ssl",
+            "sasl_plain",
+            "sasl_scram",
+            "sasl_gssapi",
+            "sasl_oauthbearer",
+            "oidc",
+        ] {
+            assert!(
+                features.split(',').any(|x| x == f),
+                "{f} missing from {features}"
+            );
+        }
+    }
+}
