@@ -5,7 +5,7 @@
 //! team can fix its payload from the DLQ headers alone.
 
 use crate::domain::event::{
-    Complaint, Event, EventKind, Minor, Purchase, Service, Severity, Signal,
+    Complaint, Event, EventKind, EventType, Minor, Purchase, Service, Severity, Signal,
 };
 use crate::domain::time::{Millis, DAY_MS};
 use rust_decimal::prelude::*;
@@ -115,17 +115,17 @@ pub fn decode(bytes: &[u8], rules: &DecodeRules, now: Millis) -> Result<Event, R
     let type_name = f.required_str("type")?;
     let customer_id = f.id("customer_id")?;
     let ts = f.timestamp("ts", now)?;
-    let kind = match type_name {
-        "purchase" => EventKind::Purchase(purchase(&f, rules)?),
-        "complaint" => EventKind::Complaint(complaint(&f)?),
-        "service" => EventKind::Service(service(&f)?),
-        "forget" => EventKind::Forget,
-        _ => {
-            return Err(reject(
-                ErrorCode::UnknownType,
-                "field `type` must be purchase, complaint, service or forget",
-            ))
-        }
+    let Ok(event_type) = type_name.parse::<EventType>() else {
+        return Err(reject(
+            ErrorCode::UnknownType,
+            "field `type` must be purchase, complaint, service or forget",
+        ));
+    };
+    let kind = match event_type {
+        EventType::Purchase => EventKind::Purchase(purchase(&f, rules)?),
+        EventType::Complaint => EventKind::Complaint(complaint(&f)?),
+        EventType::Service => EventKind::Service(service(&f)?),
+        EventType::Forget => EventKind::Forget,
     };
     Ok(Event {
         event_id: event_id.to_owned(),

@@ -100,8 +100,12 @@ pub trait Profiles {
     fn due(&mut self, kind: TimerKind, at: Millis) -> Result<Vec<String>, Self::Error>;
 }
 
-/// What happened to an input event, for metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What happened to an input event, for metrics (the label is the
+/// snake_case name).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumIter, strum::EnumCount,
+)]
+#[strum(serialize_all = "snake_case")]
 pub enum Outcome {
     /// Applied in time; may have produced outputs.
     Applied,

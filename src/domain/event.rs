@@ -140,13 +140,35 @@ impl Event {
         }
     }
 
-    /// The wire name of the event type, for metrics and logs.
-    pub fn type_name(&self) -> &'static str {
+    /// The event's type.
+    pub fn event_type(&self) -> EventType {
         match self.kind {
-            EventKind::Purchase(_) => "purchase",
-            EventKind::Complaint(_) => "complaint",
-            EventKind::Service(_) => "service",
-            EventKind::Forget => "forget",
+            EventKind::Purchase(_) => EventType::Purchase,
+            EventKind::Complaint(_) => EventType::Complaint,
+            EventKind::Service(_) => EventType::Service,
+            EventKind::Forget => EventType::Forget,
         }
+    }
+}
+
+wire_enum! {
+    /// The `type` of an input event: its names on the wire, in metrics and
+    /// logs.
+    pub enum EventType {
+        /// A purchase or refund.
+        Purchase,
+        /// A complaint, or the resolution of one.
+        Complaint,
+        /// A service interaction: survey answers, signals, cost.
+        Service,
+        /// Erase the customer.
+        Forget,
+    }
+}
+
+impl EventType {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
 }

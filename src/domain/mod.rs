@@ -27,6 +27,8 @@ macro_rules! wire_enum {
             serde::Deserialize,
             strum::IntoStaticStr,
             strum::EnumString,
+            strum::EnumIter,
+            strum::EnumCount,
         )]
         #[serde(rename_all = "snake_case")]
         #[strum(serialize_all = "snake_case")]

@@ -4,10 +4,12 @@
 
 use crate::codec::input::ErrorCode;
 use crate::domain::engine::Outcome;
+use crate::domain::event::EventType;
 use crate::domain::output::{Output, OutputBody};
 use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
+use strum::{EnumCount, IntoEnumIterator};
 
 /// Prefix of every metric name.
 const PREFIX: &str = "tierstream";
@@ -161,12 +163,29 @@ metrics! {
     rocksdb_write_stalled: IntGauge = "rocksdb_write_stalled", "1 while RocksDB delays or stops writes";
 }
 
-fn outcome_name(o: Outcome) -> &'static str {
-    match o {
-        Outcome::Applied => "applied",
-        Outcome::Late => "late",
-        Outcome::Duplicate => "duplicate",
-        Outcome::Forgotten => "forgotten",
+/// `events_total` of every (type, outcome), resolved once: a
+/// `with_label_values` per event would hash its labels every time.
+#[derive(Clone)]
+pub struct EventCounters([[IntCounter; Outcome::COUNT]; EventType::COUNT]);
+
+impl EventCounters {
+    /// The counters of `metrics`, every series created (at zero).
+    pub fn new(metrics: &Metrics) -> Self {
+        let types: Vec<EventType> = EventType::iter().collect();
+        let outcomes: Vec<Outcome> = Outcome::iter().collect();
+        EventCounters(std::array::from_fn(|t| {
+            std::array::from_fn(|o| {
+                let outcome: &'static str = outcomes[o].into();
+                metrics
+                    .events
+                    .with_label_values(&[types[t].as_str(), outcome])
+            })
+        }))
+    }
+
+    /// Counts one valid event.
+    pub fn inc(&self, t: EventType, outcome: Outcome) {
+        self.0[t as usize][outcome as usize].inc();
     }
 }
 
@@ -180,13 +199,6 @@ impl Metrics {
         for c in ErrorCode::ALL {
             self.rejected.with_label_values(&[c.as_str()]);
         }
-    }
-
-    /// Counts one valid event.
-    pub fn event(&self, type_name: &str, outcome: Outcome) {
-        self.events
-            .with_label_values(&[type_name, outcome_name(outcome)])
-            .inc();
     }
 
     /// Counts one output.

@@ -6,7 +6,7 @@ use crate::domain::engine::{Engine, Outcome};
 use crate::domain::event::EventKind;
 use crate::domain::output::Output;
 use crate::domain::time::Millis;
-use crate::ops::metrics::Metrics;
+use crate::ops::metrics::{EventCounters, Metrics};
 use crate::store::session::TaskState;
 use crate::store::{KvStore, StoreError};
 
@@ -17,6 +17,7 @@ pub struct Processor {
     rules: DecodeRules,
     /// Where counts go.
     pub metrics: Metrics,
+    events: EventCounters,
 }
 
 /// What happened to one record.
@@ -34,6 +35,7 @@ impl Processor {
         Processor {
             engine,
             rules,
+            events: EventCounters::new(&metrics),
             metrics,
         }
     }
@@ -69,7 +71,7 @@ impl Processor {
             .engine
             .apply(&mut clock, &mut task.session(store), &event, out)?;
         task.clock = clock;
-        self.metrics.event(event.type_name(), outcome);
+        self.events.inc(event.event_type(), outcome);
         for o in &out[first..] {
             self.metrics.output(o);
         }
