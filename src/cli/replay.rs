@@ -111,7 +111,16 @@ pub fn replay(
     let mut writer = Writer { output, dlq };
     let mut lanes: Vec<Lane<'_>> = tasks
         .into_iter()
-        .map(|tasks| Lane::new(processor, store, tasks, lanes, now, want_dlq))
+        .map(|tasks| Lane {
+            processor,
+            store,
+            tasks,
+            lanes,
+            now,
+            want_dlq,
+            since_flush: 0,
+            outs: Vec::new(),
+        })
         .collect();
     if let [lane] = lanes.as_mut_slice() {
         let summary = read_lines(shape.partitions, input, on_bytes, |summary, line| {
@@ -274,27 +283,7 @@ struct Lane<'a> {
     outs: Vec<Output>,
 }
 
-impl<'a> Lane<'a> {
-    fn new(
-        processor: &'a Processor,
-        store: &'a dyn KvStore,
-        tasks: Vec<TaskState>,
-        lanes: usize,
-        now: Millis,
-        want_dlq: bool,
-    ) -> Self {
-        Lane {
-            processor,
-            store,
-            tasks,
-            lanes,
-            now,
-            want_dlq,
-            since_flush: 0,
-            outs: Vec::new(),
-        }
-    }
-
+impl Lane<'_> {
     /// Runs one line through its task and encodes what it produced.
     fn line(&mut self, line: Line) -> Result<LineOut> {
         let task = &mut self.tasks[line.task / self.lanes];

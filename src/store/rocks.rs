@@ -71,6 +71,17 @@ impl RocksStore {
         Ok(())
     }
 
+    /// Entries with `from <= key < to`, in key order.
+    fn iter(&self, cf: Cf, from: &[u8], to: &[u8]) -> rocksdb::DBIterator<'_> {
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_upper_bound(to.to_vec());
+        self.db.iterator_cf_opt(
+            self.handle(cf),
+            opts,
+            IteratorMode::From(from, Direction::Forward),
+        )
+    }
+
     fn handle(&self, cf: Cf) -> &rocksdb::ColumnFamily {
         self.db
             .cf_handle(cf.name())
@@ -90,13 +101,7 @@ impl KvStore for RocksStore {
     }
 
     fn first_key(&self, cf: Cf, from: &[u8], to: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let mut opts = ReadOptions::default();
-        opts.set_iterate_upper_bound(to.to_vec());
-        let mut iter = self.db.iterator_cf_opt(
-            self.handle(cf),
-            opts,
-            IteratorMode::From(from, Direction::Forward),
-        );
+        let mut iter = self.iter(cf, from, to);
         Ok(iter.next().transpose()?.map(|(k, _)| k.to_vec()))
     }
 
@@ -107,14 +112,7 @@ impl KvStore for RocksStore {
         to: &[u8],
         f: &mut dyn FnMut(&[u8], &[u8]),
     ) -> Result<(), StoreError> {
-        let mut opts = ReadOptions::default();
-        opts.set_iterate_upper_bound(to.to_vec());
-        let iter = self.db.iterator_cf_opt(
-            self.handle(cf),
-            opts,
-            IteratorMode::From(from, Direction::Forward),
-        );
-        for item in iter {
+        for item in self.iter(cf, from, to) {
             let (k, v) = item?;
             f(&k, &v);
         }
