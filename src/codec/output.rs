@@ -55,9 +55,9 @@ impl Serialize for Rounded {
 
 /// An instant, written as RFC 3339 (UTC, milliseconds, `Z`).
 #[derive(Debug, Clone, Copy)]
-pub struct Instant(pub Millis);
+pub struct Rfc3339(pub Millis);
 
-impl Serialize for Instant {
+impl Serialize for Rfc3339 {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&format_rfc3339(self.0))
     }
@@ -97,7 +97,7 @@ struct TierInputsWire {
     #[serde(skip_serializing_if = "Option::is_none")]
     threshold: Option<Money>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    tier_since: Option<Instant>,
+    tier_since: Option<Rfc3339>,
     value_12m: Money,
 }
 
@@ -108,7 +108,7 @@ fn tier_inputs(i: &TierInputs) -> TierInputsWire {
         purchases_12m: i.figures.purchases_12m,
         revenue_12m: Money(i.figures.revenue_12m),
         threshold: i.threshold.map(Money),
-        tier_since: i.tier_since.map(Instant),
+        tier_since: i.tier_since.map(Rfc3339),
         value_12m: Money(i.figures.value_12m),
     }
 }
@@ -226,7 +226,7 @@ fn reason(r: &Reason) -> ReasonWire<'_> {
 
 /// The fields every output shares.
 struct Envelope<'a> {
-    at: Instant,
+    at: Rfc3339,
     cause: CauseWire<'a>,
     customer_id: &'a str,
     event_id: String,
@@ -236,7 +236,7 @@ struct Envelope<'a> {
 
 fn envelope(o: &Output) -> Envelope<'_> {
     Envelope {
-        at: Instant(o.at),
+        at: Rfc3339(o.at),
         cause: cause(&o.cause),
         customer_id: &o.customer_id,
         event_id: o.event_id(),
@@ -248,7 +248,7 @@ fn envelope(o: &Output) -> Envelope<'_> {
 /// `tierstream.tier_changed.v1`
 #[derive(Serialize)]
 struct TierChangedWire<'a> {
-    at: Instant,
+    at: Rfc3339,
     cause: CauseWire<'a>,
     customer_id: &'a str,
     direction: &'static str,
@@ -265,10 +265,10 @@ struct TierChangedWire<'a> {
 /// `tierstream.tier_at_risk.v1`
 #[derive(Serialize)]
 struct TierAtRiskWire<'a> {
-    at: Instant,
+    at: Rfc3339,
     cause: CauseWire<'a>,
     customer_id: &'a str,
-    downgrade_at: Option<Instant>,
+    downgrade_at: Option<Rfc3339>,
     event_id: String,
     inputs: TierInputsWire,
     schema: &'static str,
@@ -281,7 +281,7 @@ struct TierAtRiskWire<'a> {
 #[derive(Serialize)]
 struct ChurnWarningWire<'a> {
     action: &'static str,
-    at: Instant,
+    at: Rfc3339,
     attitude: Option<Rounded>,
     behaviour: Option<Rounded>,
     cause: CauseWire<'a>,
@@ -329,7 +329,7 @@ pub struct ProfileFields<'a> {
     quadrant: Option<&'static str>,
     revenue_12m: Money,
     tier: Option<&'static str>,
-    tier_since: Option<Instant>,
+    tier_since: Option<Rfc3339>,
     value_12m: Money,
     warning: Option<OpenWarningWire<'a>>,
 }
@@ -345,7 +345,7 @@ impl<'a> From<&'a ProfileView> for ProfileFields<'a> {
             quadrant: p.quadrant.map(|q| q.as_str()),
             revenue_12m: Money(p.figures.revenue_12m),
             tier: p.tier.map(|t| t.as_str()),
-            tier_since: p.tier_since.map(Instant),
+            tier_since: p.tier_since.map(Rfc3339),
             value_12m: Money(p.figures.value_12m),
             warning: p.warning.as_ref().map(open_warning),
         }
@@ -431,7 +431,7 @@ fn encode<T>(o: &Output, encode: impl FnOnce(&dyn erased::Encode) -> T) -> Optio
             at: e.at,
             cause: e.cause,
             customer_id: e.customer_id,
-            downgrade_at: downgrade_at.map(Instant),
+            downgrade_at: downgrade_at.map(Rfc3339),
             event_id: e.event_id,
             inputs: tier_inputs(inputs),
             schema: e.schema,

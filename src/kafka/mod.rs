@@ -1,6 +1,7 @@
 //! Every librdkafka adapter: client configuration (with librdkafka
-//! pass-through), topic administration, the consumer's rebalance context,
-//! the transactional producer (sink), the changelog and its restore, the
+//! pass-through), topic administration, the group consumer as the run
+//! loop's source (with its rebalance context and doorbell), the
+//! transactional producer (sink), the changelog and its restore, the
 //! partitioner, group lookup, the record shapes we write, and `tail`.
 
 pub mod admin;

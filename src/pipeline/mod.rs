@@ -1,7 +1,9 @@
 //! `tierstream run`: the Kafka consume-process-produce loop.
 //!
-//! One thread runs the loop (every Kafka and RocksDB call in it blocks, so
-//! it stays off the async executor):
+//! The loop sees Kafka only through the ports of [`ports`] (a `Source`, a
+//! `Sink`, a `Restore`): `Pipeline::run` plugs in the librdkafka adapters,
+//! the tests in `tests.rs` in-memory fakes. One thread runs the loop (every
+//! Kafka and RocksDB call in it blocks, so it stays off the async executor):
 //!
 //! 1. **Rebalances** are recorded by the consumer's callbacks; the loop
 //!    drops the uncommitted records and in-memory state of revoked tasks
