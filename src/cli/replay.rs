@@ -135,7 +135,7 @@ pub fn replay(
         let mut results = Vec::new();
         let mut workers = Vec::new();
         for mut lane in lanes {
-            let (in_tx, in_rx) = std::sync::mpsc::sync_channel::<Line>(LANE_QUEUE);
+            let (in_tx, in_rx) = std::sync::mpsc::sync_channel::<Line<Vec<u8>>>(LANE_QUEUE);
             let (out_tx, out_rx) = std::sync::mpsc::channel::<Result<LineOut>>();
             inputs.push(in_tx);
             results.push(out_rx);
@@ -156,8 +156,14 @@ pub fn replay(
         let lanes = inputs.len();
         let summary = read_lines(shape.partitions, input, on_bytes, |summary, line| {
             let lane = line.task % lanes;
+            // Only a line crossing to another thread is copied.
+            let owned = Line {
+                task: line.task,
+                no: line.no,
+                record: line.record.to_vec(),
+            };
             inputs[lane]
-                .send(line)
+                .send(owned)
                 .map_err(|_| anyhow::anyhow!("a replay thread stopped"))?;
             order.push_back(lane);
             // Write whatever is ready; wait when too much is in flight.
@@ -192,11 +198,12 @@ pub fn replay(
     })
 }
 
-/// One non-blank input line and its task.
-struct Line {
+/// One non-blank input line and its task (borrowed from the reader's
+/// buffer, or owned to cross to a worker thread).
+struct Line<R> {
     task: usize,
     no: u64,
-    record: Vec<u8>,
+    record: R,
 }
 
 /// What one line produced, encoded for the output and DLQ files.
@@ -242,7 +249,7 @@ fn read_lines(
     partitions: u32,
     input: &mut dyn BufRead,
     on_bytes: &dyn Fn(u64),
-    mut each: impl FnMut(&mut ReplaySummary, Line) -> Result<()>,
+    mut each: impl FnMut(&mut ReplaySummary, Line<&[u8]>) -> Result<()>,
 ) -> Result<ReplaySummary> {
     let mut summary = ReplaySummary::default();
     let mut line = Vec::new();
@@ -264,7 +271,6 @@ fn read_lines(
         }
         summary.lines += 1;
         let task = task_of(record, partitions);
-        let record = record.to_vec();
         each(&mut summary, Line { task, no, record })?;
     }
     Ok(summary)
@@ -285,17 +291,18 @@ struct Lane<'a> {
 
 impl Lane<'_> {
     /// Runs one line through its task and encodes what it produced.
-    fn line(&mut self, line: Line) -> Result<LineOut> {
+    fn line(&mut self, line: Line<impl AsRef<[u8]>>) -> Result<LineOut> {
+        let record = line.record.as_ref();
         let task = &mut self.tasks[line.task / self.lanes];
         self.outs.clear();
         let mut out = LineOut::default();
         let processed =
             self.processor
-                .process(task, self.store, &line.record, self.now, &mut self.outs)?;
+                .process(task, self.store, record, self.now, &mut self.outs)?;
         if let Processed::Rejected(r) = processed {
             let mut d = Vec::new();
             if self.want_dlq {
-                let raw = String::from_utf8_lossy(&line.record);
+                let raw = String::from_utf8_lossy(record);
                 let rec = json!({"code": r.code.as_str(), "message": r.message, "line": line.no, "raw": raw});
                 serde_json::to_writer(&mut d, &rec)?;
                 d.push(b'\n');

@@ -52,10 +52,3 @@ impl fmt::Display for TaskId {
         self.0.fmt(f)
     }
 }
-
-impl std::str::FromStr for TaskId {
-    type Err = std::num::ParseIntError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        s.parse().map(TaskId)
-    }
-}
