@@ -25,6 +25,10 @@ pub struct RunArgs {
     pub config: Option<PathBuf>,
     /// Stop by itself once no input arrived for this many milliseconds
     /// (catch-up jobs and benchmarks); by default run until signalled.
+    /// Idle means idle on the partitions this instance owns: start a
+    /// catch-up job once an instance that crashed has left the group (its
+    /// session timed out), or the partitions it still holds are not waited
+    /// for.
     #[arg(long)]
     pub stop_when_idle_ms: Option<u64>,
 }

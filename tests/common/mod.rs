@@ -114,6 +114,45 @@ impl TestEnv {
     }
 }
 
+/// When a test fails, its instances' logs are worth more than the
+/// temporary directory they die with: the warnings and errors of each, and
+/// its last lines, go to the test's output (which CI keeps).
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(self.dir.path()) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "log") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let notable: Vec<&str> = lines
+                .iter()
+                .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+                .copied()
+                .collect();
+            eprintln!(
+                "--- {}: {} warnings/errors (last 40), then its last 20 lines",
+                path.display(),
+                notable.len()
+            );
+            for l in notable.iter().rev().take(40).rev() {
+                eprintln!("{l}");
+            }
+            eprintln!("...");
+            for l in lines.iter().rev().take(20).rev() {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
 pub fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -225,10 +264,17 @@ pub fn assert_same_outputs(got: &[Value], expected: &[Value]) {
                     })
                     .collect()
             };
+            let differing = e
+                .iter()
+                .filter(|&(c, w)| g.get(c) != Some(w))
+                .count();
             panic!(
-                "outputs of {customer} differ ({} got, {} expected)\ngot:      {:#?}\nexpected: {:#?}",
+                "outputs of {customer} differ ({} got, {} expected); {differing} of {} customers differ, {} outputs got of {} expected\ngot:      {:#?}\nexpected: {:#?}",
                 have.len(),
                 want.len(),
+                e.len(),
+                got.len(),
+                expected.len(),
                 brief(&have),
                 brief(want)
             );
@@ -372,6 +418,10 @@ impl TestEnv {
     /// Runs instance `name` until it has been idle for 3 s, and asserts it
     /// exited cleanly.
     pub fn run_until_idle(&self, name: &str, envs: &[(&str, &str)]) {
+        // A crashed instance stays a member until its session times out,
+        // and the group hands it partitions meanwhile: a catch-up started
+        // then would go idle on its share and leave the rest unread.
+        self.wait_for_empty_group(Duration::from_secs(60));
         let mut inst = self.spawn(name, envs, &["--stop-when-idle-ms", "3000"]);
         let deadline = std::time::Instant::now() + Duration::from_secs(300);
         loop {
@@ -380,6 +430,11 @@ impl TestEnv {
                     status.success(),
                     "{name} exited with {status}; log: {}",
                     inst.log_text()
+                );
+                let lag = self.lag();
+                assert_eq!(
+                    lag, 0,
+                    "{name} went idle with {lag} input records not committed"
                 );
                 return;
             }
@@ -423,6 +478,31 @@ impl TestEnv {
 }
 
 impl TestEnv {
+    /// Waits until the group has no members (every instance stopped, or
+    /// timed out after a crash).
+    pub fn wait_for_empty_group(&self, timeout: Duration) {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap())
+            .create()
+            .unwrap();
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let groups = c
+                .fetch_group_list(Some(&self.config.kafka.group_id), Duration::from_secs(10))
+                .unwrap();
+            let members: usize = groups.groups().iter().map(|g| g.members().len()).sum();
+            if members == 0 {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the group still has {members} members after {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
     /// Input records not yet committed by the group (end offset minus
     /// committed offset, summed over the input partitions).
     pub fn lag(&self) -> i64 {
