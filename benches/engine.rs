@@ -20,6 +20,7 @@ fn workload() -> Vec<u8> {
         seed: 3,
         start: 1_735_689_600_000,
         days: 365,
+        ..GenerateSpec::default()
     })
     .events;
     let mut jsonl = Vec::new();

@@ -3,7 +3,7 @@
 # topics, runs the pipeline over it until idle, and prints the output
 # counts of `run` and of `replay --partitions 3` side by side (checking
 # every output field by field) with the end-to-end throughput.
-#   scripts/backlog_bench.sh [BINARY] [CUSTOMERS] [EVENTS]   (env SEED, DAYS, START)
+#   scripts/backlog_bench.sh [BINARY] [CUSTOMERS] [EVENTS]   (env SEED, DAYS, START, PROFILE)
 # Needs a running broker (scripts/kafka.sh start).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +18,7 @@ write_run_config "$run_id" "$work/bench.toml" "$work/state"
 # The default start keeps every event in the past: input more than a day
 # ahead of the wall clock is rejected (SPEC), so a workload reaching into
 # the future would give run and the later replay different inputs.
-workload=(--customers "$customers" --events "$events" --seed "${SEED:-7}" --days "${DAYS:-730}" --start "${START:-2024-09-01}")
+workload=(--customers "$customers" --events "$events" --seed "${SEED:-7}" --days "${DAYS:-730}" --start "${START:-2024-09-01}" --profile "${PROFILE:-standard}")
 "$bin" generate "${workload[@]}" --to-kafka --config "$work/bench.toml"
 RUST_LOG=info /usr/bin/time -f "run: %e s wall, %M KiB max RSS" \
   "$bin" run --config "$work/bench.toml" --stop-when-idle-ms 5000 2> "$work/run.log" || {

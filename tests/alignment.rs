@@ -19,6 +19,7 @@ fn demo_spec() -> GenerateSpec {
         seed: 42,
         start: 1_735_689_600_000, // 2025-01-01
         days: 365,
+        ..GenerateSpec::default()
     }
 }
 
@@ -48,6 +49,7 @@ fn a_long_backlog_with_an_instance_joining_mid_run_gives_the_replay_outputs() {
         seed: 43,
         start: 1_735_689_600_000,
         days: 365,
+        ..GenerateSpec::default()
     };
     let w = workload(&env, &spec, Some(4999));
     produce(&env.in_topic_blocks(&w.records));

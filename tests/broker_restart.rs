@@ -28,6 +28,7 @@ fn a_broker_restart_mid_run_loses_and_duplicates_nothing() {
             seed: 25,
             start: 1_735_689_600_000,
             days: 420,
+            ..GenerateSpec::default()
         },
         Some(1999),
     );

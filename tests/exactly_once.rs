@@ -21,6 +21,7 @@ fn spec(customers: u64, events: u64, seed: u64) -> GenerateSpec {
         seed,
         start: JAN_2025,
         days: 420,
+        ..GenerateSpec::default()
     }
 }
 

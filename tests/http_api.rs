@@ -69,6 +69,7 @@ fn metrics_health_and_customer_endpoints() {
             seed: 31,
             start: 1_735_689_600_000,
             days: 420,
+            ..GenerateSpec::default()
         },
         Some(500),
     );

@@ -297,6 +297,7 @@ fn output_equals_replay(name: &str, inputs: usize) {
             seed: 11,
             start: 1_735_689_600_000, // 2025-01-01
             days: 420,
+            ..GenerateSpec::default()
         },
         None,
     );

@@ -345,6 +345,7 @@ fn workload() -> Vec<Value> {
         seed: 3,
         start: START,
         days: 365,
+        ..GenerateSpec::default()
     })
     .events
     .into_iter()

@@ -4,7 +4,7 @@
 use super::{progress, write_jsonl, Unit};
 use crate::config::Config;
 use crate::kafka::client_config;
-use crate::workload::generate::{generate, GenerateSpec};
+use crate::workload::generate::{generate, Activity, GenerateSpec};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -30,6 +30,11 @@ pub struct GenerateArgs {
     /// Days of event time the workload spans.
     #[arg(long, default_value_t = 365)]
     pub days: u32,
+    /// How events are spread over the customers: `standard`, or
+    /// `heavy-tailed` (Zipf: a few customers with tens of thousands of
+    /// events each — the benchmark workload).
+    #[arg(long, value_enum, default_value_t = Activity::Standard)]
+    pub profile: Activity,
     /// Produce to the input topics (purchases to the first, complaints to
     /// the second, service events to the third) instead of a file.
     #[arg(long, conflicts_with = "output")]
@@ -61,6 +66,7 @@ pub(super) fn run_generate(a: GenerateArgs) -> Result<()> {
         seed: a.seed,
         start: parse_day(&a.start)?,
         days: a.days,
+        activity: a.profile,
     };
     if a.customers == 0 {
         bail!("--customers must be >= 1");

@@ -161,11 +161,17 @@ impl Evidence {
             }
         }
         if !s.signals.is_empty() {
-            self.signals.push(SignalRecord {
-                ts,
-                signals: s.signals.clone(),
-            });
-            self.signals.sort_by_key(|r| r.ts);
+            // Kept in time order (after any of the same instant, as a
+            // stable sort of the pushed record would put it): the window
+            // is then a range found by bisection.
+            let at = self.signals.partition_point(|r| r.ts <= ts);
+            self.signals.insert(
+                at,
+                SignalRecord {
+                    ts,
+                    signals: s.signals.clone(),
+                },
+            );
         }
         if s.satisfaction.is_some()
             || s.recommend.is_some()
@@ -193,13 +199,18 @@ impl Evidence {
                 }
             }
             _ => {
-                self.complaints.push(ComplaintRecord {
-                    ts,
-                    id,
-                    severity: c.severity,
-                    resolved: c.resolved,
-                });
-                self.complaints.sort_by_key(|r| (r.ts, r.id));
+                let at = self
+                    .complaints
+                    .partition_point(|r| (r.ts, r.id) <= (ts, id));
+                self.complaints.insert(
+                    at,
+                    ComplaintRecord {
+                        ts,
+                        id,
+                        severity: c.severity,
+                        resolved: c.resolved,
+                    },
+                );
             }
         }
     }
@@ -213,8 +224,40 @@ impl Evidence {
         self.resolved_refs.retain(|(ts, _)| *ts >= from);
     }
 
-    fn is_resolved(&self, c: &ComplaintRecord) -> bool {
-        c.resolved || self.resolved_refs.iter().any(|(_, h)| *h == c.id)
+    /// The complaints and signals of `window_from ..= at`, in time order:
+    /// both lists are kept sorted, so two bisections find them.
+    fn in_window(&self, window_from: Millis, at: Millis) -> (&[ComplaintRecord], &[SignalRecord]) {
+        let c_lo = self.complaints.partition_point(|c| c.ts < window_from);
+        let c_hi = self.complaints.partition_point(|c| c.ts <= at).max(c_lo);
+        let s_lo = self.signals.partition_point(|s| s.ts < window_from);
+        let s_hi = self.signals.partition_point(|s| s.ts <= at).max(s_lo);
+        (&self.complaints[c_lo..c_hi], &self.signals[s_lo..s_hi])
+    }
+}
+
+/// Which complaints a resolution named: a linear look-up for the usual
+/// handful of resolutions, a hash set for a customer with many (each
+/// score evaluation asks once per complaint in the window).
+enum ResolvedRefs<'a> {
+    Few(&'a [(Millis, u64)]),
+    Many(std::collections::HashSet<u64>),
+}
+
+impl<'a> ResolvedRefs<'a> {
+    fn new(refs: &'a [(Millis, u64)]) -> Self {
+        if refs.len() <= 16 {
+            ResolvedRefs::Few(refs)
+        } else {
+            ResolvedRefs::Many(refs.iter().map(|(_, h)| *h).collect())
+        }
+    }
+
+    fn resolves(&self, c: &ComplaintRecord) -> bool {
+        c.resolved
+            || match self {
+                ResolvedRefs::Few(refs) => refs.iter().any(|(_, h)| *h == c.id),
+                ResolvedRefs::Many(set) => set.contains(&c.id),
+            }
     }
 }
 
@@ -363,12 +406,10 @@ pub fn scores(
     let mut complaint_penalty = 0.0;
     let mut complaints = 0;
     let mut open_complaint = false;
-    for c in ev
-        .complaints
-        .iter()
-        .filter(|c| c.ts <= at && c.ts >= window_from)
-    {
-        let resolved = ev.is_resolved(c);
+    let (window_complaints, window_signals) = ev.in_window(window_from, at);
+    let refs = ResolvedRefs::new(&ev.resolved_refs);
+    for c in window_complaints {
+        let resolved = refs.resolves(c);
         let base = a.complaint_penalty[severity_index(c.severity)];
         let base = if resolved {
             base * a.resolved_factor
@@ -386,11 +427,7 @@ pub fn scores(
     }
     let mut signal_penalty = 0.0;
     let mut signals = Vec::new();
-    for s in ev
-        .signals
-        .iter()
-        .filter(|s| s.ts <= at && s.ts >= window_from)
-    {
+    for s in window_signals {
         signal_penalty += decay(
             a.signal_penalty * s.signals.len() as f64,
             at - s.ts,

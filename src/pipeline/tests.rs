@@ -309,6 +309,7 @@ fn broker(cfg: &Config) -> Broker {
         seed: 11,
         start: 1_700_000_000_000,
         days: 120,
+        ..GenerateSpec::default()
     });
     let mut b = Broker {
         topics: topics.clone(),

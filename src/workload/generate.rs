@@ -30,6 +30,40 @@ pub struct GenerateSpec {
     pub start: Millis,
     /// Days the events span.
     pub days: u32,
+    /// How activity is spread over the customers.
+    pub activity: Activity,
+}
+
+/// How many of the events each customer gets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Activity {
+    /// Pareto-distributed activity, capped: the busiest customer has a few
+    /// hundred times the events of the least active.
+    #[default]
+    Standard,
+    /// Zipf-distributed activity (the customer of rank r gets a share
+    /// proportional to r^-0.8), what a real customer base with a few
+    /// resellers and businesses looks like: with 100k customers and 1M
+    /// events the busiest has ~20k events and the top 100 a fifth of all.
+    /// The worst case for per-event cost that grows with a history.
+    HeavyTailed,
+}
+
+/// Zipf exponent of [`Activity::HeavyTailed`].
+const HEAVY_TAIL_EXPONENT: f64 = 0.8;
+
+impl Default for GenerateSpec {
+    /// A small year of events, starting 2025-01-01.
+    fn default() -> Self {
+        GenerateSpec {
+            customers: 1_000,
+            events: 10_000,
+            seed: 1,
+            start: 1_735_689_600_000,
+            days: 365,
+            activity: Activity::Standard,
+        }
+    }
 }
 
 /// One generated event, with the input topic it belongs on.
@@ -275,9 +309,18 @@ pub struct Workload {
 /// Generates the workload.
 pub fn generate(spec: &GenerateSpec) -> Workload {
     let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
-    let personas: Vec<Persona> = (0..spec.customers)
+    let mut personas: Vec<Persona> = (0..spec.customers)
         .map(|i| persona(&mut rng, i, spec))
         .collect();
+    if spec.activity == Activity::HeavyTailed {
+        // Ranks from a stream of their own, so everything else about the
+        // customers is what the standard profile gives for the seed.
+        let mut ranks: Vec<u64> = (1..=spec.customers).collect();
+        ranks.shuffle(&mut ChaCha8Rng::seed_from_u64(spec.seed ^ 0x5a1f));
+        for (p, rank) in personas.iter_mut().zip(ranks) {
+            p.activity = (rank as f64).powf(-HEAVY_TAIL_EXPONENT) * p.archetype.activity();
+        }
+    }
     let total_activity: f64 = personas.iter().map(|p| p.activity).sum();
     let mut events = Vec::with_capacity(spec.events as usize);
     let mut assigned = 0u64;
@@ -330,6 +373,7 @@ mod tests {
             seed,
             start: 1_735_689_600_000,
             days: 365,
+            ..GenerateSpec::default()
         }
     }
 
@@ -358,6 +402,31 @@ mod tests {
                 "{archetype:?}"
             );
         }
+    }
+
+    #[test]
+    fn heavy_tailed_activity_concentrates_events_on_a_few_customers() {
+        let spec = GenerateSpec {
+            customers: 10_000,
+            events: 100_000,
+            activity: Activity::HeavyTailed,
+            ..GenerateSpec::default()
+        };
+        let a = generate(&spec);
+        let mut per_customer: std::collections::HashMap<&str, u64> = Default::default();
+        for g in &a.events {
+            *per_customer.entry(&g.customer_id).or_default() += 1;
+        }
+        let mut counts: Vec<u64> = per_customer.into_values().collect();
+        counts.sort_unstable_by(|x, y| y.cmp(x));
+        let top10: u64 = counts[..10].iter().sum();
+        // Zipf(0.8) over 10k customers: the busiest ~3%, the top 10 ~15%
+        // (archetype activity moves it a little); the standard profile's
+        // busiest has well under 1%.
+        assert!(counts[0] > 1_000, "busiest has {}", counts[0]);
+        assert!(top10 > 10_000, "top 10 have {top10}");
+        assert_eq!(counts.iter().sum::<u64>(), 100_000);
+        assert_eq!(generate(&spec).events, a.events, "deterministic");
     }
 
     #[test]
