@@ -27,6 +27,8 @@ if timeout 15 git ls-remote https://github.com/RustSec/advisory-db HEAD >/dev/nu
 else
   echo "RustSec advisory database unreachable from here: advisories not checked"
 fi
+echo "== bash -n scripts/*.sh .ci/run (syntax of every script, benchmarks included)"
+for f in scripts/*.sh .ci/run; do bash -n "$f"; done
 echo "== hadolint deploy/Dockerfile"
 hadolint deploy/Dockerfile
 echo "== cargo clippy"

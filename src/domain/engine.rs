@@ -531,6 +531,19 @@ impl Engine {
         let reference = self.signature(profile, t0);
         let segment_end = month_start(month_of(first) + 1);
         let (mut lo, mut hi) = (0, (segment_end - first) / DAY_MS);
+        // Within a segment every part of the signature changes at most
+        // once and never back (scores move one way, the cooldown passes,
+        // complaints age out), which is what makes the bisection exact; it
+        // also means that a signature unchanged at the segment's last
+        // midnight was unchanged all along. Most evaluations change
+        // nothing, so this one look replaces the whole bisection.
+        if hi > 0 {
+            if self.signature(profile, first + (hi - 1) * DAY_MS) == reference {
+                return segment_end;
+            }
+            // Changed by the last midnight: the first change is no later.
+            hi -= 1;
+        }
         while lo < hi {
             let mid = (lo + hi) / 2;
             if self.signature(profile, first + mid * DAY_MS) != reference {
