@@ -2,7 +2,8 @@
 # A three-topic backlog end to end: produces a generated workload to fresh
 # topics, runs the pipeline over it until idle, and prints the output
 # counts of `run` and of `replay --partitions 3` side by side (checking
-# every output field by field) with the end-to-end throughput.
+# every output field by field) with the end-to-end throughput, and the
+# speed of a full restore from the changelog (state directory wiped).
 #   scripts/backlog_bench.sh [BINARY] [CUSTOMERS] [EVENTS]   (env SEED, DAYS, START, PROFILE)
 # Needs a running broker (scripts/kafka.sh start).
 set -euo pipefail
@@ -24,6 +25,12 @@ RUST_LOG=info /usr/bin/time -f "run: %e s wall, %M KiB max RSS" \
   "$bin" run --config "$work/bench.toml" --stop-when-idle-ms 5000 2> "$work/run.log" || {
   cat "$work/run.log" >&2; exit 1; }
 grep -E "throughput|max RSS" "$work/run.log" | sed 's/\x1b\[[0-9;]*m//g'
+# Restore: with the state directory gone, a second run rebuilds every task
+# from the changelog before it goes idle (nothing new to process).
+rm -rf "$work/state"
+RUST_LOG=info "$bin" run --config "$work/bench.toml" --stop-when-idle-ms 3000 2> "$work/restore.log" || {
+  cat "$work/restore.log" >&2; exit 1; }
+grep -E "restored state from the changelog" "$work/restore.log" | sed 's/\x1b\[[0-9;]*m//g'
 "$bin" tail --config "$work/bench.toml" --idle-ms 5000 > "$work/kafka.jsonl" 2>/dev/null
 "$bin" generate "${workload[@]}" --output "$work/events.jsonl" 2>/dev/null
 "$bin" replay --config "$work/bench.toml" --input "$work/events.jsonl" \

@@ -74,6 +74,11 @@ impl Restorer {
         // the default half-second fetch wait per step.
         set_default(&mut c, "fetch.wait.max.ms", "20");
         set_default(&mut c, "fetch.max.bytes", "104857600");
+        // A restore reads a few partitions from start to end as fast as it
+        // can: large fetches per partition and a deep prefetch queue keep
+        // the broker streaming while records are applied.
+        set_default(&mut c, "max.partition.fetch.bytes", "16777216");
+        set_default(&mut c, "queued.max.messages.kbytes", "65536");
         let consumer = c
             .create_with_context(RestoreContext)
             .context("creating the restore consumer")?;
