@@ -264,10 +264,7 @@ pub fn assert_same_outputs(got: &[Value], expected: &[Value]) {
                     })
                     .collect()
             };
-            let differing = e
-                .iter()
-                .filter(|&(c, w)| g.get(c) != Some(w))
-                .count();
+            let differing = e.iter().filter(|&(c, w)| g.get(c) != Some(w)).count();
             panic!(
                 "outputs of {customer} differ ({} got, {} expected); {differing} of {} customers differ, {} outputs got of {} expected\ngot:      {:#?}\nexpected: {:#?}",
                 have.len(),
