@@ -566,18 +566,13 @@ impl Engine {
         )
     }
 
-    fn reasons_of(&self, s: &Scores) -> Vec<Reason> {
-        let lp = &self.policy.loyalty;
-        reasons(s, lp.attitude.scale_max, lp.quadrant.threshold)
-    }
-
     fn signature(&self, profile: &Profile, at: Millis) -> Signature {
         let s = self.scores_at(profile, at);
         Signature {
             sides: next_sides(&self.policy.loyalty.quadrant, profile.sides, &s),
             past_gap: s.past_gap,
             open_complaint: s.open_complaint,
-            codes: codes(&self.reasons_of(&s)),
+            codes: codes(&reasons(&s)),
             cooldown_passed: self.cooldown_passed(profile, at),
         }
     }
@@ -606,7 +601,7 @@ impl Engine {
         profile.sides = Some(sides);
         let quadrant = sides.quadrant();
         let sev = severity(profile.tier, &s);
-        let reasons = self.reasons_of(&s);
+        let reasons = reasons(&s);
         let codes = codes(&reasons);
         let step = transition(
             quadrant,

@@ -790,6 +790,36 @@ fn a_spurious_gold_customer_is_warned_with_severity_high() {
     assert_eq!(w[0].warning_id, opened.event_id());
 }
 
+/// SPEC §7: `low_satisfaction` while the latest satisfaction is <= 2.
+/// A weekly gold buyer answering satisfaction 1 is spurious (attitude 0);
+/// the warning cites low satisfaction and recommends service recovery. A
+/// later 3 lifts the attitude to 50 — still spurious — and is no longer a
+/// low-satisfaction reason, so the warning updates without it.
+#[test]
+fn low_satisfaction_means_two_or_less() {
+    let mut h = Harness::new();
+    let mut all = weekly(&mut h, "g", JAN, 8, 30_000);
+    all.extend(h.outs(service("s1", "g", JAN + 51 * D, |s| {
+        s.satisfaction = Some(1.0)
+    })));
+    let w = warnings(&all);
+    assert_eq!(w.len(), 1);
+    assert_eq!(codes_of(w[0]), vec![ReasonCode::LowSatisfaction]);
+    assert_eq!(w[0].recommended_action, Some(Action::ServiceRecovery));
+    let o = h.outs(service("s2", "g", JAN + 52 * D, |s| {
+        s.satisfaction = Some(3.0)
+    }));
+    let w = warnings(&o);
+    assert_eq!(w.len(), 1, "{o:?}");
+    assert_eq!(w[0].quadrant, Some(super::loyalty::Quadrant::Spurious));
+    assert!(
+        codes_of(w[0]).is_empty(),
+        "3 is not low: {:?}",
+        codes_of(w[0])
+    );
+    assert_eq!(w[0].recommended_action, Some(Action::SatisfactionOutreach));
+}
+
 #[test]
 fn a_spurious_customer_whose_survey_turns_good_is_cleared() {
     let mut h = Harness::new();

@@ -165,10 +165,18 @@ pub fn severity(tier: Option<Tier>, s: &Scores) -> Severity {
 /// A penalty counts as a reason while it weighs at least this much.
 const MIN_PENALTY: f64 = 1.0;
 
-/// The reasons present at the scored instant. An answer is "low" when it
-/// alone would put the attitude below `high_threshold` (so recommend and
-/// repurchase intent below 3 of 5, satisfaction below 3.4 of 5).
-pub fn reasons(s: &Scores, scale_max: f64, high_threshold: f64) -> Vec<Reason> {
+/// A satisfaction answer at or below this is `low_satisfaction` (SPEC §7):
+/// the same line `recommended_action` draws for service recovery, so a
+/// warning never cites low satisfaction without recommending it.
+const LOW_SATISFACTION_MAX: f64 = 2.0;
+/// A recommend (or mapped nps) or repurchase-intent answer below this is
+/// low (SPEC §7).
+const LOW_ANSWER_BELOW: f64 = 3.0;
+
+/// The reasons present at the scored instant, by SPEC §7's fixed lines:
+/// they are in answer units, not derived from the quadrant threshold, so
+/// tuning the quadrant does not silently change what a warning cites.
+pub fn reasons(s: &Scores) -> Vec<Reason> {
     let mut r = Vec::new();
     if s.complaint_penalty >= MIN_PENALTY {
         r.push(Reason::Complaint {
@@ -177,22 +185,14 @@ pub fn reasons(s: &Scores, scale_max: f64, high_threshold: f64) -> Vec<Reason> {
             open_high: s.open_complaint,
         });
     }
-    if let Some(v) = s.satisfaction {
-        if (v - 1.0) / (scale_max - 1.0) * 100.0 < high_threshold {
-            r.push(Reason::LowSatisfaction { satisfaction: v });
-        }
+    if let Some(v) = s.satisfaction.filter(|v| *v <= LOW_SATISFACTION_MAX) {
+        r.push(Reason::LowSatisfaction { satisfaction: v });
     }
     if let SurveySource::Survey(sv) = s.survey_source {
-        if let Some(v) = sv
-            .recommend
-            .filter(|v| v / scale_max * 100.0 < high_threshold)
-        {
+        if let Some(v) = sv.recommend.filter(|v| *v < LOW_ANSWER_BELOW) {
             r.push(Reason::LowRecommend { recommend: v });
         }
-        if let Some(v) = sv
-            .repurchase_intent
-            .filter(|v| v / scale_max * 100.0 < high_threshold)
-        {
+        if let Some(v) = sv.repurchase_intent.filter(|v| *v < LOW_ANSWER_BELOW) {
             r.push(Reason::LowRepurchaseIntent {
                 repurchase_intent: v,
             });
@@ -217,7 +217,9 @@ pub fn reasons(s: &Scores, scale_max: f64, high_threshold: f64) -> Vec<Reason> {
 pub fn recommended_action(s: &Scores) -> Action {
     if s.signal_penalty >= MIN_PENALTY {
         Action::RaiseSwitchingCost
-    } else if s.complaint_penalty >= MIN_PENALTY || s.satisfaction.is_some_and(|v| v <= 2.0) {
+    } else if s.complaint_penalty >= MIN_PENALTY
+        || s.satisfaction.is_some_and(|v| v <= LOW_SATISFACTION_MAX)
+    {
         Action::ServiceRecovery
     } else if s.past_gap {
         Action::ReactivationOffer
@@ -264,5 +266,80 @@ pub fn transition(
                 Transition::None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::loyalty::Survey;
+
+    fn scores(satisfaction: Option<f64>, survey: Option<Survey>) -> Scores {
+        Scores {
+            behaviour: 80.0,
+            attitude: 40.0,
+            frequency: 1.0,
+            wallet: 0.0,
+            recency: 1.0,
+            expected_gap_days: 10.0,
+            days_since_purchase: Some(1.0),
+            survey_part: 40.0,
+            survey_source: survey.map_or(SurveySource::Prior, SurveySource::Survey),
+            satisfaction,
+            complaint_penalty: 0.0,
+            complaints: 0,
+            signal_penalty: 0.0,
+            signals: Vec::new(),
+            past_gap: false,
+            open_complaint: false,
+        }
+    }
+
+    fn codes_of(s: &Scores) -> Vec<&'static str> {
+        reasons(s).iter().map(|r| r.code().into()).collect()
+    }
+
+    /// SPEC §7: `low_satisfaction` while the latest satisfaction is <= 2 —
+    /// the line service recovery is recommended at, so the two agree.
+    #[test]
+    fn low_satisfaction_is_two_or_less() {
+        for (v, low) in [
+            (1.0, true),
+            (2.0, true),
+            (2.5, false),
+            (3.0, false),
+            (5.0, false),
+        ] {
+            let s = scores(Some(v), None);
+            assert_eq!(
+                codes_of(&s) == ["low_satisfaction"],
+                low,
+                "satisfaction {v}"
+            );
+            assert_eq!(
+                recommended_action(&s) == Action::ServiceRecovery,
+                low,
+                "satisfaction {v}"
+            );
+        }
+    }
+
+    /// SPEC §7: recommend (nps mapped) and repurchase intent are low below 3.
+    #[test]
+    fn low_answers_are_below_three() {
+        let survey = |r: f64, p: f64| Survey {
+            recommend: Some(r),
+            repurchase_intent: Some(p),
+        };
+        assert_eq!(
+            codes_of(&scores(None, Some(survey(2.6, 2.0)))),
+            ["low_recommend", "low_repurchase_intent"],
+            "nps 4 maps to 2.6"
+        );
+        assert!(codes_of(&scores(None, Some(survey(3.0, 3.0)))).is_empty());
+        assert_eq!(
+            codes_of(&scores(None, Some(survey(3.0, 2.99)))),
+            ["low_repurchase_intent"]
+        );
     }
 }
