@@ -906,6 +906,51 @@ fn an_open_high_complaint_escalates_and_its_resolution_counts_half() {
     assert_eq!(w[0].severity, Severity::Medium);
 }
 
+/// SPEC §7: a resolution applies to the complaint its `ref` names
+/// whichever of the two arrives first. The resolution comes a day before
+/// the complaint (it is attitudinal evidence itself: attitude 65, the
+/// customer is placed true loyal). When it names the complaint, the high
+/// complaint counts half (65 - 10 = 55, not past the 5-point hysteresis)
+/// and is never open: no warning. When it names another complaint, the
+/// same complaint counts fully (45) and opens a warning, escalated to high.
+#[test]
+fn a_resolution_that_arrives_before_its_complaint_still_applies() {
+    let run = |names: &str| {
+        let mut h = Harness::new();
+        weekly(&mut h, "i", JAN, 7, 10_000);
+        let early = h.outs(complaint_of(
+            "k2",
+            "i",
+            JAN + 42 * D,
+            Severity::High,
+            true,
+            Some(names),
+        ));
+        assert!(warnings(&early).is_empty());
+        let o = h.outs(complaint_of(
+            "k1",
+            "i",
+            JAN + 43 * D,
+            Severity::High,
+            false,
+            None,
+        ));
+        let w: Vec<(WarningAction, Severity)> = warnings(&o)
+            .iter()
+            .map(|w| (w.action, w.severity))
+            .collect();
+        (w, h.profile("i").sides.unwrap().quadrant())
+    };
+    assert_eq!(run("k1"), (Vec::new(), super::loyalty::Quadrant::TrueLoyal));
+    assert_eq!(
+        run("k9"),
+        (
+            vec![(WarningAction::Opened, Severity::High)],
+            super::loyalty::Quadrant::Spurious
+        )
+    );
+}
+
 #[test]
 fn non_escalating_changes_wait_for_the_cooldown_escalations_do_not() {
     let mut h = Harness::new();
