@@ -1035,3 +1035,45 @@ fn quadrant_hysteresis_needs_five_points() {
     h.outs(survey("s6", "q", JAN + 47 * D, 3.0, 3.5)); // 65.71: high again
     assert!(h.profile("q").sides.unwrap().attitude_high);
 }
+
+/// SPEC §7 "within 12 months": evidence counts while its calendar month is
+/// in the value window of the evaluation instant (that month and the 11
+/// before). A satisfaction of 1 and a complaint on 31 January 2026 still
+/// count at the last millisecond of December 2026 and are gone on 1
+/// January 2027, whatever their age in days.
+#[test]
+fn evidence_counts_while_its_calendar_month_is_in_the_window() {
+    use super::event::Complaint;
+    use super::loyalty::{scores, Evidence};
+    use super::value::WindowTotals;
+    use super::warning::reasons;
+    let p = policy();
+    let (b, a) = (&p.loyalty.behaviour, &p.loyalty.attitude);
+    let at_evidence = month(0) + 30 * D + 12 * H;
+    let mut ev = Evidence::default();
+    ev.record_service(
+        at_evidence,
+        1,
+        &Service {
+            satisfaction: Some(1.0),
+            ..Service::default()
+        },
+    );
+    let medium = Complaint {
+        severity: Severity::Medium,
+        resolved: false,
+        reference: None,
+    };
+    ev.record_complaint(at_evidence, 2, &medium, |_| 0);
+    let totals = WindowTotals::default();
+    let last_in = scores(b, a, &ev, &totals, month(12) - 1);
+    assert_eq!(last_in.satisfaction, Some(1.0));
+    assert_eq!(last_in.complaints, 1);
+    let codes: Vec<ReasonCode> = reasons(&last_in).iter().map(|r| r.code()).collect();
+    assert!(codes.contains(&ReasonCode::LowSatisfaction), "{codes:?}");
+    let first_out = scores(b, a, &ev, &totals, month(12));
+    assert_eq!(first_out.satisfaction, None);
+    assert_eq!(first_out.complaints, 0);
+    assert_eq!(first_out.complaint_penalty, 0.0);
+    assert!(reasons(&first_out).is_empty());
+}
