@@ -112,7 +112,7 @@ impl Action {
 }
 
 /// The lifecycle step of a warning output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumCount)]
 #[strum(serialize_all = "snake_case")]
 pub enum WarningAction {
     /// The customer entered spurious.

@@ -4,11 +4,14 @@
 
 use crate::codec::input::ErrorCode;
 use crate::domain::engine::Outcome;
-use crate::domain::event::EventType;
+use crate::domain::event::{EventType, Severity};
 use crate::domain::output::{Output, OutputBody};
+use crate::domain::tier::Tier;
+use crate::domain::warning::WarningAction;
 use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
+use std::sync::OnceLock;
 use strum::{EnumCount, IntoEnumIterator};
 
 /// Prefix of every metric name.
@@ -189,6 +192,70 @@ impl EventCounters {
     }
 }
 
+/// The output counters (`outputs_total`, `tier_changes_total`,
+/// `churn_warnings_total`), each series resolved on its first use and kept:
+/// the `/metrics` page shows only series that happened, as before, but an
+/// output costs an array index instead of hashing its labels.
+pub struct OutputCounters {
+    metrics: Metrics,
+    /// Per output kind, in the order of [`kind_slot`].
+    outputs: [OnceLock<IntCounter>; 4],
+    /// Per previous tier (none first) and new tier.
+    tier_changes: [[OnceLock<IntCounter>; Tier::COUNT]; Tier::COUNT + 1],
+    /// Per warning action and severity.
+    churn_warnings: [[OnceLock<IntCounter>; Severity::COUNT]; WarningAction::COUNT],
+}
+
+/// The slot of an output's kind (its schema) in [`OutputCounters`].
+fn kind_slot(body: &OutputBody) -> usize {
+    match body {
+        OutputBody::TierChanged { .. } => 0,
+        OutputBody::TierAtRisk { .. } => 1,
+        OutputBody::ChurnWarning(_) => 2,
+        OutputBody::Profile(_) | OutputBody::ProfileErased => 3,
+    }
+}
+
+impl OutputCounters {
+    /// Counters over `metrics`' output vectors.
+    pub fn new(metrics: &Metrics) -> Self {
+        OutputCounters {
+            metrics: metrics.clone(),
+            outputs: Default::default(),
+            tier_changes: Default::default(),
+            churn_warnings: Default::default(),
+        }
+    }
+
+    /// Counts one output.
+    pub fn inc(&self, o: &Output) {
+        let m = &self.metrics;
+        self.outputs[kind_slot(&o.body)]
+            .get_or_init(|| m.outputs.with_label_values(&[o.schema()]))
+            .inc();
+        match &o.body {
+            OutputBody::TierChanged { from, to, .. } => {
+                let from_slot = from.map_or(0, |t| t as usize + 1);
+                self.tier_changes[from_slot][*to as usize]
+                    .get_or_init(|| {
+                        let from = from.map_or("none", |t| t.as_str());
+                        m.tier_changes.with_label_values(&[from, to.as_str()])
+                    })
+                    .inc();
+            }
+            OutputBody::ChurnWarning(w) => {
+                self.churn_warnings[w.action as usize][w.severity as usize]
+                    .get_or_init(|| {
+                        m.churn_warnings
+                            .with_label_values(&[w.action.as_str(), w.severity.as_str()])
+                    })
+                    .inc();
+            }
+            _ => {}
+        }
+    }
+}
+
 impl Metrics {
     /// Series that exist from the start (at zero), so dashboards and
     /// alerts see them before the first event of their kind.
@@ -198,25 +265,6 @@ impl Metrics {
         }
         for c in ErrorCode::ALL {
             self.rejected.with_label_values(&[c.as_str()]);
-        }
-    }
-
-    /// Counts one output.
-    pub fn output(&self, o: &Output) {
-        self.outputs.with_label_values(&[o.schema()]).inc();
-        match &o.body {
-            OutputBody::TierChanged { from, to, .. } => {
-                let from = from.map_or("none", |t| t.as_str());
-                self.tier_changes
-                    .with_label_values(&[from, to.as_str()])
-                    .inc();
-            }
-            OutputBody::ChurnWarning(w) => {
-                self.churn_warnings
-                    .with_label_values(&[w.action.as_str(), w.severity.as_str()])
-                    .inc();
-            }
-            _ => {}
         }
     }
 
@@ -256,6 +304,45 @@ impl Default for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Outputs counted through the pre-resolved handles land in the same
+    /// series `with_label_values` gives, and only series that happened
+    /// exist.
+    #[test]
+    fn output_counters_count_into_the_labelled_series() {
+        use crate::config::Config;
+        use crate::domain::engine::Engine;
+        use crate::pipeline::processor::Processor;
+        use crate::store::memory::MemoryStore;
+        use crate::store::session::TaskState;
+        use crate::store::TaskId;
+        let cfg = Config::defaults();
+        let m = Metrics::new();
+        let p = Processor::new(Engine::new(cfg.policy()), cfg.decode_rules(), m.clone());
+        let store = MemoryStore::new();
+        let mut task = TaskState::open(TaskId::new(0), &store, 1 << 20).unwrap();
+        let mut out = Vec::new();
+        for (i, amount) in [(1, "10.00"), (2, "900000.00")] {
+            let line = format!(
+                r#"{{"event_id":"e{i}","type":"purchase","customer_id":"c1","ts":"2025-01-0{i}T10:00:00Z","amount":{amount},"margin":{amount}}}"#
+            );
+            p.process(&mut task, &store, line.as_bytes(), i64::MAX / 2, &mut out)
+                .unwrap();
+        }
+        let mut changes = Metrics::series(&m.tier_changes);
+        changes.sort();
+        assert_eq!(
+            changes,
+            vec![
+                (vec!["iron".to_owned(), "platinum".to_owned()], 1),
+                (vec!["none".to_owned(), "iron".to_owned()], 1),
+            ]
+        );
+        assert_eq!(
+            Metrics::series(&m.outputs),
+            vec![(vec!["tierstream.tier_changed.v1".to_owned()], 2)]
+        );
+    }
 
     #[test]
     fn every_declared_metric_is_registered_once_and_exported() {

@@ -6,7 +6,7 @@ use crate::domain::engine::{Engine, Outcome};
 use crate::domain::event::EventKind;
 use crate::domain::output::Output;
 use crate::domain::time::Millis;
-use crate::ops::metrics::{EventCounters, Metrics};
+use crate::ops::metrics::{EventCounters, Metrics, OutputCounters};
 use crate::store::session::TaskState;
 use crate::store::{KvStore, StoreError};
 
@@ -18,6 +18,7 @@ pub struct Processor {
     /// Where counts go.
     pub metrics: Metrics,
     events: EventCounters,
+    outputs: OutputCounters,
 }
 
 /// What happened to one record.
@@ -36,6 +37,7 @@ impl Processor {
             engine,
             rules,
             events: EventCounters::new(&metrics),
+            outputs: OutputCounters::new(&metrics),
             metrics,
         }
     }
@@ -73,7 +75,7 @@ impl Processor {
         task.clock = clock;
         self.events.inc(event.event_type(), outcome);
         for o in &out[first..] {
-            self.metrics.output(o);
+            self.outputs.inc(o);
         }
         tracing::debug!(customer_id = %event.customer_id, outcome = ?outcome, "event applied");
         Ok(Processed::Event(outcome))
