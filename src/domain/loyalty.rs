@@ -9,6 +9,7 @@
 //! customer every day.
 
 use super::event::{Complaint, Service, Severity, Signal};
+use super::penalties::{penalties, PenaltyCache};
 use super::time::{month_start, Millis, DAY_MS};
 use super::value::{window_start, WindowTotals};
 use serde::{Deserialize, Serialize};
@@ -130,6 +131,9 @@ pub struct Evidence {
     pub resolved_refs: Vec<(Millis, u64)>,
     /// Known signals in the window.
     pub signals: Vec<SignalRecord>,
+    /// Per-month penalty sums derived from the records (not stored).
+    #[serde(skip)]
+    pub(super) penalty_cache: PenaltyCache,
 }
 
 impl Evidence {
@@ -172,6 +176,7 @@ impl Evidence {
                     signals: s.signals.clone(),
                 },
             );
+            self.penalty_cache.record_added(ts);
         }
         if s.satisfaction.is_some()
             || s.recommend.is_some()
@@ -196,6 +201,7 @@ impl Evidence {
                 let target = hash(r);
                 if !self.resolved_refs.iter().any(|(_, h)| *h == target) {
                     self.resolved_refs.push((ts, target));
+                    self.penalty_cache.resolutions_changed();
                 }
             }
             _ => {
@@ -211,53 +217,27 @@ impl Evidence {
                         resolved: c.resolved,
                     },
                 );
+                self.penalty_cache.record_added(ts);
             }
         }
     }
 
     /// Drops evidence older than `first_kept` (a month no evaluation can
-    /// look at again).
+    /// look at again). Called per event, so it only bisects until a month
+    /// actually leaves.
     pub fn prune_before(&mut self, first_kept: i32) {
         let from = month_start(first_kept);
-        self.complaints.retain(|c| c.ts >= from);
-        self.signals.retain(|s| s.ts >= from);
-        self.resolved_refs.retain(|(ts, _)| *ts >= from);
-    }
-
-    /// The complaints and signals of `window_from ..= at`, in time order:
-    /// both lists are kept sorted, so two bisections find them.
-    fn in_window(&self, window_from: Millis, at: Millis) -> (&[ComplaintRecord], &[SignalRecord]) {
-        let c_lo = self.complaints.partition_point(|c| c.ts < window_from);
-        let c_hi = self.complaints.partition_point(|c| c.ts <= at).max(c_lo);
-        let s_lo = self.signals.partition_point(|s| s.ts < window_from);
-        let s_hi = self.signals.partition_point(|s| s.ts <= at).max(s_lo);
-        (&self.complaints[c_lo..c_hi], &self.signals[s_lo..s_hi])
-    }
-}
-
-/// Which complaints a resolution named: a linear look-up for the usual
-/// handful of resolutions, a hash set for a customer with many (each
-/// score evaluation asks once per complaint in the window).
-enum ResolvedRefs<'a> {
-    Few(&'a [(Millis, u64)]),
-    Many(std::collections::HashSet<u64>),
-}
-
-impl<'a> ResolvedRefs<'a> {
-    fn new(refs: &'a [(Millis, u64)]) -> Self {
-        if refs.len() <= 16 {
-            ResolvedRefs::Few(refs)
-        } else {
-            ResolvedRefs::Many(refs.iter().map(|(_, h)| *h).collect())
+        let complaints = self.complaints.partition_point(|c| c.ts < from);
+        let signals = self.signals.partition_point(|s| s.ts < from);
+        if complaints > 0 || signals > 0 {
+            self.complaints.drain(..complaints);
+            self.signals.drain(..signals);
+            self.penalty_cache.pruned_before(from);
         }
-    }
-
-    fn resolves(&self, c: &ComplaintRecord) -> bool {
-        c.resolved
-            || match self {
-                ResolvedRefs::Few(refs) => refs.iter().any(|(_, h)| *h == c.id),
-                ResolvedRefs::Many(set) => set.contains(&c.id),
-            }
+        if self.resolved_refs.iter().any(|(ts, _)| *ts < from) {
+            self.resolved_refs.retain(|(ts, _)| *ts >= from);
+            self.penalty_cache.resolutions_changed();
+        }
     }
 }
 
@@ -307,19 +287,6 @@ pub struct Scores {
     pub past_gap: bool,
     /// A high/critical complaint in the last 90 days, unresolved.
     pub open_complaint: bool,
-}
-
-fn decay(points: f64, age: Millis, half_life_days: f64) -> f64 {
-    points * 0.5f64.powf(age as f64 / DAY_MS as f64 / half_life_days)
-}
-
-fn severity_index(s: Severity) -> usize {
-    match s {
-        Severity::Low => 0,
-        Severity::Medium => 1,
-        Severity::High => 2,
-        Severity::Critical => 3,
-    }
 }
 
 /// The survey score of the source formula: `raw / raw_max x 100`, where
@@ -403,43 +370,8 @@ pub fn scores(
         (None, Some(v)) => ((v - 1.0) / 4.0 * 100.0, SurveySource::Satisfaction(v)),
         (None, None) => (a.neutral_prior, SurveySource::Prior),
     };
-    let mut complaint_penalty = 0.0;
-    let mut complaints = 0;
-    let mut open_complaint = false;
-    let (window_complaints, window_signals) = ev.in_window(window_from, at);
-    let refs = ResolvedRefs::new(&ev.resolved_refs);
-    for c in window_complaints {
-        let resolved = refs.resolves(c);
-        let base = a.complaint_penalty[severity_index(c.severity)];
-        let base = if resolved {
-            base * a.resolved_factor
-        } else {
-            base
-        };
-        complaint_penalty += decay(base, at - c.ts, a.penalty_half_life_days);
-        complaints += 1;
-        if c.severity >= Severity::High
-            && !resolved
-            && (at - c.ts) as f64 <= a.open_complaint_days * DAY_MS as f64
-        {
-            open_complaint = true;
-        }
-    }
-    let mut signal_penalty = 0.0;
-    let mut signals = Vec::new();
-    for s in window_signals {
-        signal_penalty += decay(
-            a.signal_penalty * s.signals.len() as f64,
-            at - s.ts,
-            a.penalty_half_life_days,
-        );
-        for sig in &s.signals {
-            if !signals.contains(sig) {
-                signals.push(*sig);
-            }
-        }
-    }
-    let attitude = (survey_part - complaint_penalty - signal_penalty).clamp(0.0, 100.0);
+    let p = penalties(ev, a, window_from, at);
+    let attitude = (survey_part - p.complaint - p.signal).clamp(0.0, 100.0);
     Scores {
         behaviour,
         attitude,
@@ -451,12 +383,12 @@ pub fn scores(
         survey_part,
         survey_source,
         satisfaction,
-        complaint_penalty,
-        complaints,
-        signal_penalty,
-        signals,
+        complaint_penalty: p.complaint,
+        complaints: p.complaints,
+        signal_penalty: p.signal,
+        signals: p.signals,
         past_gap,
-        open_complaint,
+        open_complaint: p.open_complaint,
     }
 }
 
@@ -554,12 +486,6 @@ mod tests {
             repurchase_intent: Some(5.0),
         };
         assert!((survey_score(&p, &only_rep) - 100.0).abs() < 1e-9);
-    }
-
-    #[test]
-    fn penalties_halve_every_half_life() {
-        assert!((decay(20.0, 60 * DAY_MS, 60.0) - 10.0).abs() < 1e-9);
-        assert!((decay(20.0, 120 * DAY_MS, 60.0) - 5.0).abs() < 1e-9);
     }
 
     #[test]

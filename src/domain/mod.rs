@@ -40,6 +40,7 @@ pub mod engine;
 pub mod event;
 pub mod loyalty;
 pub mod output;
+pub mod penalties;
 pub mod profile;
 pub mod tier;
 pub mod time;
