@@ -7,6 +7,7 @@ use crate::codec::input::DecodeRules;
 use crate::domain::engine::{LoyaltyPolicy, Policy};
 use crate::domain::event::Minor;
 use crate::domain::loyalty::{AttitudePolicy, BehaviourPolicy, QuadrantPolicy};
+use crate::domain::risk::{Feature, OpenOn, RiskModel, RiskPolicy, FEATURES};
 use crate::domain::tier::{TierPolicy, TierSettings};
 use crate::domain::time::DAY_MS;
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -139,6 +140,19 @@ pub struct AttitudeConfig {
 pub struct WarningsConfig {
     /// Minimum event time between non-escalating warning outputs.
     pub cooldown_hours: f64,
+    /// `risk` or `quadrant`: what opens a warning.
+    pub open_on: String,
+    /// Risk at which a spurious customer's warning opens.
+    pub open_risk: f64,
+    /// Risk below which an open warning clears.
+    pub clear_risk: f64,
+    /// Risk from which a warning's severity is one step higher.
+    pub escalate_risk: f64,
+    /// What the risk is the probability of: no purchase within this many
+    /// days (the horizon `train` labels with and `backtest` scores by).
+    pub risk_horizon_days: f64,
+    /// The logistic model: `intercept` and one coefficient per feature.
+    pub risk_coefficients: BTreeMap<String, f64>,
 }
 
 /// `[kafka]`
@@ -386,6 +400,55 @@ fn fraction(key: &'static str, x: f64) -> Result<(), ConfigError> {
     }
 }
 
+/// `[warnings.risk_coefficients]` as a model: every feature named, nothing
+/// else, all finite, and the purchase-gap coefficient not negative (the
+/// gap is the one feature that grows with time alone; a non-negative
+/// coefficient is what keeps the risk monotone between evidence, so the
+/// engine can compute when it crosses a threshold instead of scanning).
+fn risk_model(c: &BTreeMap<String, f64>) -> Result<RiskModel, ConfigError> {
+    const KEY: &str = "warnings.risk_coefficients";
+    let known = || {
+        std::iter::once(INTERCEPT)
+            .chain(Feature::all().map(Feature::as_str))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if let Some(unknown) = c
+        .keys()
+        .find(|k| k.as_str() != INTERCEPT && k.parse::<Feature>().is_err())
+    {
+        return Err(invalid(
+            KEY,
+            format!("unknown coefficient {unknown:?} (known: {})", known()),
+        ));
+    }
+    let get = |name: &str| match c.get(name) {
+        Some(v) if v.is_finite() => Ok(*v),
+        Some(_) => Err(invalid(KEY, format!("{name} is not a finite number"))),
+        None => Err(invalid(
+            KEY,
+            format!("{name} is missing (needed: {})", known()),
+        )),
+    };
+    let mut weights = [0.0; FEATURES];
+    for f in Feature::all() {
+        weights[f as usize] = get(f.as_str())?;
+    }
+    if weights[Feature::PurchaseGap as usize] < 0.0 {
+        return Err(invalid(
+            KEY,
+            "purchase_gap must be >= 0 (the risk must not fall while a customer stays away)",
+        ));
+    }
+    Ok(RiskModel {
+        intercept: get(INTERCEPT)?,
+        weights,
+    })
+}
+
+/// The name of the model's constant term among its coefficients.
+pub const INTERCEPT: &str = "intercept";
+
 impl Config {
     /// Loads defaults, then `file` (if any), then the environment, and validates.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
@@ -609,6 +672,16 @@ impl Sections {
             0.0,
             f64::MAX,
         )?;
+        let w = &self.warnings;
+        in_range("warnings.open_risk", w.open_risk, 0.0, 1.0)?;
+        in_range("warnings.clear_risk", w.clear_risk, 0.0, w.open_risk).map_err(|_| {
+            invalid(
+                "warnings.clear_risk",
+                "must be between 0 and warnings.open_risk",
+            )
+        })?;
+        in_range("warnings.escalate_risk", w.escalate_risk, 0.0, 1.0)?;
+        positive("warnings.risk_horizon_days", w.risk_horizon_days)?;
         if self.state.block_cache_mb == 0 {
             return Err(invalid("state.block_cache_mb", "must be >= 1"));
         }
@@ -666,7 +739,24 @@ impl Sections {
                     hysteresis: l.quadrant_hysteresis,
                 },
                 warning_cooldown: (self.warnings.cooldown_hours * 3_600_000.0).round() as i64,
+                risk: self.risk_policy()?,
             },
+        })
+    }
+
+    /// The churn-risk policy of `[warnings]`.
+    fn risk_policy(&self) -> Result<RiskPolicy, ConfigError> {
+        let w = &self.warnings;
+        let open_on: OpenOn = w
+            .open_on
+            .parse()
+            .map_err(|_| invalid("warnings.open_on", "must be \"risk\" or \"quadrant\""))?;
+        Ok(RiskPolicy {
+            open_on,
+            open_risk: w.open_risk,
+            clear_risk: w.clear_risk,
+            escalate_risk: w.escalate_risk,
+            model: risk_model(&w.risk_coefficients)?,
         })
     }
 
@@ -700,6 +790,54 @@ mod tests {
         assert_eq!(p.allowed_lateness, 7 * DAY_MS);
         assert_eq!(p.dedup_window, 32);
         assert_eq!(c.decode_rules().max_bytes, 65_536);
+    }
+
+    #[test]
+    fn the_risk_model_is_read_whole_and_bad_settings_are_refused_by_name() {
+        let p = with("").unwrap().policy();
+        assert_eq!(p.loyalty.risk.open_on, OpenOn::Risk, "the shipped default");
+        assert!(p.loyalty.risk.clear_risk < p.loyalty.risk.open_risk);
+        let q = with("[warnings]\nopen_on = \"quadrant\"").unwrap().policy();
+        assert_eq!(q.loyalty.risk.open_on, OpenOn::Quadrant);
+        let c = with("[warnings.risk_coefficients]\ntenure = -0.5")
+            .unwrap()
+            .policy();
+        assert_eq!(c.loyalty.risk.model.weights[Feature::Tenure as usize], -0.5);
+        for (toml, key, says) in [
+            (
+                "[warnings]\nopen_on = \"mood\"",
+                "warnings.open_on",
+                "quadrant",
+            ),
+            (
+                "[warnings]\nclear_risk = 0.9",
+                "warnings.clear_risk",
+                "open_risk",
+            ),
+            (
+                "[warnings]\nopen_risk = 1.5",
+                "warnings.open_risk",
+                "between",
+            ),
+            (
+                "[warnings]\nrisk_horizon_days = 0",
+                "warnings.risk_horizon_days",
+                "> 0",
+            ),
+            (
+                "[warnings.risk_coefficients]\nmood = 1",
+                "warnings.risk_coefficients",
+                "mood",
+            ),
+            (
+                "[warnings.risk_coefficients]\npurchase_gap = -1",
+                "warnings.risk_coefficients",
+                "purchase_gap must be >= 0",
+            ),
+        ] {
+            let e = with(toml).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains(says), "{toml}: {e}");
+        }
     }
 
     #[test]

@@ -219,11 +219,17 @@ fn backtest_scores_warnings_against_the_planted_truth() {
         .unwrap();
     assert!(st.success());
     assert_eq!(lines(&truth).len(), 2000);
+    // The plain rule (every spurious customer is warned) is what this
+    // checks singles out the planted spurious customers.
+    let config = dir.path().join("quadrant.toml");
+    std::fs::write(&config, "[warnings]\nopen_on = \"quadrant\"\n").unwrap();
     let res = bin()
         .args(["backtest", "--truth"])
         .arg(&truth)
         .arg("--input")
         .arg(&events)
+        .arg("--config")
+        .arg(&config)
         .output()
         .unwrap();
     assert!(

@@ -539,7 +539,13 @@ fn schema_and_decoder_agree_on_good_and_bad_inputs() {
 fn replay_outputs(events: &[Value]) -> Vec<Value> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.toml");
-    std::fs::write(&path, "[kafka]\nprofile_topic = \"customer-profiles\"\n").unwrap();
+    // A low opening risk, so warnings are open when the customers are
+    // forgotten and every churn-warning shape occurs.
+    std::fs::write(
+        &path,
+        "[kafka]\nprofile_topic = \"customer-profiles\"\n[warnings]\nopen_risk = 0.2\nclear_risk = 0.1\n",
+    )
+    .unwrap();
     let cfg = Config::load(Some(&path)).unwrap();
     assert!(
         cfg.policy().emit_profiles,

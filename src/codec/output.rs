@@ -11,6 +11,7 @@
 use crate::domain::event::{Minor, Signal};
 use crate::domain::loyalty::{Scores, SurveySource};
 use crate::domain::output::{Cause, ChurnWarning, Output, OutputBody, ProfileView, TierInputs};
+use crate::domain::risk::{Factor, FactorEvidence};
 use crate::domain::time::{format_rfc3339, Millis};
 use crate::domain::warning::{OpenWarning, Reason};
 use serde::{Serialize, Serializer};
@@ -224,6 +225,87 @@ fn reason(r: &Reason) -> ReasonWire<'_> {
     }
 }
 
+/// One of a warning's `risk_factors`.
+#[derive(Serialize)]
+struct RiskFactorWire {
+    evidence: FactorEvidenceWire,
+    factor: &'static str,
+    share: Rounded,
+}
+
+/// The evidence of a risk factor, by kind.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum FactorEvidenceWire {
+    Surge {
+        baseline_per_60_days: Rounded,
+        recent: u32,
+    },
+    Attitude {
+        survey_part: Rounded,
+    },
+    Drop {
+        from: Rounded,
+        to: Rounded,
+    },
+    Gap {
+        days_since_purchase: Option<Rounded>,
+        expected_gap_days: Rounded,
+    },
+    Spend {
+        prior_3m_average: Money,
+        recent_3m: Money,
+    },
+    Tenure {
+        months: i32,
+    },
+    Tier {
+        tier: &'static str,
+    },
+}
+
+fn risk_factor(f: &Factor) -> RiskFactorWire {
+    let evidence = match &f.evidence {
+        FactorEvidence::Surge {
+            recent,
+            baseline_per_60_days,
+        } => FactorEvidenceWire::Surge {
+            baseline_per_60_days: Rounded(*baseline_per_60_days),
+            recent: *recent,
+        },
+        FactorEvidence::Attitude { survey_part } => FactorEvidenceWire::Attitude {
+            survey_part: Rounded(*survey_part),
+        },
+        FactorEvidence::Drop { from, to } => FactorEvidenceWire::Drop {
+            from: Rounded(*from),
+            to: Rounded(*to),
+        },
+        FactorEvidence::Gap {
+            days_since_purchase,
+            expected_gap_days,
+        } => FactorEvidenceWire::Gap {
+            days_since_purchase: days_since_purchase.map(Rounded),
+            expected_gap_days: Rounded(*expected_gap_days),
+        },
+        FactorEvidence::Spend {
+            recent_3m,
+            prior_3m_average,
+        } => FactorEvidenceWire::Spend {
+            prior_3m_average: Money(*prior_3m_average),
+            recent_3m: Money(*recent_3m),
+        },
+        FactorEvidence::Tenure { months } => FactorEvidenceWire::Tenure { months: *months },
+        FactorEvidence::Tier { tier } => FactorEvidenceWire::Tier {
+            tier: tier.as_str(),
+        },
+    };
+    RiskFactorWire {
+        evidence,
+        factor: f.feature.as_str(),
+        share: Rounded(f.share),
+    }
+}
+
 /// The fields every output shares.
 struct Envelope<'a> {
     at: Rfc3339,
@@ -285,12 +367,14 @@ struct ChurnWarningWire<'a> {
     attitude: Option<Rounded>,
     behaviour: Option<Rounded>,
     cause: CauseWire<'a>,
+    churn_risk: Option<Rounded>,
     customer_id: &'a str,
     event_id: String,
     inputs: ChurnWarningInputs,
     quadrant: Option<&'static str>,
     reasons: Vec<ReasonWire<'a>>,
     recommended_action: Option<&'static str>,
+    risk_factors: Vec<RiskFactorWire>,
     schema: &'static str,
     seq: u64,
     severity: &'static str,
@@ -455,6 +539,7 @@ fn churn_warning<'a>(e: Envelope<'a>, w: &'a ChurnWarning) -> ChurnWarningWire<'
         attitude: w.scores.as_ref().map(|s| Rounded(s.attitude)),
         behaviour: w.scores.as_ref().map(|s| Rounded(s.behaviour)),
         cause: e.cause,
+        churn_risk: w.risk.as_ref().map(|r| Rounded(r.value)),
         customer_id: e.customer_id,
         event_id: e.event_id,
         inputs: match &w.scores {
@@ -466,6 +551,10 @@ fn churn_warning<'a>(e: Envelope<'a>, w: &'a ChurnWarning) -> ChurnWarningWire<'
         quadrant: w.quadrant.map(|q| q.as_str()),
         reasons: w.reasons.iter().map(reason).collect(),
         recommended_action: w.recommended_action.map(|a| a.as_str()),
+        risk_factors: w
+            .risk
+            .as_ref()
+            .map_or_else(Vec::new, |r| r.factors.iter().map(risk_factor).collect()),
         schema: e.schema,
         seq: e.seq,
         severity: w.severity.as_str(),

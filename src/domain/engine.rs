@@ -5,19 +5,20 @@
 
 use super::event::{Event, EventKind};
 use super::loyalty::{
-    next_sides, scores, AttitudePolicy, BehaviourPolicy, QuadrantPolicy, Scores, Sides,
+    next_sides, scores, AttitudePolicy, BehaviourPolicy, Quadrant, QuadrantPolicy, Scores, Sides,
 };
 use super::output::{
     output_id, Cause, ChurnWarning, Direction, Output, OutputBody, ProfileView, TierInputs,
     TimerKind,
 };
 use super::profile::{Profile, Timers, ValueFigures};
+use super::risk::{risk, OpenOn, Risk, RiskInputs, RiskPolicy};
 use super::tier::{MonthCloseDecision, Tier, TierPolicy};
 use super::time::{is_month_start, month_of, month_start, next_midnight, Millis, DAY_MS};
 use super::value::{window_start, WindowTotals};
 use super::warning::{
-    reasons, recommended_action, severity, transition, OpenWarning, Reason, ReasonCode, Transition,
-    WarningAction,
+    action_for, reasons, recommended_action, severity, transition, OpenWarning, Reason, ReasonCode,
+    Transition, WarningAction,
 };
 
 /// How far ahead month-close timers are projected. After 12 month closes
@@ -52,6 +53,8 @@ pub struct LoyaltyPolicy {
     pub quadrant: QuadrantPolicy,
     /// Minimum time between non-escalating warning outputs.
     pub warning_cooldown: Millis,
+    /// Churn risk, and whether it decides when a warning opens.
+    pub risk: RiskPolicy,
 }
 
 /// How far a profile's loyalty evaluation is settled, for rescheduling.
@@ -77,6 +80,11 @@ struct Signature {
     open_complaint: bool,
     codes: Vec<ReasonCode>,
     cooldown_passed: bool,
+    /// With `open_on = "risk"`: the risk is on the warning side of its
+    /// threshold (open_risk, or clear_risk while a warning is open), and at
+    /// or above escalate_risk. The risk only rises between the instants
+    /// `RiskEvidence::next_change_after` names, so both flip at most once.
+    risk: Option<(bool, bool)>,
 }
 
 /// Port through which the engine reads and writes one task's customers and
@@ -289,7 +297,11 @@ impl Engine {
         id_hash: u64,
         stream_time: Millis,
     ) {
-        let in_window = month_of(event.ts) >= window_start(stream_time);
+        let month = month_of(event.ts);
+        let in_window = month >= window_start(stream_time);
+        if in_window {
+            profile.first_month = Some(profile.first_month.map_or(month, |f| f.min(month)));
+        }
         match &event.kind {
             EventKind::Purchase(p) if in_window => profile.buckets.add_purchase(event.ts, p),
             EventKind::Service(s) if in_window => {
@@ -310,6 +322,10 @@ impl Engine {
         let first_kept = window_start(stream_time - self.policy.allowed_lateness);
         profile.buckets.prune_before(first_kept);
         profile.evidence.prune_before(first_kept);
+        profile
+            .evidence
+            .risk
+            .prune_before(stream_time - self.policy.allowed_lateness);
     }
 
     /// Window totals as seen at instant `at`.
@@ -529,7 +545,10 @@ impl Engine {
             return first;
         }
         let reference = self.signature(profile, t0);
-        let segment_end = month_start(month_of(first) + 1);
+        let mut segment_end = month_start(month_of(first) + 1);
+        if self.policy.loyalty.risk.open_on == OpenOn::Risk {
+            segment_end = segment_end.min(profile.evidence.risk.next_change_after(t0));
+        }
         let (mut lo, mut hi) = (0, (segment_end - first) / DAY_MS);
         // Within a segment every part of the signature changes at most
         // once and never back (scores move one way, the cooldown passes,
@@ -568,12 +587,48 @@ impl Engine {
 
     fn signature(&self, profile: &Profile, at: Millis) -> Signature {
         let s = self.scores_at(profile, at);
+        let rp = &self.policy.loyalty.risk;
         Signature {
             sides: next_sides(&self.policy.loyalty.quadrant, profile.sides, &s),
             past_gap: s.past_gap,
             open_complaint: s.open_complaint,
             codes: codes(&reasons(&s)),
             cooldown_passed: self.cooldown_passed(profile, at),
+            risk: (rp.open_on == OpenOn::Risk).then(|| {
+                let r = self.risk_at(profile, &s, at).value;
+                (self.risk_on_warning_side(profile, r), r >= rp.escalate_risk)
+            }),
+        }
+    }
+
+    /// The churn risk of a profile whose scores at `at` are `s`.
+    fn risk_at(&self, profile: &Profile, s: &Scores, at: Millis) -> Risk {
+        let lp = &self.policy.loyalty;
+        let window = window_start(at);
+        risk(
+            &lp.risk.model,
+            &lp.attitude,
+            &RiskInputs {
+                scores: s,
+                evidence: &profile.evidence.risk,
+                buckets: &profile.buckets,
+                tier: profile.tier,
+                first_month: profile.first_month,
+                month: window + (super::value::WINDOW_MONTHS - 1),
+                at,
+            },
+            month_start(window),
+        )
+    }
+
+    /// Whether risk `r` keeps (or would open) a warning: hysteresis
+    /// between `open_risk` and `clear_risk`.
+    fn risk_on_warning_side(&self, profile: &Profile, r: f64) -> bool {
+        let rp = &self.policy.loyalty.risk;
+        if profile.warning.is_some() {
+            r >= rp.clear_risk
+        } else {
+            r >= rp.open_risk
         }
     }
 
@@ -600,11 +655,21 @@ impl Engine {
         let sides = next_sides(&self.policy.loyalty.quadrant, profile.sides, &s);
         profile.sides = Some(sides);
         let quadrant = sides.quadrant();
-        let sev = severity(profile.tier, &s);
+        let r = self.risk_at(profile, &s, at);
+        let rp = &self.policy.loyalty.risk;
+        let by_risk = rp.open_on == OpenOn::Risk;
+        let escalated = if by_risk {
+            r.value >= rp.escalate_risk
+        } else {
+            s.past_gap || s.open_complaint
+        };
+        let sev = severity(profile.tier, escalated);
         let reasons = reasons(&s);
         let codes = codes(&reasons);
+        let warn = quadrant == Quadrant::Spurious
+            && (!by_risk || self.risk_on_warning_side(profile, r.value));
         let step = transition(
-            quadrant,
+            warn,
             profile.warning.as_ref(),
             sev,
             &codes,
@@ -644,10 +709,15 @@ impl Engine {
             severity: open.severity,
             tier: profile.tier,
             quadrant: Some(quadrant),
-            recommended_action: Some(recommended_action(&s)),
+            recommended_action: Some(if by_risk {
+                action_for(r.dominant(), &s)
+            } else {
+                recommended_action(&s)
+            }),
             reasons,
             value_12m: Self::totals(profile, at).value,
             scores: Some(s),
+            risk: Some(r),
         };
         profile.last_warning_at = Some(at);
         Self::emit(
@@ -673,6 +743,7 @@ impl Engine {
             reasons: Vec::new(),
             recommended_action: None,
             scores: None,
+            risk: None,
             value_12m: Self::totals(profile, event.ts).value,
         };
         let cause = Cause::Event(event.event_id.clone());
@@ -690,7 +761,7 @@ impl Engine {
 #[derive(Debug, Clone, PartialEq)]
 struct Snapshot {
     tier: Option<Tier>,
-    quadrant: Option<super::loyalty::Quadrant>,
+    quadrant: Option<Quadrant>,
     warning: Option<OpenWarning>,
 }
 

@@ -10,6 +10,7 @@
 
 use super::event::{Complaint, Service, Severity, Signal};
 use super::penalties::{penalties, PenaltyCache};
+use super::risk::RiskEvidence;
 use super::time::{month_start, Millis, DAY_MS};
 use super::value::{window_start, WindowTotals};
 use serde::{Deserialize, Serialize};
@@ -81,6 +82,23 @@ impl<T> Dated<T> {
     }
 }
 
+/// Keeps the newest answer in `latest` and the second newest in `prior`,
+/// whatever order the answers arrive in.
+fn newest_and_prior<T: Copy>(
+    latest: &mut Option<Dated<T>>,
+    prior: &mut Option<Dated<T>>,
+    d: Dated<T>,
+) {
+    let older = if d.newer_than(latest) {
+        latest.replace(d)
+    } else {
+        Some(d)
+    };
+    if let Some(o) = older.filter(|o| o.newer_than(prior)) {
+        *prior = Some(o);
+    }
+}
+
 /// A survey with recommend and/or repurchase intent (1..5).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Survey {
@@ -131,6 +149,8 @@ pub struct Evidence {
     pub resolved_refs: Vec<(Millis, u64)>,
     /// Known signals in the window.
     pub signals: Vec<SignalRecord>,
+    /// What the churn-risk features need beyond the above.
+    pub risk: RiskEvidence,
     /// Per-month penalty sums derived from the records (not stored).
     #[serde(skip)]
     pub(super) penalty_cache: PenaltyCache,
@@ -148,16 +168,13 @@ impl Evidence {
                     repurchase_intent: s.repurchase_intent,
                 },
             };
-            if d.newer_than(&self.survey) {
-                self.survey = Some(d);
-            }
+            newest_and_prior(&mut self.survey, &mut self.risk.prior_survey, d);
         }
         if let Some(v) = s.satisfaction {
             let d = Dated { ts, tie, value: v };
-            if d.newer_than(&self.satisfaction) {
-                self.satisfaction = Some(d);
-            }
+            newest_and_prior(&mut self.satisfaction, &mut self.risk.prior_satisfaction, d);
         }
+        self.risk.record_service(ts, s);
         if let Some(v) = s.share_of_wallet {
             let d = Dated { ts, tie, value: v };
             if d.newer_than(&self.share_of_wallet) {
@@ -196,6 +213,7 @@ impl Evidence {
         hash: impl Fn(&str) -> u64,
     ) {
         self.any = true;
+        self.risk.record_complaint(ts, c);
         match (&c.reference, c.resolved) {
             (Some(r), true) => {
                 let target = hash(r);

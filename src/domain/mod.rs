@@ -42,6 +42,7 @@ pub mod loyalty;
 pub mod output;
 pub mod penalties;
 pub mod profile;
+pub mod risk;
 pub mod tier;
 pub mod time;
 pub mod value;

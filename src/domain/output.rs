@@ -4,6 +4,7 @@
 use super::event::{Minor, Severity};
 use super::loyalty::{Quadrant, Scores};
 use super::profile::ValueFigures;
+use super::risk::Risk;
 use super::tier::Tier;
 use super::time::Millis;
 use super::warning::{Action, OpenWarning, Reason, WarningAction};
@@ -145,6 +146,8 @@ pub struct ChurnWarning {
     pub recommended_action: Option<Action>,
     /// Scores and value at the decision (`None` when cleared by `forget`).
     pub scores: Option<Scores>,
+    /// Churn risk at the decision (`None` when cleared by `forget`).
+    pub risk: Option<Risk>,
     /// value_12m at the decision.
     pub value_12m: Minor,
 }

@@ -37,6 +37,8 @@ pub struct Profile {
     pub warning: Option<OpenWarning>,
     /// `at` of the last churn-warning output (for the cooldown).
     pub last_warning_at: Option<Millis>,
+    /// The month of its earliest event seen in a window (tenure).
+    pub first_month: Option<MonthIndex>,
 }
 
 /// A customer's entries in the deadline index. Kept in the profile so that a
@@ -65,6 +67,7 @@ impl Profile {
             sides: None,
             warning: None,
             last_warning_at: None,
+            first_month: None,
         }
     }
 

@@ -5,6 +5,7 @@ use super::engine::{Engine, Outcome, Policy, Profiles, StreamClock};
 use super::event::{Complaint, Event, EventKind, Minor, Purchase, Service, Severity};
 use super::output::{Cause, Direction, Output, OutputBody, TimerKind};
 use super::profile::{Profile, Timers};
+use super::risk::OpenOn;
 use super::tier::Tier;
 use super::time::{month_start, Millis, DAY_MS};
 use proptest::prelude::*;
@@ -67,8 +68,17 @@ impl Profiles for MapProfiles {
 }
 
 /// The spec's defaults, read from `config/default.toml` so tests and the
-/// shipped defaults cannot drift apart.
+/// shipped defaults cannot drift apart — with the plain warning rule
+/// (`open_on = "quadrant"`) that the scenario tests of SPEC §4 and §7
+/// describe; [`risk_policy`] is the shipped default.
 pub fn policy() -> Policy {
+    let mut p = risk_policy();
+    p.loyalty.risk.open_on = OpenOn::Quadrant;
+    p
+}
+
+/// The shipped defaults as they are (`open_on = "risk"`).
+pub fn risk_policy() -> Policy {
     crate::config::Config::defaults().policy()
 }
 
@@ -633,7 +643,7 @@ proptest! {
             .collect();
         arrival.sort();
         let shuffled: Vec<Event> = arrival.iter().map(|(_, i)| events[*i].clone()).collect();
-        let engine = Engine::new(policy());
+        let engine = Engine::new(risk_policy());
         let (_, sorted_store) = run_indexed(&engine, &events);
         let (_, shuffled_store) = run_indexed(&engine, &shuffled);
         let end = events.iter().map(|e| e.ts).max().unwrap();
@@ -655,11 +665,60 @@ proptest! {
     fn deadline_index_matches_evaluating_everyone_every_midnight(
         raw in prop::collection::vec(arb_event(6, 500), 1..80),
         residence in 0u32..120,
+        by_risk in any::<bool>(),
+        open_risk in 0.05f64..0.9,
     ) {
         let mut events: Vec<Event> = raw.into_iter().enumerate().map(|(n, r)| build(n, r)).collect();
         events.sort_by_key(|e| e.ts);
-        let mut p = policy();
+        // Both warning rules; the risk rule with thresholds anywhere, so
+        // crossings at computed midnights are exercised, not only the
+        // defaults' few.
+        let mut p = if by_risk { risk_policy() } else { policy() };
+        p.loyalty.risk.open_risk = open_risk;
+        p.loyalty.risk.clear_risk = open_risk * 0.7;
+        p.loyalty.risk.escalate_risk = (open_risk + 0.1).min(1.0);
         p.tiers.min_residence = i64::from(residence) * DAY_MS;
+        let engine = Engine::new(p);
+        let (naive, naive_store) = run_naive(&engine, &events);
+        let (indexed, indexed_store) = run_indexed(&engine, &events);
+        prop_assert_eq!(naive, indexed);
+        prop_assert_eq!(without_timers(&naive_store), without_timers(&indexed_store));
+    }
+}
+
+/// Events of a few busy customers with a lot of negative evidence: what
+/// makes churn-risk warnings open, escalate and clear between events.
+fn arb_risky_event() -> impl Strategy<Value = (u8, i64, u8, i64, i64)> {
+    (
+        0u8..2,
+        0..300i64 * 24,
+        prop_oneof![4 => Just(0u8), 2 => Just(7u8), 1 => Just(8u8), 1 => Just(9u8), 2 => Just(11u8)],
+        0i64..400_000,
+        0i64..300_000,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    /// The risk rule's computed deadlines (the first midnight the risk can
+    /// cross a threshold, and the days negative evidence leaves its
+    /// periods) against evaluating everyone every midnight.
+    #[test]
+    fn risk_deadlines_match_evaluating_everyone_every_midnight(
+        raw in prop::collection::vec(arb_risky_event(), 20..140),
+        open_risk in 0.05f64..0.95,
+        hysteresis in 0.0f64..0.3,
+        gap_weight in 0.0f64..3.0,
+    ) {
+        let mut events: Vec<Event> = raw.into_iter().enumerate().map(|(n, r)| build(n, r)).collect();
+        events.sort_by_key(|e| e.ts);
+        let mut p = risk_policy();
+        let r = &mut p.loyalty.risk;
+        r.open_risk = open_risk;
+        r.clear_risk = (open_risk - hysteresis).max(0.0);
+        r.escalate_risk = (open_risk + 0.1).min(1.0);
+        r.model.weights[super::risk::Feature::PurchaseGap as usize] = gap_weight;
         let engine = Engine::new(p);
         let (naive, naive_store) = run_naive(&engine, &events);
         let (indexed, indexed_store) = run_indexed(&engine, &events);

@@ -3,7 +3,8 @@
 //! action, and the open/update/clear lifecycle with its cooldown.
 
 use super::event::{Severity, Signal};
-use super::loyalty::{Quadrant, Scores, SurveySource};
+use super::loyalty::{Scores, SurveySource};
+use super::risk::Feature;
 use super::tier::Tier;
 use super::time::Millis;
 use serde::{Deserialize, Serialize};
@@ -142,16 +143,17 @@ pub struct OpenWarning {
 }
 
 /// Severity by tier (platinum critical ... lead low), one step higher when
-/// the customer is past its expected gap or has an open high/critical
-/// complaint.
-pub fn severity(tier: Option<Tier>, s: &Scores) -> Severity {
+/// `escalated`: with the plain rule, past the expected gap or an open
+/// high/critical complaint; with the risk rule, a risk at or above
+/// `escalate_risk`.
+pub fn severity(tier: Option<Tier>, escalated: bool) -> Severity {
     let base = match tier {
         Some(Tier::Platinum) => Severity::Critical,
         Some(Tier::Gold) => Severity::High,
         Some(Tier::Iron) => Severity::Medium,
         Some(Tier::Lead) | None => Severity::Low,
     };
-    if s.past_gap || s.open_complaint {
+    if escalated {
         match base {
             Severity::Low => Severity::Medium,
             Severity::Medium => Severity::High,
@@ -213,6 +215,22 @@ pub fn reasons(s: &Scores) -> Vec<Reason> {
     r
 }
 
+/// The recommended action under the risk rule: what the feature pulling
+/// the risk up the most calls for; the plain rule when nothing pulls.
+pub fn action_for(dominant: Option<Feature>, s: &Scores) -> Action {
+    match dominant {
+        Some(Feature::ComplaintSurge | Feature::LowAttitude | Feature::AttitudeDrop) => {
+            Action::ServiceRecovery
+        }
+        Some(Feature::SignalSurge) => Action::RaiseSwitchingCost,
+        Some(Feature::PurchaseGap | Feature::SpendDecline) => Action::ReactivationOffer,
+        Some(Feature::Tenure | Feature::TierPlatinum | Feature::TierGold | Feature::TierIron) => {
+            Action::SatisfactionOutreach
+        }
+        None => recommended_action(s),
+    }
+}
+
 /// The recommended action, first rule that applies (SPEC §7).
 pub fn recommended_action(s: &Scores) -> Action {
     if s.signal_penalty >= MIN_PENALTY {
@@ -241,11 +259,13 @@ pub enum Transition {
     None,
 }
 
-/// The lifecycle rule: open on entering spurious, clear on leaving, update
-/// on a change of severity or reason codes — escalations at once, other
-/// changes only once the cooldown since the last warning output has passed.
+/// The lifecycle rule: open when the customer should be warned (spurious,
+/// and with the risk rule its risk on the warning side), clear when no
+/// longer, update on a change of severity or reason codes — escalations at
+/// once, other changes only once the cooldown since the last warning
+/// output has passed.
 pub fn transition(
-    quadrant: Quadrant,
+    warn: bool,
     open: Option<&OpenWarning>,
     severity: Severity,
     codes: &[ReasonCode],
@@ -253,7 +273,7 @@ pub fn transition(
     last_output_at: Option<Millis>,
     cooldown: Millis,
 ) -> Transition {
-    match (quadrant == Quadrant::Spurious, open) {
+    match (warn, open) {
         (true, None) => Transition::Open,
         (false, Some(_)) => Transition::Clear,
         (false, None) => Transition::None,

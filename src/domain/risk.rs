@@ -1,0 +1,513 @@
+//! Churn risk (SPEC §4 "Churn risk"): the probability that a customer
+//! stops buying within the risk horizon, from an explicit logistic model
+//! over features of the customer's own history.
+//!
+//! A warning that opens for every spurious customer is not believed; what
+//! precedes a churn is a *change* — negative evidence surging against the
+//! customer's own baseline, answers dropping, purchase gaps lengthening,
+//! baskets shrinking — so the features measure change, not level alone.
+//!
+//! Every feature is kept in O(1) per event and changes only at events,
+//! month starts, or the midnights at which a day of negative evidence
+//! leaves the recent or the baseline period — except the purchase gap,
+//! which grows with time. With a non-negative gap coefficient the risk can
+//! therefore only rise between those instants, which is what lets the
+//! engine compute the first midnight at which it crosses a threshold
+//! instead of visiting every customer every day.
+
+use super::event::{Complaint, Minor, Service, Severity, Signal};
+use super::loyalty::{survey_score, Dated, Scores, Survey, SurveySource};
+use super::tier::Tier;
+use super::time::{Millis, MonthIndex, DAY_MS};
+use super::value::Buckets;
+use serde::{Deserialize, Serialize};
+
+/// Days of negative evidence that make the recent period.
+pub const RECENT_DAYS: i32 = 60;
+/// Days before the recent period that make the customer's own baseline.
+pub const BASELINE_DAYS: i32 = 180;
+/// The purchase-gap feature stops growing at this many gaps past the
+/// expected one (and is this much when nothing was bought in the window).
+const GAP_CAP: f64 = 3.0;
+/// Spend trend is clamped to this many e-folds either way.
+const TREND_CAP: f64 = 3.0;
+/// How many contributions a warning names.
+const TOP_FACTORS: usize = 3;
+
+wire_enum! {
+    /// When a churn warning opens (SPEC §4).
+    pub enum OpenOn {
+        /// Spurious and the churn risk at or above `open_risk`.
+        Risk,
+        /// Spurious alone (the plain rule).
+        Quadrant,
+    }
+}
+
+wire_enum! {
+    /// The model's features, in coefficient order; the snake_case names
+    /// are the config keys of `[warnings.risk_coefficients]` and the
+    /// `factor` names of `risk_factors`.
+    pub enum Feature {
+        /// Complaints (medium or worse) in the last 60 days against the
+        /// customer's own rate before: `ln(1 + recent) - ln(1 + baseline / 3)`.
+        ComplaintSurge,
+        /// The same for competitor, cancellation and price-match signals.
+        SignalSurge,
+        /// `(100 - survey part) / 100`: how low the latest answers are.
+        LowAttitude,
+        /// How far the latest answers fell from the ones before, / 100.
+        AttitudeDrop,
+        /// Expected purchase gaps overdue: `days since purchase / expected
+        /// gap - 1`, in 0..=3.
+        PurchaseGap,
+        /// Revenue of the last three months against the three-month
+        /// average of the six before, `-ln` of the ratio, in -3..=3.
+        SpendDecline,
+        /// `ln(1 + months since the customer was first seen)`.
+        Tenure,
+        /// 1 for a platinum customer.
+        TierPlatinum,
+        /// 1 for a gold customer.
+        TierGold,
+        /// 1 for an iron customer (lead is the baseline).
+        TierIron,
+    }
+}
+
+/// Number of features.
+pub const FEATURES: usize = <Feature as strum::EnumCount>::COUNT;
+
+impl Feature {
+    /// Every feature in coefficient order.
+    pub fn all() -> impl Iterator<Item = Feature> {
+        <Feature as strum::IntoEnumIterator>::iter()
+    }
+
+    /// The wire / config name.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// The logistic model: `risk = 1 / (1 + e^-(intercept + Σ w·x))`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RiskModel {
+    /// The intercept.
+    pub intercept: f64,
+    /// One coefficient per feature, in [`Feature`] order.
+    pub weights: [f64; FEATURES],
+}
+
+/// Churn-risk and warning-opening settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RiskPolicy {
+    /// Which rule opens a warning.
+    pub open_on: OpenOn,
+    /// A spurious customer's warning opens at this risk.
+    pub open_risk: f64,
+    /// An open warning clears when the risk falls below this.
+    pub clear_risk: f64,
+    /// At this risk a warning's severity is one step higher.
+    pub escalate_risk: f64,
+    /// The model.
+    pub model: RiskModel,
+}
+
+/// One day's negative evidence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NegativeDay {
+    /// Day number (days since 1970-01-01, UTC).
+    pub day: i32,
+    /// Complaints of medium severity or worse.
+    pub complaints: u16,
+    /// Competitor, cancellation and price-match signals.
+    pub signals: u16,
+}
+
+/// What the risk features need beyond the loyalty evidence: bounded by
+/// the recent and baseline periods (at most 240 days plus the allowed
+/// lateness of day counts, two answers), whatever the customer's activity.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RiskEvidence {
+    /// Negative evidence per day, by day.
+    pub days: Vec<NegativeDay>,
+    /// The survey answered before the latest one.
+    pub prior_survey: Option<Dated<Survey>>,
+    /// The satisfaction answer before the latest one.
+    pub prior_satisfaction: Option<Dated<f64>>,
+}
+
+fn day_of(t: Millis) -> i32 {
+    // Days of valid instants fit an i32 (decode checks the range).
+    t.div_euclid(DAY_MS) as i32
+}
+
+impl RiskEvidence {
+    fn day_mut(&mut self, ts: Millis) -> &mut NegativeDay {
+        let day = day_of(ts);
+        let at = self.days.partition_point(|d| d.day < day);
+        if self.days.get(at).is_none_or(|d| d.day != day) {
+            self.days.insert(
+                at,
+                NegativeDay {
+                    day,
+                    complaints: 0,
+                    signals: 0,
+                },
+            );
+        }
+        &mut self.days[at]
+    }
+
+    /// Counts a complaint (not a resolution) as negative evidence.
+    pub fn record_complaint(&mut self, ts: Millis, c: &Complaint) {
+        if c.reference.is_none() && c.severity >= Severity::Medium {
+            let d = self.day_mut(ts);
+            d.complaints = d.complaints.saturating_add(1);
+        }
+    }
+
+    /// Counts a service event's churn-related signals.
+    pub fn record_service(&mut self, ts: Millis, s: &Service) {
+        let n = s
+            .signals
+            .iter()
+            .filter(|sig| {
+                matches!(
+                    sig,
+                    Signal::CompetitorOffer
+                        | Signal::CancellationInquiry
+                        | Signal::PriceMatchRequest
+                )
+            })
+            .count();
+        if n > 0 {
+            let d = self.day_mut(ts);
+            d.signals = d.signals.saturating_add(n as u16);
+        }
+    }
+
+    /// Drops days no evaluation can count again: before the baseline of
+    /// the earliest instant that can still be evaluated.
+    pub fn prune_before(&mut self, earliest: Millis) {
+        let from = day_of(earliest) - RECENT_DAYS - BASELINE_DAYS;
+        let n = self.days.partition_point(|d| d.day <= from);
+        if n > 0 {
+            self.days.drain(..n);
+        }
+    }
+
+    /// (complaints, signals) of the days in `(lo, hi]`.
+    fn counts(&self, lo: i32, hi: i32) -> (u32, u32) {
+        let a = self.days.partition_point(|d| d.day <= lo);
+        let b = self.days.partition_point(|d| d.day <= hi);
+        self.days[a..b.max(a)].iter().fold((0, 0), |(c, s), d| {
+            (c + u32::from(d.complaints), s + u32::from(d.signals))
+        })
+    }
+
+    /// The first midnight after `t` at which a day enters or leaves the
+    /// recent or the baseline period (`Millis::MAX`: none).
+    pub fn next_change_after(&self, t: Millis) -> Millis {
+        self.days
+            .iter()
+            .flat_map(|d| {
+                [0, RECENT_DAYS, RECENT_DAYS + BASELINE_DAYS]
+                    .map(|k| Millis::from(d.day + k) * DAY_MS)
+            })
+            .filter(|&m| m > t)
+            .min()
+            .unwrap_or(Millis::MAX)
+    }
+}
+
+/// The facts the risk of one customer at one instant is computed from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RiskInputs<'a> {
+    /// Its scores at the instant.
+    pub scores: &'a Scores,
+    /// Its risk evidence.
+    pub evidence: &'a RiskEvidence,
+    /// Its value buckets.
+    pub buckets: &'a Buckets,
+    /// Its tier.
+    pub tier: Option<Tier>,
+    /// The month it was first seen.
+    pub first_month: Option<MonthIndex>,
+    /// The month of the instant.
+    pub month: MonthIndex,
+    /// The instant.
+    pub at: Millis,
+}
+
+/// The evidence behind one feature, as a warning names it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FactorEvidence {
+    /// Negative events in the last 60 days and the customer's own rate
+    /// per 60 days over the 180 before.
+    Surge {
+        /// In the last 60 days.
+        recent: u32,
+        /// Per 60 days before.
+        baseline_per_60_days: f64,
+    },
+    /// The survey part of the attitude.
+    Attitude {
+        /// 0..100
+        survey_part: f64,
+    },
+    /// The survey part before and now.
+    Drop {
+        /// The previous answers' part.
+        from: f64,
+        /// The latest answers' part.
+        to: f64,
+    },
+    /// Days since the last purchase against the expected gap.
+    Gap {
+        /// Days since the last purchase (`None`: none in the window).
+        days_since_purchase: Option<f64>,
+        /// Expected gap.
+        expected_gap_days: f64,
+    },
+    /// Revenue of the last three months and the three-month average before.
+    Spend {
+        /// Minor units.
+        recent_3m: Minor,
+        /// Minor units.
+        prior_3m_average: Minor,
+    },
+    /// Months since first seen.
+    Tenure {
+        /// Whole months.
+        months: i32,
+    },
+    /// The customer's tier.
+    Tier {
+        /// The tier.
+        tier: Tier,
+    },
+}
+
+/// One feature's pull on the risk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Factor {
+    /// Which feature.
+    pub feature: Feature,
+    /// Its share of the positive contributions, 0..1.
+    pub share: f64,
+    /// The evidence behind it.
+    pub evidence: FactorEvidence,
+}
+
+/// A customer's churn risk and where it comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Risk {
+    /// 0..1
+    pub value: f64,
+    /// Feature values, in [`Feature`] order.
+    pub features: [f64; FEATURES],
+    /// The largest positive contributions, largest first.
+    pub factors: Vec<Factor>,
+}
+
+impl Risk {
+    /// The feature pulling the risk up the most, if any does.
+    pub fn dominant(&self) -> Option<Feature> {
+        self.factors.first().map(|f| f.feature)
+    }
+}
+
+fn surge(recent: u32, baseline: u32) -> f64 {
+    f64::from(recent).ln_1p() - (f64::from(baseline) / 3.0).ln_1p()
+}
+
+/// Revenue of months `from ..= to`.
+fn revenue(b: &Buckets, from: MonthIndex, to: MonthIndex) -> Minor {
+    b.0.iter()
+        .filter(|m| m.month >= from && m.month <= to)
+        .map(|m| m.revenue)
+        .sum()
+}
+
+/// The survey part of the answers before the latest, from the same source
+/// as the latest, when they are still in the window.
+fn prior_part(
+    a: &super::loyalty::AttitudePolicy,
+    inputs: &RiskInputs,
+    window_from: Millis,
+) -> Option<f64> {
+    let in_window = |ts: Millis| ts >= window_from && ts <= inputs.at;
+    match inputs.scores.survey_source {
+        SurveySource::Survey(_) => inputs
+            .evidence
+            .prior_survey
+            .filter(|p| in_window(p.ts))
+            .map(|p| survey_score(a, &p.value)),
+        SurveySource::Satisfaction(_) => inputs
+            .evidence
+            .prior_satisfaction
+            .filter(|p| in_window(p.ts))
+            .map(|p| (p.value - 1.0) / 4.0 * 100.0),
+        SurveySource::Prior => None,
+    }
+}
+
+/// Computes the risk at `inputs.at`; `window_from` is the first instant
+/// of its 12-month window.
+pub fn risk(
+    model: &RiskModel,
+    a: &super::loyalty::AttitudePolicy,
+    inputs: &RiskInputs,
+    window_from: Millis,
+) -> Risk {
+    let s = inputs.scores;
+    let day = day_of(inputs.at);
+    let (rc, rs) = inputs.evidence.counts(day - RECENT_DAYS, day);
+    let (bc, bs) = inputs
+        .evidence
+        .counts(day - RECENT_DAYS - BASELINE_DAYS, day - RECENT_DAYS);
+    let prior = prior_part(a, inputs, window_from);
+    let gap = s.days_since_purchase.map_or(GAP_CAP, |d| {
+        (d / s.expected_gap_days - 1.0).clamp(0.0, GAP_CAP)
+    });
+    let recent_3m = revenue(inputs.buckets, inputs.month - 2, inputs.month);
+    let prior_6m = revenue(inputs.buckets, inputs.month - 8, inputs.month - 3);
+    let prior_avg = prior_6m / 2;
+    // Money in major units for the trend, so a small basket's +1 does not
+    // dominate; revenue net of refunds can be negative: floored at 0.
+    let major = |m: Minor| (m.max(0) as f64) / 100.0;
+    let decline =
+        -((major(recent_3m)).ln_1p() - (major(prior_avg)).ln_1p()).clamp(-TREND_CAP, TREND_CAP);
+    let tenure_months = inputs.first_month.map_or(0, |f| (inputs.month - f).max(0));
+    let mut x = [0.0; FEATURES];
+    x[Feature::ComplaintSurge as usize] = surge(rc, bc);
+    x[Feature::SignalSurge as usize] = surge(rs, bs);
+    x[Feature::LowAttitude as usize] = (100.0 - s.survey_part) / 100.0;
+    x[Feature::AttitudeDrop as usize] = prior.map_or(0.0, |p| (p - s.survey_part).max(0.0) / 100.0);
+    x[Feature::PurchaseGap as usize] = gap;
+    x[Feature::SpendDecline as usize] = decline;
+    x[Feature::Tenure as usize] = f64::from(tenure_months).ln_1p();
+    x[Feature::TierPlatinum as usize] = f64::from(u8::from(inputs.tier == Some(Tier::Platinum)));
+    x[Feature::TierGold as usize] = f64::from(u8::from(inputs.tier == Some(Tier::Gold)));
+    x[Feature::TierIron as usize] = f64::from(u8::from(inputs.tier == Some(Tier::Iron)));
+    let value = model.probability(&x);
+    let mut pulls: Vec<(Feature, f64)> = Feature::all()
+        .map(|f| (f, model.weights[f as usize] * x[f as usize]))
+        .filter(|(_, c)| *c > 0.0)
+        .collect();
+    let total: f64 = pulls.iter().map(|(_, c)| c).sum();
+    // Largest first; ties in feature order, so the list is deterministic.
+    pulls.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let factors = pulls
+        .into_iter()
+        .take(TOP_FACTORS)
+        .map(|(feature, c)| Factor {
+            feature,
+            share: c / total,
+            evidence: match feature {
+                Feature::ComplaintSurge => FactorEvidence::Surge {
+                    recent: rc,
+                    baseline_per_60_days: f64::from(bc) / 3.0,
+                },
+                Feature::SignalSurge => FactorEvidence::Surge {
+                    recent: rs,
+                    baseline_per_60_days: f64::from(bs) / 3.0,
+                },
+                Feature::LowAttitude => FactorEvidence::Attitude {
+                    survey_part: s.survey_part,
+                },
+                Feature::AttitudeDrop => FactorEvidence::Drop {
+                    from: prior.unwrap_or(s.survey_part),
+                    to: s.survey_part,
+                },
+                Feature::PurchaseGap => FactorEvidence::Gap {
+                    days_since_purchase: s.days_since_purchase,
+                    expected_gap_days: s.expected_gap_days,
+                },
+                Feature::SpendDecline => FactorEvidence::Spend {
+                    recent_3m,
+                    prior_3m_average: prior_avg,
+                },
+                Feature::Tenure => FactorEvidence::Tenure {
+                    months: tenure_months,
+                },
+                Feature::TierPlatinum | Feature::TierGold | Feature::TierIron => {
+                    FactorEvidence::Tier {
+                        tier: inputs.tier.unwrap_or(Tier::Lead),
+                    }
+                }
+            },
+        })
+        .collect();
+    Risk {
+        value,
+        features: x,
+        factors,
+    }
+}
+
+impl RiskModel {
+    /// The linear predictor of feature values.
+    pub fn logit(&self, x: &[f64; FEATURES]) -> f64 {
+        self.intercept + self.weights.iter().zip(x).map(|(w, v)| w * v).sum::<f64>()
+    }
+
+    /// The probability of feature values.
+    pub fn probability(&self, x: &[f64; FEATURES]) -> f64 {
+        1.0 / (1.0 + (-self.logit(x)).exp())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn complaint(sev: Severity) -> Complaint {
+        Complaint {
+            severity: sev,
+            resolved: false,
+            reference: None,
+        }
+    }
+
+    #[test]
+    fn days_count_by_period_and_say_when_they_move() {
+        let mut e = RiskEvidence::default();
+        let d0 = 20_000 * DAY_MS;
+        e.record_complaint(d0 + 5, &complaint(Severity::High));
+        e.record_complaint(d0 + 6, &complaint(Severity::Low)); // not negative enough
+        e.record_service(
+            d0 + 7,
+            &Service {
+                signals: vec![Signal::CompetitorOffer, Signal::ContractEndInquiry],
+                ..Service::default()
+            },
+        );
+        assert_eq!(e.days.len(), 1);
+        assert_eq!((e.days[0].complaints, e.days[0].signals), (1, 1));
+        assert_eq!(e.counts(20_000 - 60, 20_000), (1, 1));
+        assert_eq!(e.counts(20_000 - 60 + 1, 20_000 + 60), (1, 1));
+        assert_eq!(e.counts(20_000, 20_000 + 60), (0, 0));
+        assert_eq!(e.next_change_after(d0 + 10), (20_000 + 60) * DAY_MS);
+        assert_eq!(
+            e.next_change_after((20_000 + 60) * DAY_MS),
+            (20_000 + 240) * DAY_MS
+        );
+        assert_eq!(e.next_change_after((20_000 + 240) * DAY_MS), Millis::MAX);
+        e.prune_before((20_000 + 241) * DAY_MS);
+        assert!(e.days.is_empty());
+    }
+
+    #[test]
+    fn surge_is_against_the_customers_own_rate() {
+        assert_eq!(surge(0, 0), 0.0);
+        assert!(surge(4, 0) > surge(4, 12));
+        assert!(
+            (surge(4, 12) - 0.0).abs() < 1e-12,
+            "4 in 60 days is its usual rate"
+        );
+        assert!(surge(1, 30) < 0.0, "quieter than usual");
+    }
+}
