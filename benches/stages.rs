@@ -27,6 +27,7 @@ fn lines() -> Vec<Vec<u8>> {
         start: 1_725_148_800_000, // 2024-09-01
         days: 730,
         activity: Activity::HeavyTailed,
+        noise: 1.0,
     })
     .events
     .iter()

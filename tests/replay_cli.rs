@@ -256,3 +256,20 @@ fn backtest_scores_warnings_against_the_planted_truth() {
         "{report}"
     );
 }
+
+#[test]
+fn generate_refuses_a_negative_or_non_finite_noise() {
+    for bad in ["-0.5", "NaN", "inf"] {
+        let res = bin()
+            .args(["generate", "--customers", "10", "--events", "100"])
+            .arg(format!("--noise={bad}"))
+            .output()
+            .unwrap();
+        assert!(!res.status.success(), "--noise {bad} accepted");
+        assert!(
+            String::from_utf8_lossy(&res.stderr).contains("--noise"),
+            "{}",
+            String::from_utf8_lossy(&res.stderr)
+        );
+    }
+}

@@ -45,9 +45,15 @@ pub struct GenerateArgs {
     /// JSONL output file (default: stdout).
     #[arg(long)]
     pub output: Option<PathBuf>,
-    /// Also write the ground truth (archetype, churn date per customer).
+    /// Also write the ground truth (archetype, churn date, deterioration
+    /// start per customer).
     #[arg(long)]
     pub truth: Option<PathBuf>,
+    /// Multiplier of every noise rate (complaints of customers who do not
+    /// churn, stayers' steady signals, random low answers): 2 doubles the
+    /// evidence a churn warning must not be fooled by.
+    #[arg(long, default_value_t = 1.0, value_name = "F")]
+    pub noise: f64,
 }
 
 fn parse_day(s: &str) -> Result<i64> {
@@ -67,9 +73,16 @@ pub(super) fn run_generate(a: GenerateArgs) -> Result<()> {
         start: parse_day(&a.start)?,
         days: a.days,
         activity: a.profile,
+        noise: a.noise,
     };
     if a.customers == 0 {
         bail!("--customers must be >= 1");
+    }
+    if !a.noise.is_finite() || a.noise < 0.0 {
+        bail!(
+            "--noise must be a finite number >= 0 (1 is the standard mix), got {}",
+            a.noise
+        );
     }
     let workload = generate(&spec);
     if let Some(path) = &a.truth {

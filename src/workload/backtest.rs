@@ -148,6 +148,7 @@ mod tests {
             customer_id: id.into(),
             archetype: a,
             churn_date: churn.map(str::to_owned),
+            deterioration_from: None,
         }
     }
 
@@ -158,10 +159,18 @@ mod tests {
     #[test]
     fn recall_precision_and_lead_time() {
         let t = vec![
-            truth("a", Archetype::Spurious, Some("2025-03-11T00:00:00Z")),
-            truth("b", Archetype::Spurious, Some("2025-03-11T00:00:00Z")),
+            truth(
+                "a",
+                Archetype::SpuriousChurner,
+                Some("2025-03-11T00:00:00Z"),
+            ),
+            truth(
+                "b",
+                Archetype::SpuriousChurner,
+                Some("2025-03-11T00:00:00Z"),
+            ),
             truth("c", Archetype::TrueLoyal, None),
-            truth("d", Archetype::Dormant, Some("2025-02-01T00:00:00Z")),
+            truth("d", Archetype::NaturalLapser, Some("2025-02-01T00:00:00Z")),
         ];
         let outs = [
             opened("a", "2025-03-01T00:00:00.000Z"), // 10 days ahead
@@ -177,7 +186,7 @@ mod tests {
         assert_eq!(r.lead_days, vec![10.0]);
         assert!((r.recall() - 1.0 / 3.0).abs() < 1e-9);
         assert!((r.precision() - 1.0 / 3.0).abs() < 1e-9);
-        assert_eq!(r.by_archetype[&Archetype::Spurious], (2, 1));
+        assert_eq!(r.by_archetype[&Archetype::SpuriousChurner], (2, 1));
         assert!(r.render().contains("recall 33.3%"));
     }
 }
