@@ -167,6 +167,10 @@ pub struct Truth {
     pub archetype: Archetype,
     /// When it stopped buying for good (churners only), RFC 3339.
     pub churn_date: Option<String>,
+    /// When its behaviour started to deteriorate, RFC 3339 (absent in
+    /// truth files written before the field existed).
+    #[serde(default)]
+    pub deterioration_from: Option<String>,
 }
 
 /// How one synthetic customer behaves.
@@ -357,6 +361,7 @@ pub fn generate(spec: &GenerateSpec) -> Workload {
             customer_id: p.id.clone(),
             archetype: p.archetype,
             churn_date: p.churns.then(|| format_rfc3339(p.until)),
+            deterioration_from: None,
         })
         .collect();
     Workload { events, truth }
