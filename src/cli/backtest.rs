@@ -15,8 +15,8 @@ use crate::workload::generate::{Archetype, Truth};
 use crate::workload::plots::write_plots;
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use figment::providers::Serialized;
-use figment::Figment;
+use figment::value::{Dict, Map, Value as FigValue};
+use figment::{Figment, Metadata, Profile, Provider};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -116,16 +116,50 @@ fn rules(sweep: &[f64]) -> Vec<Rule> {
     rules
 }
 
+/// A rule's config overrides as one figment provider (named, so the
+/// config's errors say where a refused key came from).
+struct Overrides<'a>(&'a BTreeMap<String, Setting>);
+
+impl Provider for Overrides<'_> {
+    fn metadata(&self) -> Metadata {
+        Metadata::named("backtest rule override")
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let mut root = Dict::new();
+        for (key, setting) in self.0 {
+            let value = match setting {
+                Setting::Text(s) => FigValue::from(s.clone()),
+                Setting::Number(x) => FigValue::from(*x),
+            };
+            let mut path: Vec<&str> = key.split('.').collect();
+            let last = path.pop().unwrap_or_default();
+            let mut dict = &mut root;
+            for part in path {
+                let entry = dict
+                    .entry(part.to_string())
+                    .or_insert_with(|| FigValue::from(Dict::new()));
+                if !matches!(entry, FigValue::Dict(..)) {
+                    *entry = FigValue::from(Dict::new());
+                }
+                let FigValue::Dict(_, inner) = entry else {
+                    unreachable!("made a dict above")
+                };
+                dict = inner;
+            }
+            dict.insert(last.to_string(), value);
+        }
+        Ok(Profile::Default.collect(root))
+    }
+}
+
 /// The config of `base` (defaults, file, environment) with `overrides`
 /// merged on top, validated.
 fn config_with(
     base: &Figment,
     overrides: &BTreeMap<String, Setting>,
 ) -> Result<Config, ConfigError> {
-    let fig = overrides.iter().fold(base.clone(), |fig, (key, value)| {
-        fig.merge(Serialized::default(key, value))
-    });
-    Config::from_figment(fig)
+    Config::from_figment(base.clone().merge(Overrides(overrides)))
 }
 
 /// What became of one rule.
@@ -388,11 +422,27 @@ mod tests {
         let o = BTreeMap::from([("warnings.cooldown_hours".to_string(), Setting::Number(5.0))]);
         let cfg = config_with(&base(), &o).unwrap();
         assert_eq!(cfg.warnings.cooldown_hours, 5.0);
+        // several keys, in two sections, alongside what the file sets
+        let o = BTreeMap::from([
+            ("warnings.cooldown_hours".to_string(), Setting::Number(5.0)),
+            (
+                "loyalty.quadrant_threshold".to_string(),
+                Setting::Number(70.0),
+            ),
+        ]);
+        let cfg = config_with(&base(), &o).unwrap();
+        assert_eq!(cfg.warnings.cooldown_hours, 5.0);
+        assert_eq!(cfg.loyalty.quadrant_threshold, 70.0);
+        assert_eq!(
+            cfg.tiers.min_residence_days,
+            default.tiers.min_residence_days
+        );
 
         let o = BTreeMap::from([("warnings.no_such_key".to_string(), Setting::Number(0.4))]);
         let e = config_with(&base(), &o).unwrap_err().to_string();
         assert!(unknown_key(&e, "no_such_key"), "{e}");
         assert!(!unknown_key(&e, "open_on"), "{e}");
+        assert!(e.contains("backtest rule override"), "{e}");
     }
 
     #[test]

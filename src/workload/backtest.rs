@@ -691,6 +691,9 @@ pub struct Comparison {
     pub notes: Vec<String>,
 }
 
+/// How a table cell is made from a figure.
+type CellOf<T> = dyn Fn(&T) -> String;
+
 impl Comparison {
     /// The rules side by side, then skipped rules, notes and calibration.
     pub fn render(&self) -> String {
@@ -745,29 +748,35 @@ impl Comparison {
             .iter()
             .flat_map(|r| r.report.by_archetype.keys().copied())
             .collect();
-        if !archetypes.is_empty() {
-            rows.push((
-                format!("warned >= {}d ahead, by archetype", p.lead_days),
-                vec![String::new(); self.rules.len()],
-            ));
-        }
-        for a in archetypes {
-            let label = format!("  {}", archetype_name(a));
-            rows.push((
-                label,
-                self.rules
+        // per archetype: churners warned >= L ahead, then customers warned
+        let blocks: [(String, &CellOf<ArchetypeRow>); 2] = [
+            (
+                format!("churners warned >= {}d ahead, by archetype", p.lead_days),
+                &|row| {
+                    if row.churners.churners == 0 {
+                        "-".into()
+                    } else {
+                        format!("{}/{}", row.churners.warned_ahead, row.churners.churners)
+                    }
+                },
+            ),
+            ("customers warned, by archetype".into(), &|row| {
+                pct(ratio(row.warned, row.customers))
+            }),
+        ];
+        for (title, cell) in blocks {
+            if archetypes.is_empty() {
+                break;
+            }
+            rows.push((title, vec![String::new(); self.rules.len()]));
+            for a in &archetypes {
+                let cells = self
+                    .rules
                     .iter()
-                    .map(|r| {
-                        r.report.by_archetype.get(&a).map_or("-".into(), |row| {
-                            if row.churners.churners == 0 {
-                                "-".into()
-                            } else {
-                                format!("{}/{}", row.churners.warned_ahead, row.churners.churners)
-                            }
-                        })
-                    })
-                    .collect(),
-            ));
+                    .map(|r| r.report.by_archetype.get(a).map_or("-".into(), cell))
+                    .collect();
+                rows.push((format!("  {}", archetype_name(*a)), cells));
+            }
         }
         let label_width = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
         s.push_str(&format!("{:<label_width$}", "rule"));
@@ -1094,6 +1103,7 @@ pub(crate) mod tests {
             "skipped risk: unknown field",
             "precision (180d)",
             "  disloyal",
+            "customers warned, by archetype",
             "Brier",
         ] {
             assert!(text.contains(needle), "{needle} in\n{text}");
