@@ -45,13 +45,10 @@ pub struct BacktestArgs {
     /// directory.
     #[arg(long)]
     pub plots: Option<PathBuf>,
-    /// Thresholds of `warnings.open_risk` to sweep, comma-separated.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "0.2,0.3,0.4,0.5,0.6,0.7,0.8"
-    )]
-    pub sweep: Vec<f64>,
+    /// Thresholds of `warnings.open_risk` to sweep, comma-separated (`""`
+    /// for no sweep).
+    #[arg(long, default_value = "0.2,0.3,0.4,0.5,0.6,0.7,0.8")]
+    pub sweep: String,
     /// Precision horizon: a warning is right when the customer churns
     /// within this many days of its first opening.
     #[arg(long, default_value_t = 180.0)]
@@ -267,6 +264,20 @@ fn target_archetypes(names: &[String], notes: &mut Vec<String>) -> Vec<Archetype
     out
 }
 
+/// The `--sweep` thresholds.
+fn parse_sweep(list: &str) -> Result<Vec<f64>> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            t.parse::<f64>()
+                .ok()
+                .filter(|x| (0.0..=1.0).contains(x))
+                .with_context(|| format!("--sweep: {t} is not a risk threshold in [0, 1]"))
+        })
+        .collect()
+}
+
 /// Runs every rule and scores them side by side.
 fn compare(a: &BacktestArgs) -> Result<Comparison> {
     let truth: Vec<Truth> = read_jsonl(&a.truth)?;
@@ -304,7 +315,7 @@ fn compare(a: &BacktestArgs) -> Result<Comparison> {
             let base = Config::figment(a.config.as_deref())?;
             // the config as given must load: only the rules' keys may be refused
             Config::from_figment(base.clone())?;
-            for rule in rules(&a.sweep) {
+            for rule in rules(&parse_sweep(&a.sweep)?) {
                 eprintln!("backtest: replaying rule {}", rule.name);
                 match run_rule(&base, input, &rule.overrides)? {
                     RuleRun::Ran(w, s) => {
@@ -446,6 +457,14 @@ mod tests {
     }
 
     #[test]
+    fn sweep_list() {
+        assert_eq!(parse_sweep("0.2, 0.5,").unwrap(), [0.2, 0.5]);
+        assert!(parse_sweep("").unwrap().is_empty());
+        assert!(parse_sweep("0.2,x").is_err());
+        assert!(parse_sweep("1.5").is_err());
+    }
+
+    #[test]
     fn rules_carry_their_overrides() {
         let r = rules(&[0.3]);
         let names: Vec<&str> = r.iter().map(|r| r.name.as_str()).collect();
@@ -519,7 +538,7 @@ mod tests {
             config: None,
             json: None,
             plots: None,
-            sweep: vec![0.3, 0.6],
+            sweep: "0.3, 0.6".into(),
             horizon_days: 180.0,
             lead_days: 30.0,
             target: vec!["disloyal".into(), "no_such_archetype".into()],
