@@ -452,6 +452,15 @@ pub const INTERCEPT: &str = "intercept";
 impl Config {
     /// Loads defaults, then `file` (if any), then the environment, and validates.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::from_figment(Self::figment(file)?)
+    }
+
+    /// The layers [`load`](Self::load) extracts, not yet extracted: defaults,
+    /// then `file` (if any), then the environment. Callers that need to
+    /// change a few keys merge their own provider on top (`backtest` runs
+    /// each rule with `fig.merge(("warnings.cooldown_hours", 5.0))` and the
+    /// like) and hand it to [`from_figment`](Self::from_figment).
+    pub fn figment(file: Option<&Path>) -> Result<Figment, ConfigError> {
         let mut fig = Figment::from(Toml::string(DEFAULT_TOML));
         if let Some(path) = file {
             if !path.exists() {
@@ -462,7 +471,7 @@ impl Config {
             }
             fig = fig.merge(Toml::file(path));
         }
-        Self::from_figment(fig.merge(Self::env()).merge(Self::env_properties()))
+        Ok(fig.merge(Self::env()).merge(Self::env_properties()))
     }
 
     /// The environment provider: only `TIERSTREAM_<SECTION>__<KEY>` names,

@@ -219,17 +219,17 @@ fn backtest_scores_warnings_against_the_planted_truth() {
         .unwrap();
     assert!(st.success());
     assert_eq!(lines(&truth).len(), 2000);
-    // The plain rule (every spurious customer is warned) is what this
-    // checks singles out the planted spurious customers.
-    let config = dir.path().join("quadrant.toml");
-    std::fs::write(&config, "[warnings]\nopen_on = \"quadrant\"\n").unwrap();
+    let json = dir.path().join("backtest.json");
+    let plots = dir.path().join("plots");
     let res = bin()
-        .args(["backtest", "--truth"])
+        .args(["backtest", "--sweep", "0.3,0.5", "--truth"])
         .arg(&truth)
         .arg("--input")
         .arg(&events)
-        .arg("--config")
-        .arg(&config)
+        .arg("--json")
+        .arg(&json)
+        .arg("--plots")
+        .arg(&plots)
         .output()
         .unwrap();
     assert!(
@@ -238,23 +238,44 @@ fn backtest_scores_warnings_against_the_planted_truth() {
         String::from_utf8_lossy(&res.stderr)
     );
     let report = String::from_utf8_lossy(&res.stdout);
-    // the policy must single out spurious customers: a far larger share of
-    // them is warned than of true loyal or latent ones
-    let share = |name: &str| -> f64 {
-        let line = report
-            .lines()
-            .find(|l| l.trim_start().starts_with(name))
-            .unwrap();
-        let pct = line.rsplit('(').next().unwrap().trim_end_matches("%)");
-        pct.parse().unwrap()
-    };
-    assert!(share("spurious") > 30.0, "{report}");
-    assert!(share("spurious") > 4.0 * share("true_loyal"), "{report}");
-    assert!(share("latent") < 5.0, "{report}");
     assert!(
-        report.contains("recall") && report.contains("precision"),
+        report.contains("precision (180d)") && report.contains("first_alarm"),
         "{report}"
     );
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let rule = |name: &str| -> &Value {
+        doc["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap_or_else(|| panic!("rule {name} in {doc}"))
+    };
+    // the quadrant policy must single out spurious customers: a far larger
+    // share of them is warned than of true loyal or latent ones
+    let quadrant = &rule("quadrant")["report"];
+    let share = |name: &str| -> f64 {
+        let row = &quadrant["by_archetype"][name];
+        row["warned"].as_f64().unwrap() / row["customers"].as_f64().unwrap()
+    };
+    assert!(share("spurious_churner") > 0.30, "{report}");
+    assert!(
+        share("spurious_churner") > 4.0 * share("true_loyal"),
+        "{report}"
+    );
+    assert!(share("latent") < 0.05, "{report}");
+    assert!(quadrant["precision"].as_f64().unwrap() > 0.0, "{report}");
+    let alarm = &rule("first_alarm")["report"];
+    assert!(alarm["warned"].as_u64().unwrap() > 0, "{report}");
+    // the risk rule at the default threshold and at each swept one
+    for name in ["risk", "risk@0.30", "risk@0.50"] {
+        assert!(
+            rule(name)["report"]["warned"].as_u64().is_some(),
+            "{name}: {doc}"
+        );
+    }
+    let svg = std::fs::read_to_string(plots.join("precision_recall.svg")).unwrap();
+    assert!(svg.contains("quadrant") && svg.contains("first_alarm"));
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! Synthetic workloads with ground truth, and scoring churn warnings
 //! against that truth.
 
-pub(crate) mod backtest;
+pub mod backtest;
 pub mod generate;
+pub mod plots;
