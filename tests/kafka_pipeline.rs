@@ -118,7 +118,11 @@ fn tier_changes_and_dead_letters_through_a_real_broker() {
         ev("i-forget", "iron-1", json!({"type": "forget"})),
     ));
     produce(&records);
-    let child = env.start_pipeline();
+    // The hand-made spurious customer is warned by the plain rule (its
+    // churn risk under the shipped, unfitted coefficients is not the point
+    // of this plumbing test; the risk rule is compared run-vs-replay in the
+    // other broker tests, which run the defaults).
+    let child = env.start_pipeline(&[("TIERSTREAM_WARNINGS__OPEN_ON", "quadrant")]);
     let tiers = env.consume(&env.config.kafka.tier_topic, 7);
     let warnings = env.consume(&env.config.kafka.warning_topic, 1);
     // snapshots: gold-1 2, lead-1 1, plat-1 1, iron-1 1 + tombstone, spur-1 3

@@ -73,11 +73,12 @@ impl TestEnv {
         self.config.kafka.input_topics[i].clone()
     }
 
-    /// Starts `tierstream run` with this config.
-    pub fn start_pipeline(&self) -> Child {
+    /// Starts `run` on the test's config with extra environment overrides.
+    pub fn start_pipeline(&self, envs: &[(&str, &str)]) -> Child {
         Command::new(env!("CARGO_BIN_EXE_tierstream"))
             .args(["run", "--config"])
             .arg(&self.config_path)
+            .envs(envs.iter().copied())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
