@@ -247,6 +247,7 @@ fn grafana_dashboard_has_panels_with_prometheus_targets() {
         "Transactions/s: committed vs aborted",
         "Restore progress",
         "RocksDB memory",
+        "Churn risk of warnings",
     ] {
         assert!(titles.contains(&wanted), "no panel {wanted:?}");
     }
@@ -263,6 +264,7 @@ fn dashboard_queries_are_valid_promql() {
     for (i, (_, expr)) in exprs.iter().enumerate() {
         let expr = expr
             .replace("$__rate_interval", "5m")
+            .replace("$__range", "1h")
             .replace("$__interval", "1m")
             .replace("$instance", ".*");
         // A JSON string is a valid YAML double-quoted scalar.

@@ -4,6 +4,7 @@
 //! write the comparison as text, JSON and charts.
 
 use super::replay::{replay, ReplayIo, ReplayShape};
+use super::train::samples_of;
 use super::{processor, progress, read_jsonl, Unit};
 use crate::config::{Config, ConfigError};
 use crate::store::memory::MemoryStore;
@@ -22,10 +23,6 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
-
-/// A swept threshold's clear_risk as a share of its open_risk (the
-/// shipped 0.35 / 0.5).
-const SWEEP_CLEAR_RATIO: f64 = 0.7;
 
 /// `backtest` flags.
 #[derive(Debug, Args)]
@@ -80,8 +77,10 @@ fn text(s: &str) -> Setting {
     Setting::Text(s.into())
 }
 
-/// The replayed rules. Every config key a rule changes is here.
-fn rules(sweep: &[f64]) -> Vec<Rule> {
+/// The replayed rules. Every config key a rule changes is here; a swept
+/// threshold keeps the config's hysteresis band in proportion
+/// (`clear_ratio` = clear_risk / open_risk).
+fn rules(sweep: &[f64], clear_ratio: f64) -> Vec<Rule> {
     let rule = |name: String, kind, threshold, overrides: &[(&str, Setting)]| Rule {
         name,
         kind,
@@ -105,11 +104,8 @@ fn rules(sweep: &[f64]) -> Vec<Rule> {
             &[
                 ("warnings.open_on", text("risk")),
                 ("warnings.open_risk", Setting::Number(t)),
-                // The hysteresis band keeps its shipped proportion.
-                (
-                    "warnings.clear_risk",
-                    Setting::Number(t * SWEEP_CLEAR_RATIO),
-                ),
+                // The config's hysteresis band, in proportion.
+                ("warnings.clear_risk", Setting::Number(t * clear_ratio)),
             ],
         ));
     }
@@ -177,26 +173,64 @@ enum RuleRun {
     Refused(String),
 }
 
-/// Keeps the churn warnings of JSONL outputs; widens `span` with every `at`.
-fn warnings_of(lines: impl Iterator<Item = Result<Vec<u8>>>) -> Result<(Vec<Value>, Option<Span>)> {
-    let mut warnings = Vec::new();
-    let mut span = None;
-    for line in lines {
-        let line = line?;
+/// Keeps the churn warnings of JSONL outputs written to it, line by line
+/// (a replay's outputs are never held whole: the quadrant rule's are
+/// gigabytes on a large workload), trimmed to the fields scoring reads,
+/// and the span of every output's `at`.
+#[derive(Default)]
+struct WarningSink {
+    partial: Vec<u8>,
+    warnings: Vec<Value>,
+    span: Option<Span>,
+}
+
+impl WarningSink {
+    fn line(&mut self, line: &[u8]) -> Result<()> {
         if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
+            return Ok(());
         }
-        let v: Value = serde_json::from_slice(&line).context("output line")?;
+        let v: Value = serde_json::from_slice(line).context("output line")?;
         if let Some(at) = v["at"].as_str() {
             let at = chrono::DateTime::parse_from_rfc3339(at)
                 .with_context(|| format!("bad time {at}"))?;
-            Span::include(&mut span, at.timestamp_millis());
+            Span::include(&mut self.span, at.timestamp_millis());
         }
         if is_warning(&v) {
-            warnings.push(v);
+            let keep = ["schema", "action", "customer_id", "at"];
+            let trimmed: serde_json::Map<String, Value> = keep
+                .iter()
+                .filter_map(|k| Some((k.to_string(), v.get(*k)?.clone())))
+                .collect();
+            self.warnings.push(Value::Object(trimmed));
         }
+        Ok(())
     }
-    Ok((warnings, span))
+
+    /// The warnings and the span, once the last line was written.
+    fn finish(mut self) -> Result<(Vec<Value>, Option<Span>)> {
+        let rest = std::mem::take(&mut self.partial);
+        self.line(&rest)?;
+        Ok((self.warnings, self.span))
+    }
+}
+
+impl Write for WarningSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut rest = buf;
+        while let Some(end) = rest.iter().position(|b| *b == b'\n') {
+            self.partial.extend_from_slice(&rest[..end]);
+            let line = std::mem::take(&mut self.partial);
+            self.line(&line)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            rest = &rest[end + 1..];
+        }
+        self.partial.extend_from_slice(rest);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Replays `input` with the config of `base` plus `overrides`.
@@ -213,10 +247,10 @@ fn run_rule(
     let f = File::open(input).with_context(|| format!("opening {}", input.display()))?;
     let bar = progress(f.metadata().map(|m| m.len()).unwrap_or(0), Unit::Bytes);
     let mut reader = BufReader::with_capacity(1 << 20, f);
-    let mut buffer = Vec::new();
+    let mut sink = WarningSink::default();
     let io = ReplayIo {
         input: &mut reader,
-        output: &mut buffer,
+        output: &mut sink,
         dlq: None,
         on_bytes: &|n| bar.inc(n),
     };
@@ -229,7 +263,7 @@ fn run_rule(
         now,
     )?;
     bar.finish_and_clear();
-    let (warnings, span) = warnings_of(buffer.split(|b| *b == b'\n').map(|l| Ok(l.to_vec())))?;
+    let (warnings, span) = sink.finish()?;
     Ok(RuleRun::Ran(warnings, span))
 }
 
@@ -241,17 +275,6 @@ fn first_alarm_of(input: &Path) -> Result<Vec<Value>> {
         .map_while(Result::ok)
         .filter_map(|l| serde_json::from_str::<Value>(&l).ok());
     Ok(first_alarm(events))
-}
-
-/// Calibration samples `(predicted churn risk, churned within the risk
-/// horizon)` for the risk rule's warnings. The hook for the risk model:
-/// until warnings carry `churn_risk` there are none.
-fn risk_samples(
-    _truth: &[Truth],
-    _warnings: &[Value],
-    _params: &Params,
-) -> Option<Vec<(f64, bool)>> {
-    None
 }
 
 /// The archetypes named by `--target`; unknown names make notes.
@@ -294,6 +317,8 @@ fn compare(a: &BacktestArgs) -> Result<Comparison> {
     // (rule, its warnings); the span over the truth and all rules' outputs
     let mut ran: Vec<(Rule, Vec<Value>)> = Vec::new();
     let mut skipped = Vec::new();
+    // the config whose risk model is calibrated, when events are replayed
+    let mut sampled: Option<(Config, &Path)> = None;
     let mut span = time_span(&truth, [])?;
     let mut widen = |s: Option<Span>| {
         if let Some(s) = s {
@@ -302,10 +327,13 @@ fn compare(a: &BacktestArgs) -> Result<Comparison> {
     };
     match (&a.outputs, &a.input) {
         (Some(path), _) => {
-            let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-            let lines = BufReader::new(f).split(b'\n').map(|l| Ok(l?));
-            let (warnings, s) =
-                warnings_of(lines).with_context(|| format!("reading {}", path.display()))?;
+            let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+            let mut sink = WarningSink::default();
+            std::io::copy(&mut f, &mut sink)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let (warnings, s) = sink
+                .finish()
+                .with_context(|| format!("reading {}", path.display()))?;
             widen(s);
             let rule = Rule {
                 name: "outputs".into(),
@@ -318,8 +346,15 @@ fn compare(a: &BacktestArgs) -> Result<Comparison> {
         (None, Some(input)) => {
             let base = Config::figment(a.config.as_deref())?;
             // the config as given must load: only the rules' keys may be refused
-            Config::from_figment(base.clone())?;
-            for rule in rules(&parse_sweep(&a.sweep)?) {
+            let cfg = Config::from_figment(base.clone())?;
+            let w = &cfg.warnings;
+            let clear_ratio = if w.open_risk > 0.0 {
+                w.clear_risk / w.open_risk
+            } else {
+                0.0
+            };
+            sampled = Some((cfg.clone(), input.as_path()));
+            for rule in rules(&parse_sweep(&a.sweep)?, clear_ratio) {
                 eprintln!("backtest: replaying rule {}", rule.name);
                 match run_rule(&base, input, &rule.overrides)? {
                     RuleRun::Ran(w, s) => {
@@ -356,14 +391,30 @@ fn compare(a: &BacktestArgs) -> Result<Comparison> {
             report: score(&truth, warnings, &params, span)?,
         });
     }
-    let risk_warnings = ran
-        .iter()
-        .find(|(r, _)| matches!(r.kind, RuleKind::Risk | RuleKind::Given))
-        .map(|(_, w)| w.as_slice());
-    let calibration = match risk_warnings.and_then(|w| risk_samples(&truth, w, &params)) {
-        Some(samples) => Some(calibration(&samples)),
+    let calibration = match sampled {
+        Some((cfg, input)) => {
+            eprintln!("backtest: sampling the churn risk at every month start");
+            let model = &cfg.policy().loyalty.risk.model;
+            let samples = samples_of(&cfg, input, &truth)?;
+            // The customers a warning can open for: what a warning's
+            // churn_risk is read as the probability of.
+            let scored: Vec<(f64, bool)> = samples
+                .samples
+                .iter()
+                .filter(|s| s.spurious)
+                .map(|s| (model.probability(&s.x), s.churned))
+                .collect();
+            notes.push(
+                "calibration: spurious customers at every month start (those a warning can open for)"
+                    .into(),
+            );
+            Some(calibration(&scored))
+        }
         None => {
-            notes.push("calibration needs the risk model".into());
+            notes.push(
+                "calibration needs --input: the risk is sampled from the events, not the outputs"
+                    .into(),
+            );
             None
         }
     };
@@ -449,10 +500,11 @@ mod tests {
 
     #[test]
     fn rules_carry_their_overrides() {
-        let r = rules(&[0.3]);
+        let r = rules(&[0.3], 0.5);
         let names: Vec<&str> = r.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["risk", "risk@0.30", "quadrant"]);
         assert_eq!(r[1].overrides["warnings.open_risk"], Setting::Number(0.3));
+        assert_eq!(r[1].overrides["warnings.clear_risk"], Setting::Number(0.15));
         assert_eq!(r[2].overrides["warnings.open_on"], text("quadrant"));
     }
 
@@ -535,10 +587,13 @@ mod tests {
             ["risk", "risk@0.30", "risk@0.60", "quadrant", "first_alarm"]
         );
         assert!(c.notes.iter().any(|n| n.contains("no_such_archetype")));
+        // the risk model is calibrated on month-start samples of the input
+        let cal = c.calibration.as_ref().expect("calibrated from --input");
+        assert_eq!(cal.samples, cal.deciles.iter().map(|d| d.n).sum::<usize>());
         assert!(c
             .notes
             .iter()
-            .any(|n| n == "calibration needs the risk model"));
+            .any(|n| n.starts_with("calibration: spurious")));
         let alarm = &c.rules.last().unwrap().report;
         assert_eq!(alarm.all_churners.warned_ahead, 1); // 2025-02-20, 70 days ahead
         assert_eq!(alarm.precision, Some(1.0));

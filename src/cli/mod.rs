@@ -7,6 +7,7 @@ mod generate;
 pub mod replay;
 mod run;
 mod tail;
+mod train;
 
 use crate::config::Config;
 use crate::domain::engine::Engine;
@@ -77,6 +78,8 @@ pub enum Command {
     Tail(tail::TailArgs),
     /// Score churn warnings against a generated workload's ground truth.
     Backtest(backtest::BacktestArgs),
+    /// Fit the churn-risk coefficients to labelled history.
+    Train(train::TrainArgs),
 }
 
 /// Opens the RocksDB store the config describes, at `dir`.
@@ -107,6 +110,7 @@ pub fn execute(cli: Cli) -> Result<()> {
         Command::Generate(a) => generate::run_generate(a),
         Command::Tail(a) => tail::run_tail(a),
         Command::Backtest(a) => backtest::run_backtest(a),
+        Command::Train(a) => train::run_train(a),
     }
 }
 

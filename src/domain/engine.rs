@@ -12,7 +12,7 @@ use super::output::{
     TimerKind,
 };
 use super::profile::{Profile, Timers, ValueFigures};
-use super::risk::{risk, OpenOn, Risk, RiskInputs, RiskPolicy};
+use super::risk::{features, risk, OpenOn, Risk, RiskInputs, RiskPolicy, FEATURES};
 use super::tier::{MonthCloseDecision, Tier, TierPolicy};
 use super::time::{is_month_start, month_of, month_start, next_midnight, Millis, DAY_MS};
 use super::value::{window_start, WindowTotals};
@@ -159,15 +159,7 @@ impl Engine {
         event: &Event,
         out: &mut Vec<Output>,
     ) -> Result<Outcome, P::Error> {
-        let stream_time = match clock.stream_time {
-            Some(st) if event.ts > st => {
-                self.advance(st, event.ts, store, out)?;
-                event.ts
-            }
-            Some(st) => st,
-            None => event.ts,
-        };
-        clock.stream_time = Some(stream_time);
+        let stream_time = self.advance_clock(clock, event.ts, store, out)?;
 
         let loaded = store.load(&event.customer_id)?;
         if let EventKind::Forget = event.kind {
@@ -214,6 +206,30 @@ impl Engine {
         } else {
             Outcome::Applied
         })
+    }
+
+    /// Moves a task's stream time to `to` when that is later, first running
+    /// the ticks of every midnight it passes; the first event only sets it.
+    /// Returns the stream time. `apply` starts with this; a driver that
+    /// looks at every customer at a midnight (the risk sampler) calls it
+    /// with that midnight so the midnight's ticks have run.
+    pub fn advance_clock<P: Profiles>(
+        &self,
+        clock: &mut StreamClock,
+        to: Millis,
+        store: &mut P,
+        out: &mut Vec<Output>,
+    ) -> Result<Millis, P::Error> {
+        let stream_time = match clock.stream_time {
+            Some(st) if to > st => {
+                self.advance(st, to, store, out)?;
+                to
+            }
+            Some(st) => st,
+            None => to,
+        };
+        clock.stream_time = Some(stream_time);
+        Ok(stream_time)
     }
 
     /// Runs the ticks for every UTC midnight in `(from, to]`, in order.
@@ -303,7 +319,10 @@ impl Engine {
             profile.first_month = Some(profile.first_month.map_or(month, |f| f.min(month)));
         }
         match &event.kind {
-            EventKind::Purchase(p) if in_window => profile.buckets.add_purchase(event.ts, p),
+            EventKind::Purchase(p) if in_window => {
+                profile.buckets.add_purchase(event.ts, p);
+                profile.evidence.risk.record_purchase(event.ts, p);
+            }
             EventKind::Service(s) if in_window => {
                 profile.buckets.add_cost(event.ts, s.cost);
                 profile.evidence.record_service(event.ts, id_hash, s);
@@ -595,30 +614,59 @@ impl Engine {
             codes: codes(&reasons(&s)),
             cooldown_passed: self.cooldown_passed(profile, at),
             risk: (rp.open_on == OpenOn::Risk).then(|| {
-                let r = self.risk_at(profile, &s, at).value;
+                let r = self.risk_value_at(profile, &s, at);
                 (self.risk_on_warning_side(profile, r), r >= rp.escalate_risk)
             }),
         }
     }
 
-    /// The churn risk of a profile whose scores at `at` are `s`.
+    /// What the churn risk of a profile whose scores at `at` are `s` is
+    /// computed from, and the first instant of its window.
+    fn risk_inputs<'a>(
+        profile: &'a Profile,
+        s: &'a Scores,
+        at: Millis,
+    ) -> (RiskInputs<'a>, Millis) {
+        let window = window_start(at);
+        let inputs = RiskInputs {
+            scores: s,
+            evidence: &profile.evidence.risk,
+            buckets: &profile.buckets,
+            tier: profile.tier,
+            first_month: profile.first_month,
+            month: window + (super::value::WINDOW_MONTHS - 1),
+            at,
+        };
+        (inputs, month_start(window))
+    }
+
+    /// The churn risk with its factors, for an output.
     fn risk_at(&self, profile: &Profile, s: &Scores, at: Millis) -> Risk {
         let lp = &self.policy.loyalty;
-        let window = window_start(at);
-        risk(
-            &lp.risk.model,
-            &lp.attitude,
-            &RiskInputs {
-                scores: s,
-                evidence: &profile.evidence.risk,
-                buckets: &profile.buckets,
-                tier: profile.tier,
-                first_month: profile.first_month,
-                month: window + (super::value::WINDOW_MONTHS - 1),
-                at,
-            },
-            month_start(window),
-        )
+        let (inputs, window_from) = Self::risk_inputs(profile, s, at);
+        risk(&lp.risk.model, &lp.attitude, &inputs, window_from)
+    }
+
+    /// The churn-risk features of a profile at `at` — what the model is
+    /// fitted and calibrated on — or `None` for a customer without an
+    /// attitude (no risk is given for it).
+    pub fn risk_features(&self, profile: &Profile, at: Millis) -> Option<[f64; FEATURES]> {
+        if !profile.evidence.any {
+            return None;
+        }
+        let s = self.scores_at(profile, at);
+        let lp = &self.policy.loyalty;
+        let (inputs, window_from) = Self::risk_inputs(profile, &s, at);
+        Some(features(&lp.attitude, &inputs, window_from))
+    }
+
+    /// The churn risk alone, for a decision.
+    fn risk_value_at(&self, profile: &Profile, s: &Scores, at: Millis) -> f64 {
+        let lp = &self.policy.loyalty;
+        let (inputs, window_from) = Self::risk_inputs(profile, s, at);
+        lp.risk
+            .model
+            .probability(&features(&lp.attitude, &inputs, window_from))
     }
 
     /// Whether risk `r` keeps (or would open) a warning: hysteresis
@@ -655,19 +703,20 @@ impl Engine {
         let sides = next_sides(&self.policy.loyalty.quadrant, profile.sides, &s);
         profile.sides = Some(sides);
         let quadrant = sides.quadrant();
-        let r = self.risk_at(profile, &s, at);
         let rp = &self.policy.loyalty.risk;
         let by_risk = rp.open_on == OpenOn::Risk;
-        let escalated = if by_risk {
-            r.value >= rp.escalate_risk
-        } else {
-            s.past_gap || s.open_complaint
+        // The decision needs the risk only under the risk rule; its
+        // factors only when a warning output is emitted.
+        let value = by_risk.then(|| self.risk_value_at(profile, &s, at));
+        let escalated = match value {
+            Some(v) => v >= rp.escalate_risk,
+            None => s.past_gap || s.open_complaint,
         };
         let sev = severity(profile.tier, escalated);
         let reasons = reasons(&s);
         let codes = codes(&reasons);
         let warn = quadrant == Quadrant::Spurious
-            && (!by_risk || self.risk_on_warning_side(profile, r.value));
+            && value.is_none_or(|v| self.risk_on_warning_side(profile, v));
         let step = transition(
             warn,
             profile.warning.as_ref(),
@@ -698,6 +747,7 @@ impl Engine {
             }
             Transition::Clear => WarningAction::Cleared,
         };
+        let r = self.risk_at(profile, &s, at);
         let open = match action {
             WarningAction::Cleared => profile.warning.take(),
             _ => profile.warning.clone(),

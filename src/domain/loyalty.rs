@@ -507,6 +507,23 @@ mod tests {
     }
 
     #[test]
+    fn the_prior_answer_is_the_second_newest_whatever_the_arrival_order() {
+        let d = |ts: Millis| Dated {
+            ts,
+            tie: 0,
+            value: ts as f64,
+        };
+        for order in [[1, 2, 3], [3, 2, 1], [2, 3, 1], [1, 3, 2]] {
+            let (mut latest, mut prior) = (None, None);
+            for ts in order {
+                newest_and_prior(&mut latest, &mut prior, d(ts));
+            }
+            assert_eq!(latest.map(|x| x.ts), Some(3), "{order:?}");
+            assert_eq!(prior.map(|x| x.ts), Some(2), "{order:?}");
+        }
+    }
+
+    #[test]
     fn hysteresis_sides() {
         let q = QuadrantPolicy {
             threshold: 60.0,

@@ -39,6 +39,7 @@ macro_rules! wire_enum {
 pub mod engine;
 pub mod event;
 pub mod loyalty;
+pub mod map_profiles;
 pub mod output;
 pub mod penalties;
 pub mod profile;

@@ -106,10 +106,12 @@ fn add_distinct(into: &mut Vec<Signal>, signals: &[Signal]) {
     }
 }
 
-/// The sums of one whole month, rebased to its first instant.
+/// The sums of the records of an interval, each decayed to one reference
+/// instant: a whole month's rebased to its first instant (and kept), the
+/// scored month's up to the instant decayed to it.
 #[derive(Debug, Clone)]
 struct MonthSums {
-    /// `Σ points × 2^((ts - start)/h)` over its complaints.
+    /// `Σ points × 2^((reference - ts)/h)` over its complaints.
     complaint: f64,
     complaints: u32,
     /// The latest complaint that can count as open (high/critical,
@@ -122,14 +124,15 @@ struct MonthSums {
 }
 
 impl MonthSums {
+    /// The records of `from .. to`, decayed to `reference`.
     fn of(
         ev: &Evidence,
         a: &AttitudePolicy,
         refs: &ResolvedRefs,
-        start: Millis,
-        end: Millis,
+        (from, to): (Millis, Millis),
+        reference: Millis,
     ) -> Self {
-        let (complaints, signals) = records(ev, start, end);
+        let (complaints, signals) = records(ev, from, to);
         let h = a.penalty_half_life_days;
         let mut sums = MonthSums {
             complaint: 0.0,
@@ -140,17 +143,37 @@ impl MonthSums {
         };
         for c in complaints {
             let (points, can_be_open) = weigh(a, refs, c);
-            sums.complaint += decay(points, start - c.ts, h);
+            sums.complaint += decay(points, reference - c.ts, h);
             sums.complaints += 1;
             if can_be_open {
                 sums.last_open = Some(c.ts);
             }
         }
         for s in signals {
-            sums.signal += decay(a.signal_penalty * s.signals.len() as f64, start - s.ts, h);
+            sums.signal += decay(
+                a.signal_penalty * s.signals.len() as f64,
+                reference - s.ts,
+                h,
+            );
             add_distinct(&mut sums.signals, &s.signals);
         }
         sums
+    }
+}
+
+impl Penalties {
+    /// Adds sums decayed to `reference` as seen from `at`.
+    fn add(&mut self, sums: &MonthSums, reference: Millis, at: Millis, a: &AttitudePolicy) {
+        let (h, age) = (a.penalty_half_life_days, at - reference);
+        self.complaint += decay(sums.complaint, age, h);
+        self.complaints += sums.complaints;
+        // The latest open-able complaint is the one most likely in the
+        // open period: if it is not, none is.
+        self.open_complaint |= sums
+            .last_open
+            .is_some_and(|ts| (at - ts) as f64 <= a.open_complaint_days * DAY_MS as f64);
+        self.signal += decay(sums.signal, age, h);
+        add_distinct(&mut self.signals, &sums.signals);
     }
 }
 
@@ -272,8 +295,6 @@ pub fn penalties(ev: &Evidence, a: &AttitudePolicy, window_from: Millis, at: Mil
     }
     let built = cache.as_mut().expect("just built");
     let refs = ResolvedRefs::new(&ev.resolved_refs);
-    let h = a.penalty_half_life_days;
-    let open_for = a.open_complaint_days * DAY_MS as f64;
     let mut p = Penalties {
         complaint: 0.0,
         complaints: 0,
@@ -289,28 +310,16 @@ pub fn penalties(ev: &Evidence, a: &AttitudePolicy, window_from: Millis, at: Mil
         if m.end <= at {
             let sums = m
                 .sums
-                .get_or_insert_with(|| MonthSums::of(ev, a, &refs, m.start, m.end));
-            let age = at - m.start;
-            p.complaint += decay(sums.complaint, age, h);
-            p.complaints += sums.complaints;
-            p.open_complaint |= sums
-                .last_open
-                .is_some_and(|ts| (at - ts) as f64 <= open_for);
-            p.signal += decay(sums.signal, age, h);
-            add_distinct(&mut p.signals, &sums.signals);
+                .get_or_insert_with(|| MonthSums::of(ev, a, &refs, (m.start, m.end), m.start));
+            p.add(sums, m.start, at, a);
         } else {
-            // The month of the instant: record by record, up to it.
-            let (complaints, signals) = records(ev, m.start, at + 1);
-            for c in complaints {
-                let (points, can_be_open) = weigh(a, &refs, c);
-                p.complaint += decay(points, at - c.ts, h);
-                p.complaints += 1;
-                p.open_complaint |= can_be_open && (at - c.ts) as f64 <= open_for;
-            }
-            for s in signals {
-                p.signal += decay(a.signal_penalty * s.signals.len() as f64, at - s.ts, h);
-                add_distinct(&mut p.signals, &s.signals);
-            }
+            // The month of the instant: its records up to it, decayed to it.
+            p.add(
+                &MonthSums::of(ev, a, &refs, (m.start, at + 1), at),
+                at,
+                at,
+                a,
+            );
         }
     }
     p

@@ -15,7 +15,7 @@
 //! engine compute the first midnight at which it crosses a threshold
 //! instead of visiting every customer every day.
 
-use super::event::{Complaint, Minor, Service, Severity, Signal};
+use super::event::{Complaint, Minor, Purchase, Service, Severity, Signal};
 use super::loyalty::{survey_score, Dated, Scores, Survey, SurveySource};
 use super::tier::Tier;
 use super::time::{Millis, MonthIndex, DAY_MS};
@@ -61,6 +61,10 @@ wire_enum! {
         /// Expected purchase gaps overdue: `days since purchase / expected
         /// gap - 1`, in 0..=3.
         PurchaseGap,
+        /// Purchases in the last 60 days against the customer's own rate
+        /// before: `ln(1 + baseline / 3) - ln(1 + recent)`, positive when
+        /// it buys less than it used to.
+        PurchaseSlowdown,
         /// Revenue of the last three months against the three-month
         /// average of the six before, `-ln` of the ratio, in -3..=3.
         SpendDecline,
@@ -114,24 +118,29 @@ pub struct RiskPolicy {
     pub model: RiskModel,
 }
 
-/// One day's negative evidence.
+/// One day's counts of the evidence rates are measured on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NegativeDay {
+pub struct DayCounts {
     /// Day number (days since 1970-01-01, UTC).
     pub day: i32,
     /// Complaints of medium severity or worse.
     pub complaints: u16,
     /// Competitor, cancellation and price-match signals.
     pub signals: u16,
+    /// Purchases (not refunds).
+    pub purchases: u16,
 }
+
+/// Counts over a period: (complaints, signals, purchases).
+type Counts = (u32, u32, u32);
 
 /// What the risk features need beyond the loyalty evidence: bounded by
 /// the recent and baseline periods (at most 240 days plus the allowed
 /// lateness of day counts, two answers), whatever the customer's activity.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RiskEvidence {
-    /// Negative evidence per day, by day.
-    pub days: Vec<NegativeDay>,
+    /// Evidence counts per day, by day.
+    pub days: Vec<DayCounts>,
     /// The survey answered before the latest one.
     pub prior_survey: Option<Dated<Survey>>,
     /// The satisfaction answer before the latest one.
@@ -144,16 +153,17 @@ fn day_of(t: Millis) -> i32 {
 }
 
 impl RiskEvidence {
-    fn day_mut(&mut self, ts: Millis) -> &mut NegativeDay {
+    fn day_mut(&mut self, ts: Millis) -> &mut DayCounts {
         let day = day_of(ts);
         let at = self.days.partition_point(|d| d.day < day);
         if self.days.get(at).is_none_or(|d| d.day != day) {
             self.days.insert(
                 at,
-                NegativeDay {
+                DayCounts {
                     day,
                     complaints: 0,
                     signals: 0,
+                    purchases: 0,
                 },
             );
         }
@@ -165,6 +175,14 @@ impl RiskEvidence {
         if c.reference.is_none() && c.severity >= Severity::Medium {
             let d = self.day_mut(ts);
             d.complaints = d.complaints.saturating_add(1);
+        }
+    }
+
+    /// Counts a purchase (not a refund): the customer's own buying rate.
+    pub fn record_purchase(&mut self, ts: Millis, p: &Purchase) {
+        if !p.refund {
+            let d = self.day_mut(ts);
+            d.purchases = d.purchases.saturating_add(1);
         }
     }
 
@@ -198,13 +216,19 @@ impl RiskEvidence {
         }
     }
 
-    /// (complaints, signals) of the days in `(lo, hi]`.
-    fn counts(&self, lo: i32, hi: i32) -> (u32, u32) {
+    /// The counts of the days in `(lo, hi]`.
+    fn counts(&self, lo: i32, hi: i32) -> Counts {
         let a = self.days.partition_point(|d| d.day <= lo);
         let b = self.days.partition_point(|d| d.day <= hi);
-        self.days[a..b.max(a)].iter().fold((0, 0), |(c, s), d| {
-            (c + u32::from(d.complaints), s + u32::from(d.signals))
-        })
+        self.days[a..b.max(a)]
+            .iter()
+            .fold((0, 0, 0), |(c, s, p), d| {
+                (
+                    c + u32::from(d.complaints),
+                    s + u32::from(d.signals),
+                    p + u32::from(d.purchases),
+                )
+            })
     }
 
     /// The first midnight after `t` at which a day enters or leaves the
@@ -244,8 +268,8 @@ pub struct RiskInputs<'a> {
 /// The evidence behind one feature, as a warning names it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FactorEvidence {
-    /// Negative events in the last 60 days and the customer's own rate
-    /// per 60 days over the 180 before.
+    /// Events in the last 60 days (negative ones, or purchases) and the
+    /// customer's own rate per 60 days over the 180 before.
     Surge {
         /// In the last 60 days.
         recent: u32,
@@ -319,6 +343,8 @@ impl Risk {
     }
 }
 
+/// A period's count against the customer's own rate over the baseline
+/// (three periods long), on a log scale: > 0 when above its usual rate.
 fn surge(recent: u32, baseline: u32) -> f64 {
     f64::from(recent).ln_1p() - (f64::from(baseline) / 3.0).ln_1p()
 }
@@ -354,18 +380,26 @@ fn prior_part(
     }
 }
 
-/// Computes the risk at `inputs.at`; `window_from` is the first instant
-/// of its 12-month window.
-pub fn risk(
-    model: &RiskModel,
+/// The feature values at `inputs.at` and the counts behind them.
+struct Measured {
+    x: [f64; FEATURES],
+    recent: Counts,
+    baseline: Counts,
+    prior: Option<f64>,
+    recent_3m: Minor,
+    prior_avg: Minor,
+    tenure_months: i32,
+}
+
+fn measure(
     a: &super::loyalty::AttitudePolicy,
     inputs: &RiskInputs,
     window_from: Millis,
-) -> Risk {
+) -> Measured {
     let s = inputs.scores;
     let day = day_of(inputs.at);
-    let (rc, rs) = inputs.evidence.counts(day - RECENT_DAYS, day);
-    let (bc, bs) = inputs
+    let (rc, rs, rp) = inputs.evidence.counts(day - RECENT_DAYS, day);
+    let (bc, bs, bp) = inputs
         .evidence
         .counts(day - RECENT_DAYS - BASELINE_DAYS, day - RECENT_DAYS);
     let prior = prior_part(a, inputs, window_from);
@@ -387,11 +421,53 @@ pub fn risk(
     x[Feature::LowAttitude as usize] = (100.0 - s.survey_part) / 100.0;
     x[Feature::AttitudeDrop as usize] = prior.map_or(0.0, |p| (p - s.survey_part).max(0.0) / 100.0);
     x[Feature::PurchaseGap as usize] = gap;
+    x[Feature::PurchaseSlowdown as usize] = -surge(rp, bp);
     x[Feature::SpendDecline as usize] = decline;
     x[Feature::Tenure as usize] = f64::from(tenure_months).ln_1p();
     x[Feature::TierPlatinum as usize] = f64::from(u8::from(inputs.tier == Some(Tier::Platinum)));
     x[Feature::TierGold as usize] = f64::from(u8::from(inputs.tier == Some(Tier::Gold)));
     x[Feature::TierIron as usize] = f64::from(u8::from(inputs.tier == Some(Tier::Iron)));
+    Measured {
+        x,
+        recent: (rc, rs, rp),
+        baseline: (bc, bs, bp),
+        prior,
+        recent_3m,
+        prior_avg,
+        tenure_months,
+    }
+}
+
+/// The feature values at `inputs.at`, in [`Feature`] order: what a
+/// model is fitted on, and all a decision needs (the daily deadline
+/// search asks for the risk at several instants per event), so no
+/// explanation is built.
+pub fn features(
+    a: &super::loyalty::AttitudePolicy,
+    inputs: &RiskInputs,
+    window_from: Millis,
+) -> [f64; FEATURES] {
+    measure(a, inputs, window_from).x
+}
+
+/// The risk at `inputs.at` with the factors behind it, for an output;
+/// `window_from` is the first instant of its 12-month window.
+pub fn risk(
+    model: &RiskModel,
+    a: &super::loyalty::AttitudePolicy,
+    inputs: &RiskInputs,
+    window_from: Millis,
+) -> Risk {
+    let Measured {
+        x,
+        recent: (rc, rs, rp),
+        baseline: (bc, bs, bp),
+        prior,
+        recent_3m,
+        prior_avg,
+        tenure_months,
+    } = measure(a, inputs, window_from);
+    let s = inputs.scores;
     let value = model.probability(&x);
     let mut pulls: Vec<(Feature, f64)> = Feature::all()
         .map(|f| (f, model.weights[f as usize] * x[f as usize]))
@@ -425,6 +501,10 @@ pub fn risk(
                 Feature::PurchaseGap => FactorEvidence::Gap {
                     days_since_purchase: s.days_since_purchase,
                     expected_gap_days: s.expected_gap_days,
+                },
+                Feature::PurchaseSlowdown => FactorEvidence::Surge {
+                    recent: rp,
+                    baseline_per_60_days: f64::from(bp) / 3.0,
                 },
                 Feature::SpendDecline => FactorEvidence::Spend {
                     recent_3m,
@@ -487,9 +567,9 @@ mod tests {
         );
         assert_eq!(e.days.len(), 1);
         assert_eq!((e.days[0].complaints, e.days[0].signals), (1, 1));
-        assert_eq!(e.counts(20_000 - 60, 20_000), (1, 1));
-        assert_eq!(e.counts(20_000 - 60 + 1, 20_000 + 60), (1, 1));
-        assert_eq!(e.counts(20_000, 20_000 + 60), (0, 0));
+        assert_eq!(e.counts(20_000 - 60, 20_000), (1, 1, 0));
+        assert_eq!(e.counts(20_000 - 60 + 1, 20_000 + 60), (1, 1, 0));
+        assert_eq!(e.counts(20_000, 20_000 + 60), (0, 0, 0));
         assert_eq!(e.next_change_after(d0 + 10), (20_000 + 60) * DAY_MS);
         assert_eq!(
             e.next_change_after((20_000 + 60) * DAY_MS),

@@ -1,71 +1,16 @@
 //! Engine rule tests: one per SPEC rule and boundary, plus property tests
 //! for order independence, determinism and the deadline index.
 
-use super::engine::{Engine, Outcome, Policy, Profiles, StreamClock};
+use super::engine::{Engine, Outcome, Policy, StreamClock};
 use super::event::{Complaint, Event, EventKind, Minor, Purchase, Service, Severity};
+use super::map_profiles::MapProfiles;
 use super::output::{Cause, Direction, Output, OutputBody, TimerKind};
 use super::profile::{Profile, Timers};
 use super::risk::OpenOn;
 use super::tier::Tier;
 use super::time::{month_start, Millis, DAY_MS};
 use proptest::prelude::*;
-use std::collections::{BTreeMap, BTreeSet};
-use std::convert::Infallible;
-
-/// A plain in-memory `Profiles`, so domain tests need no adapter.
-#[derive(Debug, Default, Clone)]
-pub struct MapProfiles {
-    pub profiles: BTreeMap<String, Profile>,
-    timers: BTreeSet<(TimerKind, Millis, String)>,
-}
-
-impl MapProfiles {
-    fn set(&mut self, kind: TimerKind, id: &str, old: Option<Millis>, new: Option<Millis>) {
-        if let Some(at) = old {
-            self.timers.remove(&(kind, at, id.to_owned()));
-        }
-        if let Some(at) = new {
-            self.timers.insert((kind, at, id.to_owned()));
-        }
-    }
-}
-
-impl Profiles for MapProfiles {
-    type Error = Infallible;
-    /// Lends like the real store does (the profile leaves the map until
-    /// handed back), so a path that forgets to hand one back loses it here.
-    fn load(&mut self, id: &str) -> Result<Option<Box<Profile>>, Infallible> {
-        Ok(self.profiles.remove(id).map(Box::new))
-    }
-    fn release(&mut self, p: Box<Profile>) {
-        self.profiles.insert(p.customer_id.clone(), *p);
-    }
-    fn save(&mut self, p: Box<Profile>, prev: Timers) -> Result<(), Infallible> {
-        self.set(
-            TimerKind::MonthClose,
-            &p.customer_id,
-            prev.month_close,
-            p.timers.month_close,
-        );
-        self.set(TimerKind::Daily, &p.customer_id, prev.daily, p.timers.daily);
-        self.profiles.insert(p.customer_id.clone(), *p);
-        Ok(())
-    }
-    fn erase(&mut self, id: &str, prev: Timers) -> Result<(), Infallible> {
-        self.set(TimerKind::MonthClose, id, prev.month_close, None);
-        self.set(TimerKind::Daily, id, prev.daily, None);
-        self.profiles.remove(id);
-        Ok(())
-    }
-    fn due(&mut self, kind: TimerKind, at: Millis) -> Result<Vec<String>, Infallible> {
-        Ok(self
-            .timers
-            .iter()
-            .filter(|(k, t, _)| *k == kind && *t <= at)
-            .map(|(_, _, id)| id.clone())
-            .collect())
-    }
-}
+use std::collections::BTreeMap;
 
 /// The spec's defaults, read from `config/default.toml` so tests and the
 /// shipped defaults cannot drift apart — with the plain warning rule

@@ -223,7 +223,9 @@ pub fn action_for(dominant: Option<Feature>, s: &Scores) -> Action {
             Action::ServiceRecovery
         }
         Some(Feature::SignalSurge) => Action::RaiseSwitchingCost,
-        Some(Feature::PurchaseGap | Feature::SpendDecline) => Action::ReactivationOffer,
+        Some(Feature::PurchaseGap | Feature::PurchaseSlowdown | Feature::SpendDecline) => {
+            Action::ReactivationOffer
+        }
         Some(Feature::Tenure | Feature::TierPlatinum | Feature::TierGold | Feature::TierIron) => {
             Action::SatisfactionOutreach
         }

@@ -23,6 +23,9 @@ const LATENCY_BUCKETS: [f64; 13] = [
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
 
+/// Buckets of the churn risk, a probability: tenths.
+const RISK_BUCKETS: [f64; 9] = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9];
+
 /// A metric type that can be built from its name, help, labels and (for
 /// histograms) buckets.
 trait Declare: prometheus::core::Collector + Clone + 'static {
@@ -137,6 +140,9 @@ metrics! {
     rebalances: IntCounterVec = "rebalances_total", "Partition assignments and revocations", ["kind"];
     /// Churn-warning outputs by action and severity.
     churn_warnings: IntCounterVec = "churn_warnings_total", "Churn-warning outputs by action and severity", ["action", "severity"];
+    /// The churn risk warnings carry: how far past the opening threshold
+    /// the warned customers are (a dashboard's risk distribution).
+    churn_warning_risk: Histogram = "churn_warning_risk", "Churn risk carried by churn-warning outputs, opened and updated (cleared ones excluded)", buckets = RISK_BUCKETS;
     /// Customers of the owned tasks by tier (refreshed periodically).
     customers: IntGaugeVec = "customers", "Customers of the owned tasks by tier", ["tier"];
     /// Customers of the owned tasks by quadrant (refreshed periodically).
@@ -250,6 +256,11 @@ impl OutputCounters {
                             .with_label_values(&[w.action.as_str(), w.severity.as_str()])
                     })
                     .inc();
+                if w.action != WarningAction::Cleared {
+                    if let Some(r) = &w.risk {
+                        m.churn_warning_risk.observe(r.value);
+                    }
+                }
             }
             _ => {}
         }
@@ -356,7 +367,7 @@ mod tests {
             .map(|f| f.name().to_owned())
             .collect();
         let names = m.family_names();
-        assert_eq!(names.len(), 27);
+        assert_eq!(names.len(), 28);
         for g in &gathered {
             assert!(names.contains(g), "{g} is exported but not declared");
         }

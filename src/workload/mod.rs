@@ -1,6 +1,8 @@
-//! Synthetic workloads with ground truth, and scoring churn warnings
-//! against that truth.
+//! Synthetic workloads with ground truth, scoring churn warnings against
+//! that truth, and fitting the churn-risk model to it.
 
 pub mod backtest;
 pub mod generate;
 pub mod plots;
+pub mod samples;
+pub mod train;
