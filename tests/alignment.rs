@@ -33,7 +33,9 @@ fn a_backlog_produced_topic_by_topic_gives_the_replay_outputs() {
         .iter()
         .filter(|v| v["schema"] == "tierstream.churn_warning.v1")
         .count();
-    assert!(churn > 100, "the demo workload warns ({churn})");
+    // The default risk rule warns few (it is meant to be believed): the
+    // comparison below still covers these warnings output by output.
+    assert!(churn > 20, "the demo workload warns ({churn})");
     produce(&env.in_topic_blocks(&w.records));
     env.run_until_idle("a", &[]);
     assert_same_outputs(&env.committed_outputs(), &w.expected);
