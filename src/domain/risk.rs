@@ -233,14 +233,18 @@ impl RiskEvidence {
 
     /// The first midnight after `t` at which a day enters or leaves the
     /// recent or the baseline period (`Millis::MAX`: none).
+    ///
+    /// The days are sorted, so for each period edge the first day past `t`
+    /// is found by bisection: O(log days) per call, not a scan (the engine
+    /// asks at every event, and purchase days fill up to 240 entries).
     pub fn next_change_after(&self, t: Millis) -> Millis {
-        self.days
-            .iter()
-            .flat_map(|d| {
-                [0, RECENT_DAYS, RECENT_DAYS + BASELINE_DAYS]
-                    .map(|k| Millis::from(d.day + k) * DAY_MS)
+        [0, RECENT_DAYS, RECENT_DAYS + BASELINE_DAYS]
+            .into_iter()
+            .filter_map(|k| {
+                let edge = |d: &DayCounts| Millis::from(d.day + k) * DAY_MS;
+                let first = self.days.partition_point(|d| edge(d) <= t);
+                self.days.get(first).map(edge)
             })
-            .filter(|&m| m > t)
             .min()
             .unwrap_or(Millis::MAX)
     }
