@@ -26,6 +26,14 @@ use serde::{Deserialize, Serialize};
 pub const RECENT_DAYS: i32 = 60;
 /// Days before the recent period that make the customer's own baseline.
 pub const BASELINE_DAYS: i32 = 180;
+/// Whole months a customer must have been seen before its surges count:
+/// the recent and the baseline periods (240 days) fit in 8 months. A
+/// customer seen for two months has no baseline, and against an empty one
+/// any busy customer's ordinary complaints look like a surge (on the
+/// generator, a tenth of the loyal customers were warned in their first
+/// months for it); so until then the three surge features are 0. It moves
+/// only at a month start, an instant the engine evaluates anyway.
+pub const SURGE_WARMUP_MONTHS: i32 = 8;
 /// The purchase-gap feature stops growing at this many gaps past the
 /// expected one (and is this much when nothing was bought in the window).
 const GAP_CAP: f64 = 3.0;
@@ -50,7 +58,9 @@ wire_enum! {
     /// `factor` names of `risk_factors`.
     pub enum Feature {
         /// Complaints (medium or worse) in the last 60 days against the
-        /// customer's own rate before: `ln(1 + recent) - ln(1 + baseline / 3)`.
+        /// customer's own rate before: `ln(1 + recent) - ln(1 + baseline / 3)`
+        /// (0 until the customer has been seen for [`SURGE_WARMUP_MONTHS`],
+        /// like every surge).
         ComplaintSurge,
         /// The same for competitor, cancellation and price-match signals.
         SignalSurge,
@@ -420,6 +430,14 @@ fn measure(
         -((major(recent_3m)).ln_1p() - (major(prior_avg)).ln_1p()).clamp(-TREND_CAP, TREND_CAP);
     let tenure_months = inputs.first_month.map_or(0, |f| (inputs.month - f).max(0));
     let mut x = [0.0; FEATURES];
+    let has_baseline = inputs.first_month.is_some() && tenure_months >= SURGE_WARMUP_MONTHS;
+    let surge = |recent, baseline| {
+        if has_baseline {
+            surge(recent, baseline)
+        } else {
+            0.0
+        }
+    };
     x[Feature::ComplaintSurge as usize] = surge(rc, bc);
     x[Feature::SignalSurge as usize] = surge(rs, bs);
     x[Feature::LowAttitude as usize] = (100.0 - s.survey_part) / 100.0;

@@ -304,8 +304,8 @@ fn config_with_threads(threads: usize) -> Config {
 fn broker(cfg: &Config) -> Broker {
     let topics = cfg.kafka.input_topics.clone();
     let workload = generate(&GenerateSpec {
-        customers: 60,
-        events: 3_000,
+        customers: 80,
+        events: 4_000,
         seed: 11,
         start: 1_700_000_000_000,
         days: 120,

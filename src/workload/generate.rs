@@ -156,7 +156,7 @@ impl Archetype {
     fn activity(self) -> f64 {
         match self {
             Archetype::TrueLoyal | Archetype::SpuriousStayer | Archetype::SpuriousChurner => 1.6,
-            Archetype::Latent | Archetype::Disloyal => 0.35,
+            Archetype::Latent | Archetype::Disloyal => 0.08,
             Archetype::NaturalLapser => 0.8,
         }
     }
@@ -181,8 +181,8 @@ impl Archetype {
         match self {
             Archetype::SpuriousChurner => (SPURIOUS_COMPLAINTS, false),
             Archetype::SpuriousStayer => (SPURIOUS_COMPLAINTS, true),
-            Archetype::Disloyal => (0.05, true),
-            _ => (0.015, true),
+            Archetype::Disloyal => (0.02, true),
+            _ => (0.003, true),
         }
     }
 
@@ -192,20 +192,27 @@ impl Archetype {
         match self {
             Archetype::SpuriousChurner => (SPURIOUS_SIGNALS, false),
             Archetype::SpuriousStayer | Archetype::Disloyal => (SPURIOUS_SIGNALS, true),
-            Archetype::TrueLoyal | Archetype::NaturalLapser => (0.002, true),
+            Archetype::TrueLoyal | Archetype::NaturalLapser => (0.001, true),
             Archetype::Latent => (0.0, true),
         }
     }
 
-    /// The signals of its steady (non-surge) contacts: loyal customers and
-    /// lapsers only ever mention a competitor's offer.
-    fn steady_signals(self) -> &'static [&'static str] {
+    /// The signals of its steady (non-surge) contacts, with their weights:
+    /// loyal customers and lapsers only ever mention a competitor's offer;
+    /// a stayer is held by a contract and asks mostly about its end, which
+    /// is the signal that keeps its attitude low without meaning it leaves.
+    fn steady_signals(self) -> &'static [(&'static str, u32)] {
         match self {
-            Archetype::TrueLoyal | Archetype::NaturalLapser => &["competitor_offer"],
+            Archetype::TrueLoyal | Archetype::NaturalLapser => &[("competitor_offer", 1)],
+            Archetype::SpuriousStayer => &[
+                ("competitor_offer", 1),
+                ("price_match_request", 1),
+                ("contract_end_inquiry", 6),
+            ],
             _ => &[
-                "competitor_offer",
-                "price_match_request",
-                "contract_end_inquiry",
+                ("competitor_offer", 1),
+                ("price_match_request", 1),
+                ("contract_end_inquiry", 1),
             ],
         }
     }
@@ -213,37 +220,36 @@ impl Archetype {
 
 /// Complaint share of spurious customers' events (churners' baseline and
 /// stayers alike, so the two differ by the surge only).
-const SPURIOUS_COMPLAINTS: f64 = 0.07;
+const SPURIOUS_COMPLAINTS: f64 = 0.012;
 /// Signal-carrying contacts among spurious (and disloyal) customers' events.
 const SPURIOUS_SIGNALS: f64 = 0.02;
-/// Chance, at noise 1, that a survey's answers come out low (about 1.5)
-/// whatever the customer's mood: a bad day, a bad agent.
-const LOW_ANSWER_RATE: f64 = 0.03;
+/// Chance, at noise 1, that a survey's answers come out low — a bad
+/// day, a bad agent —, and by how much below the customer's mood.
+const LOW_ANSWER_RATE: f64 = 0.02;
+const LOW_ANSWER_DROP: f64 = 1.5;
 /// Complaint severities and their weights.
 const SEVERITIES: [(&str, u32); 4] = [("low", 5), ("medium", 3), ("high", 2), ("critical", 1)];
-/// Share of the severity weights that is medium or worse.
-const MEDIUM_PLUS_SHARE: f64 = 6.0 / 11.0;
 /// The signals of a spurious churner's surge.
-const SURGE_SIGNALS: [&str; 3] = [
-    "competitor_offer",
-    "cancellation_inquiry",
-    "price_match_request",
+const SURGE_SIGNALS: [(&str, u32); 3] = [
+    ("competitor_offer", 1),
+    ("cancellation_inquiry", 1),
+    ("price_match_request", 1),
 ];
-/// Share of the steady spurious signals that are also surge signals
-/// (competitor_offer, price_match_request; not contract_end_inquiry).
-const SURGE_IN_STEADY_SIGNALS: f64 = 2.0 / 3.0;
-/// Surge multiplier of negative evidence over the customer's own baseline
-/// at the start of its deterioration, and at its churn date.
-const SURGE_FROM: f64 = 3.0;
-const SURGE_TO: f64 = 5.0;
+/// A spurious churner's surge, as shares of its events at the start of
+/// its deterioration and at its churn date: complaints of medium severity
+/// or worse, and surge signals. Its own baseline of such evidence is about
+/// 2% of its events (medium+ complaints and two of its three steady
+/// signals), so the surge runs at 6 to 11 times it.
+const SURGE_COMPLAINTS: (f64, f64) = (0.075, 0.15);
+const SURGE_SIGNAL_SHARE: (f64, f64) = (0.025, 0.05);
 /// Deterioration lead: log-normal, median in days, sigma, clamp in days.
 /// Weeks to months, so no fixed look-back window catches every churner.
 const LEAD_MEDIAN_DAYS: f64 = 75.0;
 const LEAD_SIGMA: f64 = 0.6;
 const LEAD_DAYS: (f64, f64) = (14.0, 240.0);
 /// Drop of a churner's answers: at the start of its deterioration, and
-/// at its churn date (about a point on average).
-const MOOD_DROP: (f64, f64) = (0.6, 1.2);
+/// at its churn date: from a content 3.9..4.5 to where stayers are.
+const MOOD_DROP: (f64, f64) = (1.0, 1.8);
 /// Purchase intensity at the churn date, relative to before: a spurious
 /// churner's falls to a third over its deterioration, a lapser's to a
 /// fifth over its whole active life.
@@ -378,12 +384,9 @@ impl Persona {
                 *w *= AFTER_CHURN;
             }
         } else if let Some(q) = self.deteriorating(t) {
-            // The surge adds (m - 1) times the baseline negative evidence
-            // (medium+ complaints and surge signals), so negative evidence
-            // runs at m times the customer's own baseline.
-            let m = SURGE_FROM + (SURGE_TO - SURGE_FROM) * q;
-            r.surge_complaint = (m - 1.0) * self.complaint * MEDIUM_PLUS_SHARE;
-            r.surge_signal = (m - 1.0) * self.signal * SURGE_IN_STEADY_SIGNALS;
+            let along = |(from, to): (f64, f64)| from + (to - from) * q;
+            r.surge_complaint = along(SURGE_COMPLAINTS);
+            r.surge_signal = along(SURGE_SIGNAL_SHARE);
             r.purchase *= 1.0 - (1.0 - CHURNER_PURCHASES_AT_CHURN) * q;
         } else if let (Archetype::NaturalLapser, Some(churn)) = (self.archetype, self.churn) {
             let q = (t - self.from) as f64 / (churn - self.from).max(1) as f64;
@@ -456,7 +459,11 @@ fn persona(rng: &mut ChaCha8Rng, index: u64, spec: &GenerateSpec) -> Persona {
     let mood = match archetype {
         Archetype::TrueLoyal => 4.6,
         Archetype::Latent => 4.3,
-        Archetype::SpuriousStayer | Archetype::SpuriousChurner => rng.gen_range(2.0..2.6),
+        Archetype::SpuriousStayer => rng.gen_range(2.0..2.6),
+        // Churners were content before their deterioration: they become
+        // spurious through it (their answers fall with the surge), which
+        // is what a warning can see coming.
+        Archetype::SpuriousChurner => rng.gen_range(3.9..4.5),
         Archetype::NaturalLapser => 3.4,
         Archetype::Disloyal => 2.0,
     };
@@ -528,11 +535,12 @@ fn service_answers(
     signal: Option<&str>,
     doc: &mut Map<String, Value>,
 ) {
-    let mood = if rng.gen_bool(p.low_answers) {
-        1.5
-    } else {
-        p.mood_at(ts)
-    };
+    let mood = p.mood_at(ts)
+        - if rng.gen_bool(p.low_answers) {
+            LOW_ANSWER_DROP
+        } else {
+            0.0
+        };
     doc.insert("satisfaction".into(), json!(answer(rng, mood)));
     doc.insert("recommend".into(), json!(answer(rng, mood)));
     doc.insert("repurchase_intent".into(), json!(answer(rng, mood)));
@@ -586,12 +594,15 @@ fn event_for(
         }
         c @ (Channel::Signal | Channel::SurgeSignal) => {
             doc.insert("type".into(), json!("service"));
-            let signals: &[&str] = if c == Channel::Signal {
+            let signals = if c == Channel::Signal {
                 p.archetype.steady_signals()
             } else {
-                &SURGE_SIGNALS
+                &SURGE_SIGNALS[..]
             };
-            let signal = *signals.choose(rng).expect("non-empty");
+            let signal = signals
+                .choose_weighted(rng, |s| s.1)
+                .expect("weights are positive")
+                .0;
             service_answers(rng, p, ts, Some(signal), &mut doc);
             "service"
         }
@@ -759,7 +770,7 @@ mod tests {
                 s.as_array()
                     .unwrap()
                     .iter()
-                    .any(|x| SURGE_SIGNALS.contains(&x.as_str().unwrap()))
+                    .any(|x| SURGE_SIGNALS.iter().any(|(s, _)| x == s))
             }),
             _ => false,
         }
