@@ -241,6 +241,10 @@ enum FactorEvidenceWire {
         baseline_per_60_days: Rounded,
         recent: u32,
     },
+    Rate {
+        negatives_240_days: u32,
+        purchases_240_days: u32,
+    },
     Attitude {
         survey_part: Rounded,
     },
@@ -272,6 +276,13 @@ fn risk_factor(f: &Factor) -> RiskFactorWire {
         } => FactorEvidenceWire::Surge {
             baseline_per_60_days: Rounded(*baseline_per_60_days),
             recent: *recent,
+        },
+        FactorEvidence::Rate {
+            negatives,
+            purchases,
+        } => FactorEvidenceWire::Rate {
+            negatives_240_days: *negatives,
+            purchases_240_days: *purchases,
         },
         FactorEvidence::Attitude { survey_part } => FactorEvidenceWire::Attitude {
             survey_part: Rounded(*survey_part),

@@ -82,20 +82,21 @@ impl<T> Dated<T> {
     }
 }
 
-/// Keeps the newest answer in `latest` and the second newest in `prior`,
-/// whatever order the answers arrive in.
-fn newest_and_prior<T: Copy>(
+/// Keeps the newest answer in `latest` and the ones before it in `older`
+/// (second newest first), whatever order the answers arrive in: the answer
+/// slides in at its place and the oldest falls off the end.
+fn newest_first<T: Copy>(
     latest: &mut Option<Dated<T>>,
-    prior: &mut Option<Dated<T>>,
+    older: &mut [Option<Dated<T>>],
     d: Dated<T>,
 ) {
-    let older = if d.newer_than(latest) {
-        latest.replace(d)
-    } else {
-        Some(d)
-    };
-    if let Some(o) = older.filter(|o| o.newer_than(prior)) {
-        *prior = Some(o);
+    let mut carry = Some(d);
+    for slot in std::iter::once(latest).chain(older.iter_mut()) {
+        match carry {
+            Some(c) if c.newer_than(slot) => carry = slot.replace(c),
+            Some(_) => {}
+            None => return,
+        }
     }
 }
 
@@ -168,11 +169,15 @@ impl Evidence {
                     repurchase_intent: s.repurchase_intent,
                 },
             };
-            newest_and_prior(&mut self.survey, &mut self.risk.prior_survey, d);
+            newest_first(&mut self.survey, &mut self.risk.prior_surveys, d);
         }
         if let Some(v) = s.satisfaction {
             let d = Dated { ts, tie, value: v };
-            newest_and_prior(&mut self.satisfaction, &mut self.risk.prior_satisfaction, d);
+            newest_first(
+                &mut self.satisfaction,
+                &mut self.risk.prior_satisfactions,
+                d,
+            );
         }
         self.risk.record_service(ts, s);
         if let Some(v) = s.share_of_wallet {
@@ -507,19 +512,23 @@ mod tests {
     }
 
     #[test]
-    fn the_prior_answer_is_the_second_newest_whatever_the_arrival_order() {
+    fn older_answers_are_kept_newest_first_whatever_the_arrival_order() {
         let d = |ts: Millis| Dated {
             ts,
             tie: 0,
             value: ts as f64,
         };
-        for order in [[1, 2, 3], [3, 2, 1], [2, 3, 1], [1, 3, 2]] {
-            let (mut latest, mut prior) = (None, None);
+        for order in [[1, 2, 3, 4], [4, 3, 2, 1], [2, 4, 1, 3], [1, 4, 3, 2]] {
+            let (mut latest, mut older) = (None, [None; 2]);
             for ts in order {
-                newest_and_prior(&mut latest, &mut prior, d(ts));
+                newest_first(&mut latest, &mut older, d(ts));
             }
-            assert_eq!(latest.map(|x| x.ts), Some(3), "{order:?}");
-            assert_eq!(prior.map(|x| x.ts), Some(2), "{order:?}");
+            assert_eq!(latest.map(|x| x.ts), Some(4), "{order:?}");
+            assert_eq!(
+                older.map(|o| o.map(|x| x.ts)),
+                [Some(3), Some(2)],
+                "{order:?}"
+            );
         }
     }
 

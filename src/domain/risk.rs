@@ -68,6 +68,17 @@ wire_enum! {
         LowAttitude,
         /// How far the latest answers fell from the ones before, / 100.
         AttitudeDrop,
+        /// Negative evidence per purchase over the recent and the baseline
+        /// periods: `ln(1 + 100 · (complaints + signals) / (1 + purchases))`.
+        /// The penalties behind the spurious quadrant are sums, so a
+        /// customer who buys a hundred times a day is spurious on the
+        /// odd complaint per hundred purchases; what it says about the
+        /// customer is the share, not the sum.
+        NegativeRate,
+        /// How far the last two answers both fell below the one before
+        /// them, / 100. One bad answer from a customer who likes us is
+        /// common; the answers of a customer about to leave stay low.
+        LastingDrop,
         /// Expected purchase gaps overdue: `days since purchase / expected
         /// gap - 1`, in 0..=3.
         PurchaseGap,
@@ -151,10 +162,10 @@ type Counts = (u32, u32, u32);
 pub struct RiskEvidence {
     /// Evidence counts per day, by day.
     pub days: Vec<DayCounts>,
-    /// The survey answered before the latest one.
-    pub prior_survey: Option<Dated<Survey>>,
-    /// The satisfaction answer before the latest one.
-    pub prior_satisfaction: Option<Dated<f64>>,
+    /// The two surveys answered before the latest one, newest first.
+    pub prior_surveys: [Option<Dated<Survey>>; 2],
+    /// The two satisfaction answers before the latest one, newest first.
+    pub prior_satisfactions: [Option<Dated<f64>>; 2],
 }
 
 fn day_of(t: Millis) -> i32 {
@@ -290,6 +301,13 @@ pub enum FactorEvidence {
         /// Per 60 days before.
         baseline_per_60_days: f64,
     },
+    /// Negative events and purchases over the last 240 days.
+    Rate {
+        /// Complaints (medium or worse) and churn-related signals.
+        negatives: u32,
+        /// Purchases (not refunds).
+        purchases: u32,
+    },
     /// The survey part of the attitude.
     Attitude {
         /// 0..100
@@ -371,26 +389,25 @@ fn revenue(b: &Buckets, from: MonthIndex, to: MonthIndex) -> Minor {
         .sum()
 }
 
-/// The survey part of the answers before the latest, from the same source
-/// as the latest, when they are still in the window.
-fn prior_part(
+/// The survey parts of the two answers before the latest (newest first),
+/// from the same source as the latest, when they are still in the window.
+fn prior_parts(
     a: &super::loyalty::AttitudePolicy,
     inputs: &RiskInputs,
     window_from: Millis,
-) -> Option<f64> {
+) -> [Option<f64>; 2] {
     let in_window = |ts: Millis| ts >= window_from && ts <= inputs.at;
+    let e = inputs.evidence;
     match inputs.scores.survey_source {
-        SurveySource::Survey(_) => inputs
-            .evidence
-            .prior_survey
-            .filter(|p| in_window(p.ts))
-            .map(|p| survey_score(a, &p.value)),
-        SurveySource::Satisfaction(_) => inputs
-            .evidence
-            .prior_satisfaction
-            .filter(|p| in_window(p.ts))
-            .map(|p| (p.value - 1.0) / 4.0 * 100.0),
-        SurveySource::Prior => None,
+        SurveySource::Survey(_) => e.prior_surveys.map(|p| {
+            p.filter(|p| in_window(p.ts))
+                .map(|p| survey_score(a, &p.value))
+        }),
+        SurveySource::Satisfaction(_) => e.prior_satisfactions.map(|p| {
+            p.filter(|p| in_window(p.ts))
+                .map(|p| (p.value - 1.0) / 4.0 * 100.0)
+        }),
+        SurveySource::Prior => [None; 2],
     }
 }
 
@@ -400,6 +417,7 @@ struct Measured {
     recent: Counts,
     baseline: Counts,
     prior: Option<f64>,
+    earlier: Option<f64>,
     recent_3m: Minor,
     prior_avg: Minor,
     tenure_months: i32,
@@ -416,7 +434,7 @@ fn measure(
     let (bc, bs, bp) = inputs
         .evidence
         .counts(day - RECENT_DAYS - BASELINE_DAYS, day - RECENT_DAYS);
-    let prior = prior_part(a, inputs, window_from);
+    let [prior, earlier] = prior_parts(a, inputs, window_from);
     let gap = s.days_since_purchase.map_or(GAP_CAP, |d| {
         (d / s.expected_gap_days - 1.0).clamp(0.0, GAP_CAP)
     });
@@ -442,6 +460,12 @@ fn measure(
     x[Feature::SignalSurge as usize] = surge(rs, bs);
     x[Feature::LowAttitude as usize] = (100.0 - s.survey_part) / 100.0;
     x[Feature::AttitudeDrop as usize] = prior.map_or(0.0, |p| (p - s.survey_part).max(0.0) / 100.0);
+    x[Feature::NegativeRate as usize] =
+        (100.0 * f64::from(rc + rs + bc + bs) / f64::from(1 + rp + bp)).ln_1p();
+    x[Feature::LastingDrop as usize] = match (prior, earlier) {
+        (Some(p), Some(e)) => (e - p.max(s.survey_part)).max(0.0) / 100.0,
+        _ => 0.0,
+    };
     x[Feature::PurchaseGap as usize] = gap;
     x[Feature::PurchaseSlowdown as usize] = -surge(rp, bp);
     x[Feature::SpendDecline as usize] = decline;
@@ -454,6 +478,7 @@ fn measure(
         recent: (rc, rs, rp),
         baseline: (bc, bs, bp),
         prior,
+        earlier,
         recent_3m,
         prior_avg,
         tenure_months,
@@ -485,6 +510,7 @@ pub fn risk(
         recent: (rc, rs, rp),
         baseline: (bc, bs, bp),
         prior,
+        earlier,
         recent_3m,
         prior_avg,
         tenure_months,
@@ -519,6 +545,14 @@ pub fn risk(
                 Feature::AttitudeDrop => FactorEvidence::Drop {
                     from: prior.unwrap_or(s.survey_part),
                     to: s.survey_part,
+                },
+                Feature::NegativeRate => FactorEvidence::Rate {
+                    negatives: rc + rs + bc + bs,
+                    purchases: rp + bp,
+                },
+                Feature::LastingDrop => FactorEvidence::Drop {
+                    from: earlier.unwrap_or(s.survey_part),
+                    to: prior.map_or(s.survey_part, |p| p.max(s.survey_part)),
                 },
                 Feature::PurchaseGap => FactorEvidence::Gap {
                     days_since_purchase: s.days_since_purchase,

@@ -1081,3 +1081,63 @@ fn evidence_counts_while_its_calendar_month_is_in_the_window() {
     assert_eq!(first_out.complaint_penalty, 0.0);
     assert!(reasons(&first_out).is_empty());
 }
+
+#[test]
+fn one_bad_survey_is_a_drop_and_two_are_a_lasting_one() {
+    use super::risk::Feature;
+    let mut h = Harness::with(risk_policy());
+    weekly(&mut h, "a", JAN, 20, 30_000);
+    h.outs(survey("s1", "a", JAN + 20 * D, 5.0, 5.0));
+    h.outs(survey("s2", "a", JAN + 40 * D, 5.0, 5.0));
+    h.outs(survey("s3", "a", JAN + 60 * D, 2.0, 2.0));
+    let x = |h: &Harness, at| h.engine.risk_features(h.profile("a"), at).unwrap();
+    let one = x(&h, JAN + 61 * D);
+    assert!(
+        (one[Feature::AttitudeDrop as usize] - 0.6).abs() < 1e-9,
+        "{one:?}"
+    );
+    assert_eq!(one[Feature::LastingDrop as usize], 0.0, "one bad answer");
+    h.outs(survey("s4", "a", JAN + 80 * D, 2.0, 3.0));
+    let two = x(&h, JAN + 81 * D);
+    // From 100 to the better of the last two (40, then 51.4).
+    let lasting = two[Feature::LastingDrop as usize];
+    assert!((lasting - (1.0 - 0.36 / 0.7)).abs() < 1e-9, "{two:?}");
+    // A good answer after the bad one: the fall did not last.
+    h.outs(survey("s5", "a", JAN + 100 * D, 5.0, 5.0));
+    let back = x(&h, JAN + 101 * D);
+    assert_eq!(back[Feature::LastingDrop as usize], 0.0, "{back:?}");
+    assert_eq!(back[Feature::AttitudeDrop as usize], 0.0, "{back:?}");
+}
+
+#[test]
+fn negative_rate_is_per_purchase_not_a_sum() {
+    use super::risk::Feature;
+    let rate = |purchases: i64| {
+        let mut h = Harness::with(risk_policy());
+        for k in 0..purchases {
+            h.outs(purchase(&format!("p{k}"), "r", JAN + k * H, 1_000, 300));
+        }
+        for k in 0..5 {
+            h.outs(complaint_of(
+                &format!("c{k}"),
+                "r",
+                JAN + (k + 1) * D,
+                Severity::High,
+                false,
+                None,
+            ));
+        }
+        h.engine
+            .risk_features(h.profile("r"), JAN + 25 * D)
+            .unwrap()[Feature::NegativeRate as usize]
+    };
+    let (busy, rare) = (rate(500), rate(5));
+    assert!(
+        (busy - (100.0f64 * 5.0 / 501.0).ln_1p()).abs() < 1e-9,
+        "{busy}"
+    );
+    assert!(
+        (rare - (100.0f64 * 5.0 / 6.0).ln_1p()).abs() < 1e-9,
+        "{rare}"
+    );
+}

@@ -219,9 +219,13 @@ pub fn reasons(s: &Scores) -> Vec<Reason> {
 /// the risk up the most calls for; the plain rule when nothing pulls.
 pub fn action_for(dominant: Option<Feature>, s: &Scores) -> Action {
     match dominant {
-        Some(Feature::ComplaintSurge | Feature::LowAttitude | Feature::AttitudeDrop) => {
-            Action::ServiceRecovery
-        }
+        Some(
+            Feature::ComplaintSurge
+            | Feature::LowAttitude
+            | Feature::AttitudeDrop
+            | Feature::NegativeRate
+            | Feature::LastingDrop,
+        ) => Action::ServiceRecovery,
         Some(Feature::SignalSurge) => Action::RaiseSwitchingCost,
         Some(Feature::PurchaseGap | Feature::PurchaseSlowdown | Feature::SpendDecline) => {
             Action::ReactivationOffer

@@ -9,7 +9,7 @@ use crate::domain::profile::Profile;
 use crate::domain::time::Millis;
 
 /// Version of the profile record format.
-const PROFILE_VERSION: u8 = 3;
+const PROFILE_VERSION: u8 = 4;
 
 /// Key of a customer's profile.
 pub fn profile_key(task: TaskId, customer_id: &str) -> Vec<u8> {
