@@ -10,7 +10,9 @@ use crate::domain::event::{
 use crate::domain::time::{Millis, DAY_MS};
 use rust_decimal::prelude::*;
 use rust_decimal::RoundingStrategy;
-use serde_json::{Map, Number, Value};
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+use std::borrow::Cow;
 
 /// Why an input record was rejected (the `tierstream.error.code` header).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::IntoStaticStr)]
@@ -105,12 +107,15 @@ pub fn decode(bytes: &[u8], rules: &DecodeRules, now: Millis) -> Result<Event, R
     }
     let text = std::str::from_utf8(bytes)
         .map_err(|e| reject(ErrorCode::InvalidUtf8, format!("not UTF-8: {e}")))?;
-    let value: Value = serde_json::from_str(text)
-        .map_err(|e| reject(ErrorCode::InvalidJson, format!("not JSON: {e}")))?;
-    let Value::Object(obj) = value else {
-        return Err(reject(ErrorCode::InvalidJson, "expected a JSON object"));
+    let Ok(RawObject(fields)) = serde_json::from_str::<RawObject>(text) else {
+        // The rare bad record pays for a second parse, into a tree, to say
+        // why in the words of serde_json's own parser.
+        return Err(match serde_json::from_str::<serde_json::Value>(text) {
+            Err(e) => reject(ErrorCode::InvalidJson, format!("not JSON: {e}")),
+            Ok(_) => reject(ErrorCode::InvalidJson, "expected a JSON object"),
+        });
     };
-    let f = Fields(&obj);
+    let f = Fields(&fields);
     let event_id = f.id("event_id")?;
     let type_name = f.required_str("type")?;
     let customer_id = f.id("customer_id")?;
@@ -128,8 +133,8 @@ pub fn decode(bytes: &[u8], rules: &DecodeRules, now: Millis) -> Result<Event, R
         EventType::Forget => EventKind::Forget,
     };
     Ok(Event {
-        event_id: event_id.to_owned(),
-        customer_id: customer_id.to_owned(),
+        event_id: event_id.into_owned(),
+        customer_id: customer_id.into_owned(),
         ts,
         kind,
     })
@@ -167,14 +172,14 @@ fn purchase(f: &Fields, rules: &DecodeRules) -> Result<Purchase, Rejection> {
 }
 
 fn complaint(f: &Fields) -> Result<Complaint, Rejection> {
-    let severity = Severity::parse(f.required_str("severity")?)
+    let severity = Severity::parse(&f.required_str("severity")?)
         .ok_or_else(|| invalid("severity", "must be low, medium, high or critical"))?;
-    let resolved = match f.optional_str("status")? {
+    let resolved = match f.optional_str("status")?.as_deref() {
         None | Some("opened") => false,
         Some("resolved") => true,
         Some(_) => return Err(invalid("status", "must be opened or resolved")),
     };
-    let reference = f.optional_str("ref")?.map(str::to_owned);
+    let reference = f.optional_str("ref")?.map(Cow::into_owned);
     f.optional_str("category")?;
     Ok(Complaint {
         severity,
@@ -195,12 +200,14 @@ fn service(f: &Fields) -> Result<Service, Rejection> {
     let mut unknown_signals = 0;
     match f.get("signals") {
         None => {}
-        Some(Value::Array(items)) => {
+        Some(Field::Array(raw)) => {
+            let items: Vec<&RawValue> = serde_json::from_str(raw.get())
+                .map_err(|_| invalid("signals", "must be an array of strings"))?;
             for item in items {
-                let name = item
-                    .as_str()
-                    .ok_or_else(|| invalid("signals", "must be an array of strings"))?;
-                match Signal::parse(name) {
+                let Field::String(name) = Field::of(item) else {
+                    return Err(invalid("signals", "must be an array of strings"));
+                };
+                match Signal::parse(&name) {
                     Some(s) => signals.push(s),
                     None => unknown_signals += 1,
                 }
@@ -230,42 +237,126 @@ fn invalid(name: &str, what: &str) -> Rejection {
     reject(ErrorCode::InvalidField, format!("field `{name}` {what}"))
 }
 
-/// Typed access to the fields of one JSON object. A `null` counts as absent.
 /// The event time of a record if it has a readable one, without the other
 /// checks: the pipeline uses it only to interleave, in time order, records
 /// of one task that arrived together from several input topics (the record
 /// is decoded properly, with every rule, when it is processed).
 pub fn peek_ts(bytes: &[u8]) -> Option<Millis> {
     #[derive(serde::Deserialize)]
-    struct Ts {
-        ts: Option<Value>,
+    struct Ts<'a> {
+        #[serde(borrow)]
+        ts: Option<&'a RawValue>,
     }
     let ts = serde_json::from_slice::<Ts>(bytes).ok()?.ts?;
-    let mut map = Map::new();
-    map.insert("ts".into(), ts);
-    Fields(&map).timestamp("ts", Millis::MAX).ok()
+    Fields(&[(Cow::Borrowed("ts"), ts)])
+        .timestamp("ts", Millis::MAX)
+        .ok()
 }
 
-struct Fields<'a>(&'a Map<String, Value>);
+/// A JSON object's members as unparsed values, borrowed from the record:
+/// a valid event is read without building a tree, and each field is
+/// parsed only by the rule that reads it. A repeated key keeps its last
+/// value (as a parsed map would).
+struct RawObject<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
 
-impl Fields<'_> {
-    fn get(&self, name: &str) -> Option<&Value> {
-        self.0.get(name).filter(|v| !v.is_null())
+/// An object key, borrowed unless it holds escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for RawObject<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawObject<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawObject<'de>, A::Error> {
+                let mut members = Vec::with_capacity(12);
+                while let Some((Key(k), v)) = map.next_entry::<Key, &RawValue>()? {
+                    members.push((k, v));
+                }
+                Ok(RawObject(members))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// One member's value, classified by its first character (the record was
+/// checked to be JSON, so that decides its type).
+enum Field<'a> {
+    Null,
+    Bool(bool),
+    /// The literal as written, for exact decimal parsing.
+    Number(&'a str),
+    String(Cow<'a, str>),
+    /// Unparsed; only `signals` is an array.
+    Array(&'a RawValue),
+    Object,
+}
+
+impl<'a> Field<'a> {
+    fn of(raw: &'a RawValue) -> Field<'a> {
+        let text = raw.get();
+        match text.as_bytes().first() {
+            Some(b'n') => Field::Null,
+            Some(b't') => Field::Bool(true),
+            Some(b'f') => Field::Bool(false),
+            Some(b'"') => match serde_json::from_str::<Key>(text) {
+                Ok(Key(s)) => Field::String(s),
+                Err(_) => Field::Object, // unreachable for valid JSON
+            },
+            Some(b'[') => Field::Array(raw),
+            Some(b'{') => Field::Object,
+            _ => Field::Number(text),
+        }
+    }
+}
+
+/// Typed access to the fields of one JSON object. A `null` counts as absent.
+struct Fields<'a, 'b>(&'b [(Cow<'a, str>, &'a RawValue)]);
+
+impl<'a> Fields<'a, '_> {
+    fn get(&self, name: &str) -> Option<Field<'a>> {
+        let (_, raw) = self.0.iter().rev().find(|(k, _)| k == name)?;
+        match Field::of(raw) {
+            Field::Null => None,
+            f => Some(f),
+        }
     }
 
-    fn required_str(&self, name: &str) -> Result<&str, Rejection> {
+    fn required_str(&self, name: &str) -> Result<Cow<'a, str>, Rejection> {
         self.optional_str(name)?.ok_or_else(|| missing(name))
     }
 
-    fn optional_str(&self, name: &str) -> Result<Option<&str>, Rejection> {
+    fn optional_str(&self, name: &str) -> Result<Option<Cow<'a, str>>, Rejection> {
         match self.get(name) {
             None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s)),
+            Some(Field::String(s)) => Ok(Some(s)),
             Some(_) => Err(invalid(name, "must be a string")),
         }
     }
 
-    fn id(&self, name: &str) -> Result<&str, Rejection> {
+    fn id(&self, name: &str) -> Result<Cow<'a, str>, Rejection> {
         let s = self.required_str(name)?;
         let n = s.chars().count();
         if n == 0 || n > MAX_ID_CHARS {
@@ -277,15 +368,16 @@ impl Fields<'_> {
     fn optional_bool(&self, name: &str) -> Result<Option<bool>, Rejection> {
         match self.get(name) {
             None => Ok(None),
-            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(Field::Bool(b)) => Ok(Some(b)),
             Some(_) => Err(invalid(name, "must be true or false")),
         }
     }
 
-    fn number(&self, name: &str) -> Result<Option<&Number>, Rejection> {
+    /// A number's literal.
+    fn number(&self, name: &str) -> Result<Option<&'a str>, Rejection> {
         match self.get(name) {
             None => Ok(None),
-            Some(Value::Number(n)) => Ok(Some(n)),
+            Some(Field::Number(n)) => Ok(Some(n)),
             Some(_) => Err(invalid(name, "must be a number")),
         }
     }
@@ -295,8 +387,8 @@ impl Fields<'_> {
         let Some(n) = self.number(name)? else {
             return Ok(None);
         };
-        match n.as_f64() {
-            Some(x) if (lo..=hi).contains(&x) => Ok(Some(x)),
+        match n.parse::<f64>() {
+            Ok(x) if (lo..=hi).contains(&x) => Ok(Some(x)),
             _ => Err(invalid(name, &format!("must be between {lo} and {hi}"))),
         }
     }
@@ -306,9 +398,8 @@ impl Fields<'_> {
         let Some(n) = self.number(name)? else {
             return Ok(None);
         };
-        let literal = n.to_string();
-        let exact = Decimal::from_str_exact(&literal)
-            .or_else(|_| Decimal::from_scientific(&literal))
+        let exact = Decimal::from_str_exact(n)
+            .or_else(|_| Decimal::from_scientific(n))
             .map_err(|_| invalid(name, "is not a representable amount"))?;
         if exact.abs() > Decimal::from(MAX_MONEY) {
             return Err(invalid(name, "is too large"));
@@ -325,7 +416,7 @@ impl Fields<'_> {
     fn timestamp(&self, name: &str, now: Millis) -> Result<Millis, Rejection> {
         let ts = match self.get(name) {
             None => return Err(missing(name)),
-            Some(Value::String(s)) => chrono::DateTime::parse_from_rfc3339(s)
+            Some(Field::String(s)) => chrono::DateTime::parse_from_rfc3339(&s)
                 .map_err(|_| {
                     invalid(
                         name,
@@ -333,9 +424,9 @@ impl Fields<'_> {
                     )
                 })?
                 .timestamp_millis(),
-            Some(Value::Number(n)) => n
-                .as_i64()
-                .ok_or_else(|| invalid(name, "must be an integer number of epoch milliseconds"))?,
+            Some(Field::Number(n)) => n
+                .parse::<i64>()
+                .map_err(|_| invalid(name, "must be an integer number of epoch milliseconds"))?,
             Some(_) => {
                 return Err(invalid(
                     name,
@@ -415,6 +506,38 @@ mod tests {
                 refund: false
             })
         );
+    }
+
+    #[test]
+    fn json_as_written_is_read_as_parsed() {
+        // Escaped keys and values, a repeated key (its last value counts),
+        // exponent money and nulls as absent: what a parsed map would give.
+        let e = ok(&with(
+            r#""\u0074ype":"purchase","amount":1,"amount":1.5E1,"margin":null,"order_id":"o\"1""#,
+        ));
+        assert_eq!(
+            e.kind,
+            EventKind::Purchase(Purchase {
+                amount: 1500,
+                margin: 375,
+                refund: false
+            })
+        );
+        let e =
+            ok(r#"{"event_id":"e\u00e9","customer_id":"c","ts":1767607200000,"type":"forget"}"#);
+        assert_eq!(e.event_id, "eé");
+        let bad = |s: &str| decode(s.as_bytes(), &rules(), NOW).unwrap_err().message;
+        assert!(bad("[1,2]").contains("expected a JSON object"));
+        assert!(bad(r#"{"a":1,}"#).starts_with("not JSON"));
+        assert!(
+            bad(r#"{"event_id":"e","customer_id":"c","ts":1.7e12,"type":"forget"}"#)
+                .contains("integer number of epoch milliseconds")
+        );
+        assert!(bad(&with(
+            r#""type":"service","signals":["competitor_offer",1]"#
+        ))
+        .contains("array of strings"));
+        assert!(bad(&with(r#""type":"service","satisfaction":1e400"#)).contains("between 1 and 5"));
     }
 
     #[test]
