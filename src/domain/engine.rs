@@ -3,7 +3,7 @@
 //! `Profiles` port, so the same code runs under `replay`, under the Kafka
 //! pipeline and inside property tests.
 
-use super::event::{Event, EventKind};
+use super::event::{Event, EventKind, Minor};
 use super::loyalty::{
     next_sides, scores, AttitudePolicy, BehaviourPolicy, Quadrant, QuadrantPolicy, Scores, Sides,
 };
@@ -500,6 +500,17 @@ impl Engine {
         at: Millis,
     ) -> Option<MonthCloseDecision> {
         let value = Self::totals(profile, at).value;
+        self.month_close_decision_at_value(profile, tier, value, at)
+    }
+
+    /// [`Self::month_close_decision`] with the window's value at `at` known.
+    fn month_close_decision_at_value(
+        &self,
+        profile: &Profile,
+        tier: Tier,
+        value: Minor,
+        at: Millis,
+    ) -> Option<MonthCloseDecision> {
         match self
             .policy
             .tiers
@@ -514,20 +525,33 @@ impl Engine {
         }
     }
 
-    /// The month closes after `now`, in order, as far as projections look.
-    fn coming_month_closes(now: Millis) -> impl Iterator<Item = Millis> {
+    /// The month closes after `now`, in order, as far as projections look,
+    /// each with the value the window will have there if nothing else
+    /// happens: one pass over the buckets for all of them (values change
+    /// only by months leaving the window), not a sum per month close.
+    fn coming_month_closes(
+        profile: &Profile,
+        now: Millis,
+    ) -> impl Iterator<Item = (Minor, Millis)> + '_ {
         let month = month_of(now);
-        (1..=PROJECTION_MONTHS).map(move |k| month_start(month + k))
+        let first_window = month + 1 - (super::value::WINDOW_MONTHS - 1);
+        profile
+            .buckets
+            .values_from(first_window)
+            .zip(1..=PROJECTION_MONTHS)
+            .map(move |(value, k)| (value, month_start(month + k)))
     }
 
     /// The first coming month close that would downgrade the customer if no
     /// further event arrived; `None` if the value never falls that far.
     fn projected_downgrade(&self, profile: &Profile, tier: Tier, now: Millis) -> Option<Millis> {
         let tiers = &self.policy.tiers;
-        Self::coming_month_closes(now).find(|&m| {
-            tiers.below_downgrade_line(tier, Self::totals(profile, m).value)
-                && m - profile.tier_since >= tiers.min_residence
-        })
+        Self::coming_month_closes(profile, now)
+            .find(|&(value, m)| {
+                tiers.below_downgrade_line(tier, value)
+                    && m - profile.tier_since >= tiers.min_residence
+            })
+            .map(|(_, m)| m)
     }
 
     /// Computes the customer's deadlines after `now`: the first month close
@@ -538,8 +562,12 @@ impl Engine {
     /// not yet evaluated.
     fn schedule(&self, profile: &Profile, now: Millis, settled: Settled) -> Timers {
         let month_close = profile.tier.and_then(|tier| {
-            Self::coming_month_closes(now)
-                .find(|&m| self.month_close_decision(profile, tier, m).is_some())
+            Self::coming_month_closes(profile, now)
+                .find(|&(value, m)| {
+                    self.month_close_decision_at_value(profile, tier, value, m)
+                        .is_some()
+                })
+                .map(|(_, m)| m)
         });
         let daily = if profile.tier.is_none() {
             Some(next_midnight(now))

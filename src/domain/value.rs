@@ -132,6 +132,22 @@ impl Buckets {
         t
     }
 
+    /// The profit contribution of the buckets from `first` on, then from
+    /// `first + 1` on, and so on: `totals_from(first + k).value` for every
+    /// k, in one pass over the buckets (each month leaves the sum once).
+    pub fn values_from(&self, first: MonthIndex) -> impl Iterator<Item = Minor> + '_ {
+        let mut rest = &self.0[self.0.partition_point(|b| b.month < first)..];
+        let mut value: Minor = rest.iter().map(|b| b.margin - b.cost).sum();
+        (first..).map(move |from| {
+            let at_from = value;
+            while let Some((b, tail)) = rest.split_first().filter(|(b, _)| b.month <= from) {
+                value -= b.margin - b.cost;
+                rest = tail;
+            }
+            at_from
+        })
+    }
+
     /// Totals over the 12-month window that ends in the month of `t`.
     pub fn window_at(&self, t: Millis) -> WindowTotals {
         self.totals_from(window_start(t))
@@ -149,6 +165,21 @@ mod tests {
             margin,
             refund,
         }
+    }
+
+    #[test]
+    fn values_from_each_month_are_the_totals_from_it() {
+        let mut b = Buckets::default();
+        for (m, margin, cost) in [(3, 500, 0), (5, 700, 100), (6, -200, 0), (9, 50, 25)] {
+            b.add_purchase(month_start(2025 * 12 + m), &p(margin * 3, margin, false));
+            b.add_cost(month_start(2025 * 12 + m) + 1, cost);
+        }
+        let first = 2025 * 12 + 1;
+        let got: Vec<Minor> = b.values_from(first).take(12).collect();
+        let want: Vec<Minor> = (0..12).map(|k| b.totals_from(first + k).value).collect();
+        assert_eq!(got, want);
+        assert_eq!(got[0], 500 + 600 - 200 + 25);
+        assert_eq!(got[11], 0);
     }
 
     #[test]
