@@ -81,9 +81,24 @@ pub fn is_month_start(midnight: Millis) -> bool {
 }
 
 /// Renders an instant the way every output writes time: RFC 3339, UTC,
-/// milliseconds, `Z` (SPEC §7).
+/// milliseconds, `Z` (SPEC §7). Every output carries instants, so this is
+/// integer arithmetic rather than a strftime pattern interpreted per call;
+/// years outside 0..=9999 (which no valid input reaches) are left to chrono.
 pub fn format_rfc3339(t: Millis) -> String {
-    utc(t).format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+    let (year, month0, day0) = civil_from_days(t.div_euclid(DAY_MS));
+    if !(0..=9999).contains(&year) {
+        return utc(t).format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+    }
+    let ms = t.rem_euclid(DAY_MS);
+    format!(
+        "{year:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        month0 + 1,
+        day0 + 1,
+        ms / 3_600_000,
+        ms / 60_000 % 60,
+        ms / 1000 % 60,
+        ms % 1000
+    )
 }
 
 /// Converts whole and fractional days to milliseconds.
@@ -143,6 +158,20 @@ mod tests {
                 assert_eq!(month_start(m), t, "{d}");
             }
             d = d.succ_opt().unwrap();
+        }
+    }
+
+    /// The integer rendering agrees with chrono's from 1600 to 2400, at
+    /// instants spread over every day's hours, minutes and milliseconds.
+    #[test]
+    fn rendering_matches_chrono() {
+        let from = -11_676_096_000_000i64; // 1600-01-01
+        let to = 13_569_465_600_000i64; // 2400-01-01
+        let mut t = from;
+        while t < to {
+            let want = utc(t).format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+            assert_eq!(format_rfc3339(t), want);
+            t += 86_399_999 / 7 + 12_345;
         }
     }
 
