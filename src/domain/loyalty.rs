@@ -312,6 +312,12 @@ pub struct Scores {
     pub open_complaint: bool,
 }
 
+/// The survey part of a satisfaction answer (1..5) when no survey counts:
+/// its place on the scale, 0..100.
+pub fn satisfaction_score(v: f64) -> f64 {
+    (v - 1.0) / 4.0 * 100.0
+}
+
 /// The survey score of the source formula: `raw / raw_max x 100`, where
 /// `raw = (recommend x w_r + repurchase x w_p) x k x 100 / scale_max` over
 /// the answers present and `raw_max` is the same with every present answer
@@ -390,7 +396,7 @@ pub fn scores(
     let (survey_part, survey_source) = match (in_window(&ev.survey, window_from, at), satisfaction)
     {
         (Some(s), _) => (survey_score(a, &s.value), SurveySource::Survey(s.value)),
-        (None, Some(v)) => ((v - 1.0) / 4.0 * 100.0, SurveySource::Satisfaction(v)),
+        (None, Some(v)) => (satisfaction_score(v), SurveySource::Satisfaction(v)),
         (None, None) => (a.neutral_prior, SurveySource::Prior),
     };
     let p = penalties(ev, a, window_from, at);

@@ -16,7 +16,7 @@
 //! instead of visiting every customer every day.
 
 use super::event::{Complaint, Minor, Purchase, Service, Severity, Signal};
-use super::loyalty::{survey_score, Dated, Scores, Survey, SurveySource};
+use super::loyalty::{satisfaction_score, survey_score, Dated, Scores, Survey, SurveySource};
 use super::tier::Tier;
 use super::time::{Millis, MonthIndex, DAY_MS};
 use super::value::Buckets;
@@ -157,7 +157,8 @@ type Counts = (u32, u32, u32);
 
 /// What the risk features need beyond the loyalty evidence: bounded by
 /// the recent and baseline periods (at most 240 days plus the allowed
-/// lateness of day counts, two answers), whatever the customer's activity.
+/// lateness of day counts, two earlier answers per source), whatever the
+/// customer's activity.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RiskEvidence {
     /// Evidence counts per day, by day.
@@ -405,7 +406,7 @@ fn prior_parts(
         }),
         SurveySource::Satisfaction(_) => e.prior_satisfactions.map(|p| {
             p.filter(|p| in_window(p.ts))
-                .map(|p| (p.value - 1.0) / 4.0 * 100.0)
+                .map(|p| satisfaction_score(p.value))
         }),
         SurveySource::Prior => [None; 2],
     }
