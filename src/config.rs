@@ -7,6 +7,7 @@ use crate::codec::input::DecodeRules;
 use crate::domain::engine::{LoyaltyPolicy, Policy};
 use crate::domain::event::Minor;
 use crate::domain::loyalty::{AttitudePolicy, BehaviourPolicy, QuadrantPolicy};
+use crate::domain::ranking::Shares;
 use crate::domain::risk::{Feature, OpenOn, RiskModel, RiskPolicy, FEATURES};
 use crate::domain::tier::{TierPolicy, TierSettings};
 use crate::domain::time::DAY_MS;
@@ -255,6 +256,24 @@ pub struct TimeConfig {
 pub enum TierPolicyKind {
     /// Fixed thresholds on value_12m.
     Absolute,
+    /// Thresholds at ranks of value_12m among all customers of the group,
+    /// recomputed at each month close.
+    Percentile,
+}
+
+/// `[tiers.percentile]`: the shares of the pyramid by rank.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PercentileConfig {
+    /// Share of customers in platinum (the most valuable).
+    pub platinum: f64,
+    /// Share in gold (the next ones).
+    pub gold: f64,
+    /// Share in iron; the rest (and every negative value) is lead.
+    pub iron: f64,
+    /// How long a task waits at a month close for the other tasks'
+    /// summaries before it closes the month with what it has.
+    pub summary_wait_seconds: u64,
 }
 
 /// `[tiers]`
@@ -279,6 +298,8 @@ pub struct TiersConfig {
     pub fake_big_revenue: f64,
     /// Margin rate under which such a customer is fake-big.
     pub fake_big_margin_rate: f64,
+    /// Shares under `policy = "percentile"`.
+    pub percentile: PercentileConfig,
 }
 
 /// `[state]`
@@ -624,6 +645,13 @@ impl Sections {
         fraction("tiers.at_risk_margin", t.at_risk_margin)?;
         fraction("tiers.fake_big_margin_rate", t.fake_big_margin_rate)?;
         minor("tiers.fake_big_revenue", t.fake_big_revenue)?;
+        self.shares()?;
+        if t.percentile.summary_wait_seconds == 0 {
+            return Err(invalid(
+                "tiers.percentile.summary_wait_seconds",
+                "must be >= 1",
+            ));
+        }
         let l = &self.loyalty;
         positive("loyalty.repeat_target", l.repeat_target)?;
         positive("loyalty.full_share_of_wallet", l.full_share_of_wallet)?;
@@ -700,6 +728,39 @@ impl Sections {
         Ok(())
     }
 
+    /// The pyramid's shares as cumulative fractions from the top, each
+    /// share checked (the three must leave room for lead, or fill it).
+    fn shares(&self) -> Result<Shares, ConfigError> {
+        let p = &self.tiers.percentile;
+        let mut top = Decimal::ZERO;
+        let mut cumulative = [Decimal::ZERO; 3];
+        for (slot, (key, x)) in [
+            ("tiers.percentile.platinum", p.platinum),
+            ("tiers.percentile.gold", p.gold),
+            ("tiers.percentile.iron", p.iron),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if !(x.is_finite() && x > 0.0 && x < 1.0) {
+                return Err(invalid(key, "must be a share between 0 and 1 (exclusive)"));
+            }
+            top += decimal(key, x)?;
+            if top > Decimal::ONE {
+                return Err(invalid(
+                    key,
+                    "makes the shares of platinum, gold and iron add up to more than 1",
+                ));
+            }
+            cumulative[slot] = top;
+        }
+        Ok(Shares {
+            platinum: cumulative[0],
+            gold: cumulative[1],
+            iron: cumulative[2],
+        })
+    }
+
     /// The engine policy these sections describe.
     fn policy(&self) -> Result<Policy, ConfigError> {
         let t = &self.tiers;
@@ -712,6 +773,10 @@ impl Sections {
             min_residence_days: t.min_residence_days,
             fake_big_revenue: minor("tiers.fake_big_revenue", t.fake_big_revenue)?,
             fake_big_margin_rate: t.fake_big_margin_rate,
+            percentile: match t.policy {
+                TierPolicyKind::Absolute => None,
+                TierPolicyKind::Percentile => Some(self.shares()?),
+            },
         };
         let (l, a) = (&self.loyalty, &self.attitude);
         Ok(Policy {
@@ -794,8 +859,8 @@ mod tests {
     fn defaults_load_and_match_the_spec() {
         let c = with("").unwrap();
         let p = c.policy();
-        assert_eq!(p.tiers.platinum.threshold, 1_000_000);
-        assert_eq!(p.tiers.gold.downgrade_below, 180_000);
+        assert_eq!(p.tiers.absolute.platinum.threshold, 1_000_000);
+        assert_eq!(p.tiers.absolute.gold.downgrade_below, 180_000);
         assert_eq!(p.allowed_lateness, 7 * DAY_MS);
         assert_eq!(p.dedup_window, 32);
         assert_eq!(c.decode_rules().max_bytes, 65_536);
@@ -907,7 +972,7 @@ mod tests {
             jail.set_env("TIERSTREAM_TIERS__GOLD", "2500");
             jail.set_env("TIERSTREAM_CACHE", "/tmp/ignored");
             let c = Config::load(None).unwrap();
-            assert_eq!(c.policy().tiers.gold.threshold, 250_000);
+            assert_eq!(c.policy().tiers.absolute.gold.threshold, 250_000);
             Ok(())
         });
     }

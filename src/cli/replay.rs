@@ -5,10 +5,11 @@ use super::{open_rocks, processor, Unit};
 use crate::codec::output::to_bytes;
 use crate::config::Config;
 use crate::domain::output::Output;
+use crate::domain::ranking::{Shares, Summaries};
 use crate::domain::time::Millis;
 use crate::kafka::partitioner::partition_for;
 use crate::ops::metrics::Metrics;
-use crate::pipeline::processor::{Processed, Processor};
+use crate::pipeline::processor::{CutPointsOf, Processed, Processor};
 use crate::store::memory::MemoryStore;
 use crate::store::session::TaskState;
 use crate::store::{KvStore, TaskId};
@@ -16,6 +17,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::ProgressBar;
 use serde_json::json;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::PathBuf;
@@ -94,6 +96,12 @@ pub fn replay(
     io: ReplayIo<'_>,
     now: Millis,
 ) -> Result<ReplaySummary> {
+    if let (Some(shares), true) = (
+        processor.engine.policy().tiers.percentile,
+        shape.partitions > 1,
+    ) {
+        return replay_ranked(processor, store, shape, io, now, shares);
+    }
     let lanes = shape.threads.clamp(1, shape.partitions.max(1) as usize);
     let cache = shape.cache_bytes / shape.partitions.max(1) as usize;
     let mut tasks: Vec<Vec<TaskState>> = (0..lanes).map(|_| Vec::new()).collect();
@@ -152,7 +160,7 @@ pub fn replay(
         }
         // Which lane each line went to, oldest first: results are written
         // in that order.
-        let mut order: std::collections::VecDeque<usize> = Default::default();
+        let mut order: VecDeque<usize> = Default::default();
         let lanes = inputs.len();
         let summary = read_lines(shape.partitions, input, on_bytes, |summary, line| {
             let lane = line.task % lanes;
@@ -196,6 +204,146 @@ pub fn replay(
         writer.flush()?;
         summary
     })
+}
+
+/// A replay of several tasks under percentile tiers. A task closes a
+/// month only with every task's summary of it, so a task whose next line
+/// passes a month close the others have not reached yet waits there (its
+/// lines queue up) until they all have, or their input has ended (then
+/// their last summary counts). Lines are still written in input order;
+/// memory grows with how far apart in the input the tasks pass a month
+/// close (nothing for a file in time order). One thread: the tasks move in
+/// step anyway.
+fn replay_ranked(
+    processor: &Processor,
+    store: &dyn KvStore,
+    shape: ReplayShape,
+    io: ReplayIo<'_>,
+    now: Millis,
+    shares: Shares,
+) -> Result<ReplaySummary> {
+    let cache = shape.cache_bytes / shape.partitions as usize;
+    let mut lane = Lane {
+        processor,
+        store,
+        tasks: TaskId::all(shape.partitions)
+            .map(|t| TaskState::open(t, store, cache))
+            .collect::<Result<_, _>>()?,
+        lanes: 1,
+        now,
+        want_dlq: io.dlq.is_some(),
+        since_flush: 0,
+        outs: Vec::new(),
+    };
+    let mut writer = Writer {
+        output: io.output,
+        dlq: io.dlq,
+    };
+    let mut ranked = Ranked {
+        summaries: Summaries::new(shape.partitions, shares),
+        waiting: (0..shape.partitions).map(|_| VecDeque::new()).collect(),
+        done: BTreeMap::new(),
+        next: 0,
+    };
+    let mut seq = 0;
+    let mut summary = read_lines(shape.partitions, io.input, io.on_bytes, |summary, line| {
+        let line = Line {
+            task: line.task,
+            no: line.no,
+            record: line.record.to_vec(),
+        };
+        let task = line.task;
+        ranked.waiting[task].push_back((seq, line, LineOut::default()));
+        seq += 1;
+        ranked.run(&mut lane, task)?;
+        ranked.write_ready(&mut writer, summary)
+    })?;
+    // End of input: a task with nothing waiting is finished; its summary
+    // now stands for every later month, which lets the others go on.
+    loop {
+        for t in TaskId::all(shape.partitions) {
+            let n = t.partition() as usize;
+            if ranked.waiting[n].is_empty() {
+                let last = lane.tasks[n].ranking.pending.clone();
+                ranked.summaries.finish(n as u32, last);
+            }
+        }
+        let before: usize = ranked.waiting.iter().map(VecDeque::len).sum();
+        for n in 0..shape.partitions as usize {
+            ranked.run(&mut lane, n)?;
+        }
+        ranked.write_ready(&mut writer, &mut summary)?;
+        let after: usize = ranked.waiting.iter().map(VecDeque::len).sum();
+        if after == 0 {
+            break;
+        }
+        if after == before {
+            bail!("percentile replay: {after} lines wait for a month close that cannot complete");
+        }
+    }
+    lane.finish()?;
+    writer.flush()?;
+    Ok(summary)
+}
+
+/// A line not yet applied: its sequence number among the non-blank lines,
+/// the line, and what it produced so far.
+type WaitingLine = (u64, Line<Vec<u8>>, LineOut);
+
+/// The waiting lines of a percentile replay and the results not yet
+/// written.
+struct Ranked {
+    summaries: Summaries,
+    /// Per task, its lines not yet applied (the first may be part done).
+    waiting: Vec<VecDeque<WaitingLine>>,
+    /// Results by line sequence number, written once contiguous.
+    done: BTreeMap<u64, LineOut>,
+    next: u64,
+}
+
+impl Ranked {
+    /// Runs `task`'s waiting lines until one must wait; a task that starts
+    /// to wait hands in its summary, which may let others go on, so they
+    /// are run again until nobody moves.
+    fn run(&mut self, lane: &mut Lane<'_>, task: usize) -> Result<()> {
+        let mut queue = vec![task];
+        while let Some(t) = queue.pop() {
+            while let Some((seq, line, mut out)) = self.waiting[t].pop_front() {
+                let summaries = &self.summaries;
+                let cuts = |m| summaries.cut_points(m);
+                match lane.run(&line, &mut out, Some(&cuts))? {
+                    None => {
+                        self.done.insert(seq, out);
+                    }
+                    Some(month) => {
+                        self.waiting[t].push_front((seq, line, out));
+                        let ranking = &mut lane.tasks[t].ranking;
+                        if ranking.published != Some(month) {
+                            ranking.published = Some(month);
+                            let mine = ranking.pending.clone();
+                            self.summaries.hand_in(t as u32, month, mine);
+                            // Every task waiting for this month, this one
+                            // too, may go on now.
+                            queue.extend(
+                                (0..self.waiting.len()).filter(|&o| !self.waiting[o].is_empty()),
+                            );
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the results that follow the last one written.
+    fn write_ready(&mut self, writer: &mut Writer<'_>, summary: &mut ReplaySummary) -> Result<()> {
+        while let Some(out) = self.done.remove(&self.next) {
+            writer.write(summary, out)?;
+            self.next += 1;
+        }
+        Ok(())
+    }
 }
 
 /// One non-blank input line and its task (borrowed from the reader's
@@ -292,14 +440,32 @@ struct Lane<'a> {
 impl Lane<'_> {
     /// Runs one line through its task and encodes what it produced.
     fn line(&mut self, line: Line<impl AsRef<[u8]>>) -> Result<LineOut> {
+        let mut out = LineOut::default();
+        self.run(&line, &mut out, None)?;
+        Ok(out)
+    }
+
+    /// Runs one line through its task, adding what it produced to `out`;
+    /// under percentile tiers the line may have to wait for a month's cut
+    /// points (it then produced the ticks before that month close).
+    fn run(
+        &mut self,
+        line: &Line<impl AsRef<[u8]>>,
+        out: &mut LineOut,
+        cuts: Option<CutPointsOf<'_>>,
+    ) -> Result<Option<Millis>> {
         let record = line.record.as_ref();
         let task = &mut self.tasks[line.task / self.lanes];
         self.outs.clear();
-        let mut out = LineOut::default();
-        let processed =
-            self.processor
-                .process(task, self.store, record, self.now, &mut self.outs)?;
-        if let Processed::Rejected(r) = processed {
+        let processed = self.processor.process_ranked(
+            task,
+            self.store,
+            record,
+            self.now,
+            &mut self.outs,
+            cuts,
+        )?;
+        if let Processed::Rejected(r) = &processed {
             let mut d = Vec::new();
             if self.want_dlq {
                 let raw = String::from_utf8_lossy(record);
@@ -315,7 +481,10 @@ impl Lane<'_> {
             out.output.extend_from_slice(&bytes);
             out.output.push(b'\n');
         }
-        out.outputs = self.outs.len() as u64;
+        out.outputs += self.outs.len() as u64;
+        if let Processed::Waiting(month) = processed {
+            return Ok(Some(month));
+        }
         self.since_flush += 1;
         if self.since_flush >= FLUSH_EVERY
             || self
@@ -327,7 +496,7 @@ impl Lane<'_> {
         {
             self.finish()?;
         }
-        Ok(out)
+        Ok(None)
     }
 
     /// Writes the pending state of every task of the lane, one atomic

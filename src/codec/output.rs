@@ -370,6 +370,19 @@ struct TierAtRiskWire<'a> {
     tier: &'static str,
 }
 
+/// `tierstream.tier_cutpoints.v1`
+#[derive(Serialize)]
+struct TierCutpointsWire<'a> {
+    at: Rfc3339,
+    cause: CauseWire<'a>,
+    customers: u64,
+    event_id: String,
+    gold: Money,
+    iron: Money,
+    platinum: Money,
+    schema: &'static str,
+}
+
 /// `tierstream.churn_warning.v1`
 #[derive(Serialize)]
 struct ChurnWarningWire<'a> {
@@ -540,6 +553,16 @@ fn encode<T>(o: &Output, encode: impl FnOnce(&dyn erased::Encode) -> T) -> Optio
             fields: ProfileFields::from(&**p),
         }),
         OutputBody::ProfileErased => return None,
+        OutputBody::TierCutpoints(c) => encode(&TierCutpointsWire {
+            at: e.at,
+            cause: e.cause,
+            customers: c.customers,
+            event_id: e.event_id,
+            gold: Money(c.gold),
+            iron: Money(c.iron),
+            platinum: Money(c.platinum),
+            schema: e.schema,
+        }),
     })
 }
 

@@ -12,8 +12,9 @@ use super::output::{
     TimerKind,
 };
 use super::profile::{Profile, Timers, ValueFigures};
+use super::ranking::{CutPoints, Ranking, ValueHistogram};
 use super::risk::{features, risk, OpenOn, Risk, RiskInputs, RiskPolicy, FEATURES};
-use super::tier::{MonthCloseDecision, Tier, TierPolicy};
+use super::tier::{MonthCloseDecision, Pyramid, Tier, TierPolicy};
 use super::time::{is_month_start, month_of, month_start, next_midnight, Millis, DAY_MS};
 use super::value::{window_start, WindowTotals};
 use super::warning::{
@@ -106,6 +107,9 @@ pub trait Profiles {
     /// Customers whose `kind` deadline is at or before `at`, in deadline then
     /// customer-id order.
     fn due(&mut self, kind: TimerKind, at: Millis) -> Result<Vec<String>, Self::Error>;
+    /// The task's part in percentile tiers (its value summary and the cut
+    /// points in force), kept with its customers.
+    fn ranking(&mut self) -> &mut Ranking;
 }
 
 /// What happened to an input event, for metrics (the label is the
@@ -160,10 +164,20 @@ impl Engine {
         out: &mut Vec<Output>,
     ) -> Result<Outcome, P::Error> {
         let stream_time = self.advance_clock(clock, event.ts, store, out)?;
+        let pyramid = self.pyramid(store);
+        let ranked_at = self.ranked_month(store, stream_time);
 
         let loaded = store.load(&event.customer_id)?;
+        // What the customer counts for in the task's value summary before
+        // the event (every stored customer is counted once).
+        let counted = ranked_at
+            .zip(loaded.as_deref())
+            .map(|(m, p)| Self::totals(p, m).value);
         if let EventKind::Forget = event.kind {
             if let Some(mut p) = loaded {
+                if let Some(v) = counted {
+                    store.ranking().pending.remove(v);
+                }
                 self.clear_on_forget(&mut p, event, out);
                 store.erase(&p.customer_id, p.timers)?;
                 if self.policy.emit_profiles {
@@ -193,13 +207,21 @@ impl Engine {
             Settled::Unsettled
         } else {
             let cause = Cause::Event(event.event_id.clone());
-            self.reassess_tier(&mut profile, event.ts, &cause, out);
+            self.reassess_tier(&mut profile, &pyramid, event.ts, &cause, out);
             self.reassess_loyalty(&mut profile, event.ts, &cause, out);
             Settled::At(event.ts)
         };
-        profile.timers = self.schedule(&profile, stream_time, settled);
+        profile.timers = self.schedule(&profile, &pyramid, stream_time, settled);
         let cause = Cause::Event(event.event_id.clone());
         self.snapshot_if_changed(&profile, before, event.ts, &cause, out);
+        if let Some(m) = ranked_at {
+            let value = Self::totals(&profile, m).value;
+            let pending = &mut store.ranking().pending;
+            match counted {
+                Some(old) => pending.replace(old, value),
+                None => pending.add(value),
+            }
+        }
         store.save(profile, previous)?;
         Ok(if late {
             Outcome::Late
@@ -258,6 +280,7 @@ impl Engine {
         out: &mut Vec<Output>,
     ) -> Result<(), P::Error> {
         if is_month_start(midnight) {
+            self.roll_ranking(store, midnight, out);
             for id in store.due(TimerKind::MonthClose, midnight)? {
                 self.visit(&id, midnight, TimerKind::MonthClose, store, out)?;
             }
@@ -283,24 +306,89 @@ impl Engine {
         let previous = profile.timers;
         let before = Snapshot::of(&profile);
         let cause = Cause::Timer(kind);
+        let pyramid = self.pyramid(store);
         let settled = match kind {
             TimerKind::MonthClose => {
-                self.month_close(&mut profile, midnight, out);
+                self.month_close(&mut profile, &pyramid, midnight, out);
+                // The month's summary was consumed by this month close
+                // (`roll_ranking`); every customer visited here starts the
+                // next one.
+                if let Some(m) = self.ranked_month(store, midnight) {
+                    store.ranking().pending.add(Self::totals(&profile, m).value);
+                }
                 Settled::Unchanged
             }
             TimerKind::Daily => {
                 // A customer whose first events were all late gets its tier
                 // at the next tick (their effect shows then, SPEC §7).
                 if profile.tier.is_none() {
-                    self.reassess_tier(&mut profile, midnight, &cause, out);
+                    self.reassess_tier(&mut profile, &pyramid, midnight, &cause, out);
                 }
                 self.reassess_loyalty(&mut profile, midnight, &cause, out);
                 Settled::At(midnight)
             }
         };
-        profile.timers = self.schedule(&profile, midnight, settled);
+        profile.timers = self.schedule(&profile, &pyramid, midnight, settled);
         self.snapshot_if_changed(&profile, before, midnight, &cause, out);
         store.save(profile, previous)
+    }
+
+    /// The pyramid in force for the task: the configured thresholds, or
+    /// under `percentile` the cut points of the last month close (the
+    /// configured thresholds until the first).
+    fn pyramid<P: Profiles>(&self, store: &mut P) -> Pyramid {
+        let tiers = &self.policy.tiers;
+        if tiers.percentile.is_none() {
+            return tiers.absolute;
+        }
+        let r = store.ranking();
+        match r.in_force {
+            Some(cut) => *r.bounds.get_or_insert_with(|| tiers.pyramid_of(&cut)),
+            None => tiers.absolute,
+        }
+    }
+
+    /// Under `percentile`, the month close the task's value summary is
+    /// being kept for: the first after `stream_time`.
+    fn ranked_month<P: Profiles>(&self, store: &mut P, stream_time: Millis) -> Option<Millis> {
+        self.policy.tiers.percentile?;
+        let r = store.ranking();
+        Some(
+            *r.pending_month
+                .get_or_insert_with(|| month_start(month_of(stream_time) + 1)),
+        )
+    }
+
+    /// Under `percentile`, at the month start `midnight`: the cut points
+    /// merged from every task's summary come in force (the driver installs
+    /// them; a driver that runs a single task leaves it to this task's own
+    /// summary, which is then all of them), and the next month's summary
+    /// starts empty — the month close visits every customer and counts it.
+    fn roll_ranking<P: Profiles>(&self, store: &mut P, midnight: Millis, out: &mut Vec<Output>) {
+        let Some(shares) = &self.policy.tiers.percentile else {
+            return;
+        };
+        let r = store.ranking();
+        let cut = match r.installed.take() {
+            Some(c) if c.month == midnight => c,
+            _ => CutPoints::of(&r.pending, shares, midnight),
+        };
+        let thresholds = |c: &CutPoints| (c.platinum, c.gold, c.iron);
+        if cut.customers > 0 {
+            if r.in_force.as_ref().map(thresholds) != Some(thresholds(&cut)) {
+                out.push(Output {
+                    customer_id: String::new(),
+                    seq: 0,
+                    at: midnight,
+                    cause: Cause::Timer(TimerKind::MonthClose),
+                    body: OutputBody::TierCutpoints(cut),
+                });
+            }
+            r.in_force = Some(cut);
+            r.bounds = None;
+        }
+        r.pending = ValueHistogram::default();
+        r.pending_month = Some(month_start(month_of(midnight) + 1));
     }
 
     /// Adds the event's facts to the profile. Only events whose month is
@@ -360,8 +448,13 @@ impl Engine {
         }
     }
 
-    fn inputs(&self, totals: &WindowTotals, tier: Tier, tier_since: Option<Millis>) -> TierInputs {
-        let bounds = self.policy.tiers.bounds(tier);
+    fn inputs(
+        pyramid: &Pyramid,
+        totals: &WindowTotals,
+        tier: Tier,
+        tier_since: Option<Millis>,
+    ) -> TierInputs {
+        let bounds = pyramid.bounds(tier);
         TierInputs {
             figures: Self::figures(totals),
             threshold: bounds.map(|b| b.threshold),
@@ -393,6 +486,7 @@ impl Engine {
     fn change_tier(
         &self,
         profile: &mut Profile,
+        pyramid: &Pyramid,
         to: Tier,
         direction: Direction,
         reason: &'static str,
@@ -402,7 +496,7 @@ impl Engine {
         out: &mut Vec<Output>,
     ) {
         let from = profile.tier;
-        let inputs = self.inputs(totals, to, from.map(|_| profile.tier_since));
+        let inputs = Self::inputs(pyramid, totals, to, from.map(|_| profile.tier_since));
         let body = OutputBody::TierChanged {
             from,
             to,
@@ -420,15 +514,17 @@ impl Engine {
     fn reassess_tier(
         &self,
         profile: &mut Profile,
+        pyramid: &Pyramid,
         at: Millis,
         cause: &Cause,
         out: &mut Vec<Output>,
     ) {
         let totals = Self::totals(profile, at);
-        let target = self.policy.tiers.tier_for(totals.value);
+        let target = pyramid.tier_for(totals.value);
         match profile.tier {
             None => self.change_tier(
                 profile,
+                pyramid,
                 target,
                 Direction::Initial,
                 "first_event",
@@ -439,6 +535,7 @@ impl Engine {
             ),
             Some(current) if target > current => self.change_tier(
                 profile,
+                pyramid,
                 target,
                 Direction::Upgrade,
                 "value_reached_threshold",
@@ -452,13 +549,20 @@ impl Engine {
     }
 
     /// Month close for one customer at the month-start instant `at`.
-    fn month_close(&self, profile: &mut Profile, at: Millis, out: &mut Vec<Output>) {
+    fn month_close(
+        &self,
+        profile: &mut Profile,
+        pyramid: &Pyramid,
+        at: Millis,
+        out: &mut Vec<Output>,
+    ) {
         let Some(tier) = profile.tier else { return };
         let totals = Self::totals(profile, at);
         let cause = Cause::Timer(TimerKind::MonthClose);
-        match self.month_close_decision(profile, tier, at) {
+        match self.month_close_decision_at_value(profile, pyramid, tier, totals.value, at) {
             Some(MonthCloseDecision::Upgrade(to)) => self.change_tier(
                 profile,
+                pyramid,
                 to,
                 Direction::Upgrade,
                 "month_close_reassessment",
@@ -469,6 +573,7 @@ impl Engine {
             ),
             Some(MonthCloseDecision::Downgrade(to)) => self.change_tier(
                 profile,
+                pyramid,
                 to,
                 Direction::Downgrade,
                 "below_downgrade_line",
@@ -482,8 +587,8 @@ impl Engine {
                 let body = OutputBody::TierAtRisk {
                     tier,
                     shortfall,
-                    downgrade_at: self.projected_downgrade(profile, tier, at),
-                    inputs: self.inputs(&totals, tier, Some(profile.tier_since)),
+                    downgrade_at: self.projected_downgrade(profile, pyramid, tier, at),
+                    inputs: Self::inputs(pyramid, &totals, tier, Some(profile.tier_since)),
                 };
                 Self::emit(profile, at, &cause, body, out);
             }
@@ -491,22 +596,13 @@ impl Engine {
         }
     }
 
-    /// The month-close decision for `profile` at month start `at`, honouring
-    /// "at most one tier_at_risk per customer per month".
-    fn month_close_decision(
-        &self,
-        profile: &Profile,
-        tier: Tier,
-        at: Millis,
-    ) -> Option<MonthCloseDecision> {
-        let value = Self::totals(profile, at).value;
-        self.month_close_decision_at_value(profile, tier, value, at)
-    }
-
-    /// [`Self::month_close_decision`] with the window's value at `at` known.
+    /// The month-close decision for `profile` at month start `at`, with
+    /// the window's value there, honouring "at most one tier_at_risk per
+    /// customer per month".
     fn month_close_decision_at_value(
         &self,
         profile: &Profile,
+        pyramid: &Pyramid,
         tier: Tier,
         value: Minor,
         at: Millis,
@@ -514,7 +610,7 @@ impl Engine {
         match self
             .policy
             .tiers
-            .month_close(tier, profile.tier_since, value, at)
+            .month_close(pyramid, tier, profile.tier_since, value, at)
         {
             Some(MonthCloseDecision::AtRisk { .. })
                 if profile.at_risk_month == Some(month_of(at)) =>
@@ -544,11 +640,17 @@ impl Engine {
 
     /// The first coming month close that would downgrade the customer if no
     /// further event arrived; `None` if the value never falls that far.
-    fn projected_downgrade(&self, profile: &Profile, tier: Tier, now: Millis) -> Option<Millis> {
+    fn projected_downgrade(
+        &self,
+        profile: &Profile,
+        pyramid: &Pyramid,
+        tier: Tier,
+        now: Millis,
+    ) -> Option<Millis> {
         let tiers = &self.policy.tiers;
         Self::coming_month_closes(profile, now)
             .find(|&(value, m)| {
-                tiers.below_downgrade_line(tier, value)
+                pyramid.below_downgrade_line(tier, value)
                     && m - profile.tier_since >= tiers.min_residence
             })
             .map(|(_, m)| m)
@@ -560,15 +662,28 @@ impl Engine {
     /// at which the daily re-evaluation can change anything — the next one
     /// for a customer still waiting for its initial tier or with evidence
     /// not yet evaluated.
-    fn schedule(&self, profile: &Profile, now: Millis, settled: Settled) -> Timers {
-        let month_close = profile.tier.and_then(|tier| {
-            Self::coming_month_closes(profile, now)
-                .find(|&(value, m)| {
-                    self.month_close_decision_at_value(profile, tier, value, m)
-                        .is_some()
-                })
-                .map(|(_, m)| m)
-        });
+    ///
+    /// Under `percentile` every customer's month close is the next one: the
+    /// cut points move there, and the customer counts in the next summary.
+    fn schedule(
+        &self,
+        profile: &Profile,
+        pyramid: &Pyramid,
+        now: Millis,
+        settled: Settled,
+    ) -> Timers {
+        let month_close = if self.policy.tiers.percentile.is_some() {
+            Some(month_start(month_of(now) + 1))
+        } else {
+            profile.tier.and_then(|tier| {
+                Self::coming_month_closes(profile, now)
+                    .find(|&(value, m)| {
+                        self.month_close_decision_at_value(profile, pyramid, tier, value, m)
+                            .is_some()
+                    })
+                    .map(|(_, m)| m)
+            })
+        };
         let daily = if profile.tier.is_none() {
             Some(next_midnight(now))
         } else if !profile.evidence.any {

@@ -6,6 +6,7 @@
 use super::engine::Profiles;
 use super::output::TimerKind;
 use super::profile::{Profile, Timers};
+use super::ranking::Ranking;
 use super::time::Millis;
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
@@ -17,6 +18,8 @@ pub struct MapProfiles {
     pub profiles: BTreeMap<String, Profile>,
     /// The deadline index: (kind, deadline, customer id).
     pub timers: BTreeSet<(TimerKind, Millis, String)>,
+    /// The task's part in percentile tiers.
+    pub ranking: Ranking,
 }
 
 impl MapProfiles {
@@ -66,5 +69,8 @@ impl Profiles for MapProfiles {
             .take_while(|(k, t, _)| *k == kind && *t <= at)
             .map(|(_, _, id)| id.clone())
             .collect())
+    }
+    fn ranking(&mut self) -> &mut Ranking {
+        &mut self.ranking
     }
 }

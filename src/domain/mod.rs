@@ -43,6 +43,7 @@ pub mod map_profiles;
 pub mod output;
 pub mod penalties;
 pub mod profile;
+pub mod ranking;
 pub mod risk;
 pub mod tier;
 pub mod time;

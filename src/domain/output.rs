@@ -4,10 +4,14 @@
 use super::event::{Minor, Severity};
 use super::loyalty::{Quadrant, Scores};
 use super::profile::ValueFigures;
+use super::ranking::CutPoints;
 use super::risk::Risk;
 use super::tier::Tier;
 use super::time::Millis;
 use super::warning::{Action, OpenWarning, Reason, WarningAction};
+
+/// The schema name of the cut-points output.
+pub const CUTPOINTS_SCHEMA: &str = "tierstream.tier_cutpoints.v1";
 
 /// A timer that can cause outputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, strum::IntoStaticStr)]
@@ -105,6 +109,10 @@ pub enum OutputBody {
     Profile(Box<ProfileView>),
     /// The customer was forgotten: a tombstone on the profiles topic.
     ProfileErased,
+    /// `tierstream.tier_cutpoints.v1`: the percentile cut points changed at
+    /// a month close. Not about a customer: `customer_id` is empty, no
+    /// `seq` is taken, and of several tasks only task 0 emits it.
+    TierCutpoints(CutPoints),
 }
 
 /// A customer's profile as reported outside: on the profiles topic and by
@@ -193,9 +201,13 @@ impl Output {
 
     /// The deterministic output id: derived from `customer_id` and `seq`
     /// only (SPEC §7), so a replay or a retried transaction reproduces it and
-    /// consumers can de-duplicate.
+    /// consumers can de-duplicate. Cut points have no customer: theirs is
+    /// derived from the schema and the month-close instant.
     pub fn event_id(&self) -> String {
-        output_id(&self.customer_id, self.seq)
+        match &self.body {
+            OutputBody::TierCutpoints(c) => output_id(CUTPOINTS_SCHEMA, c.month as u64),
+            _ => output_id(&self.customer_id, self.seq),
+        }
     }
 
     /// The schema name written in the body and the `tierstream.schema` header.
@@ -205,6 +217,7 @@ impl Output {
             OutputBody::TierAtRisk { .. } => "tierstream.tier_at_risk.v1",
             OutputBody::ChurnWarning(_) => "tierstream.churn_warning.v1",
             OutputBody::Profile(_) | OutputBody::ProfileErased => "tierstream.profile.v1",
+            OutputBody::TierCutpoints(_) => CUTPOINTS_SCHEMA,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! time, at-risk).
 
 use super::event::Minor;
+use super::ranking::{CutPoints, Shares};
 use super::time::{Millis, DAY_MS};
 use rust_decimal::prelude::*;
 
@@ -53,15 +54,32 @@ pub struct TierBounds {
     pub at_risk_below: Minor,
 }
 
-/// The absolute tier policy.
+/// The bounds of platinum, gold and iron in force (lead has none: it is
+/// the floor): the configured thresholds under `absolute`, the month's cut
+/// points under `percentile`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pyramid {
+    /// Platinum's bounds.
+    pub platinum: TierBounds,
+    /// Gold's bounds.
+    pub gold: TierBounds,
+    /// Iron's bounds.
+    pub iron: TierBounds,
+}
+
+/// The tier rules: thresholds (fixed, or the starting point of percentile
+/// tiers) and the month-close rules that apply to whichever are in force.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TierPolicy {
-    /// Bounds of platinum, gold and iron (lead has none: it is the floor).
-    pub platinum: TierBounds,
-    /// See `platinum`.
-    pub gold: TierBounds,
-    /// See `platinum`.
-    pub iron: TierBounds,
+    /// The configured thresholds (in force before the first month close
+    /// under `percentile`).
+    pub absolute: Pyramid,
+    /// Under `percentile`: the shares the cut points are computed for.
+    pub percentile: Option<Shares>,
+    /// Downgrade hysteresis fraction.
+    pub hysteresis: Decimal,
+    /// At-risk margin fraction.
+    pub at_risk_margin: Decimal,
     /// Minimum time in a tier before a downgrade.
     pub min_residence: Millis,
     /// Revenue from which a customer may be a "fake big customer".
@@ -90,6 +108,8 @@ pub struct TierSettings {
     pub fake_big_revenue: Minor,
     /// Fake-big margin rate.
     pub fake_big_margin_rate: f64,
+    /// Under `percentile`: the shares of the pyramid.
+    pub percentile: Option<Shares>,
 }
 
 fn scaled_ceil(threshold: Minor, factor: Decimal) -> Minor {
@@ -123,16 +143,14 @@ pub enum MonthCloseDecision {
     },
 }
 
-impl TierPolicy {
-    /// Precomputes the integer bounds from the configured settings.
-    pub fn new(s: &TierSettings) -> Self {
-        TierPolicy {
-            platinum: TierBounds::new(s.platinum, s.hysteresis, s.at_risk_margin),
-            gold: TierBounds::new(s.gold, s.hysteresis, s.at_risk_margin),
-            iron: TierBounds::new(s.iron, s.hysteresis, s.at_risk_margin),
-            min_residence: i64::from(s.min_residence_days) * DAY_MS,
-            fake_big_revenue: s.fake_big_revenue,
-            fake_big_margin_rate: s.fake_big_margin_rate,
+impl Pyramid {
+    /// The bounds of three thresholds under the policy's hysteresis and
+    /// margin.
+    fn new(platinum: Minor, gold: Minor, iron: Minor, p: (Decimal, Decimal)) -> Self {
+        Pyramid {
+            platinum: TierBounds::new(platinum, p.0, p.1),
+            gold: TierBounds::new(gold, p.0, p.1),
+            iron: TierBounds::new(iron, p.0, p.1),
         }
     }
 
@@ -146,12 +164,42 @@ impl TierPolicy {
         }
     }
 
-    /// The tier a value belongs in: the highest whose threshold it reaches.
+    /// The tier a value belongs in: the highest whose threshold it reaches
+    /// (cut points are never below 0, so under `percentile` a negative
+    /// value is lead whatever its rank).
     pub fn tier_for(&self, value: Minor) -> Tier {
         Tier::TOP_DOWN
             .into_iter()
             .find(|t| self.bounds(*t).is_none_or(|b| value >= b.threshold))
             .unwrap_or(Tier::Lead)
+    }
+
+    /// Whether `value` is below the downgrade line of `tier`.
+    pub fn below_downgrade_line(&self, tier: Tier, value: Minor) -> bool {
+        self.bounds(tier).is_some_and(|b| value < b.downgrade_below)
+    }
+}
+
+impl TierPolicy {
+    /// Precomputes the integer bounds from the configured settings.
+    pub fn new(s: &TierSettings) -> Self {
+        let scale = (s.hysteresis, s.at_risk_margin);
+        TierPolicy {
+            absolute: Pyramid::new(s.platinum, s.gold, s.iron, scale),
+            percentile: s.percentile,
+            hysteresis: s.hysteresis,
+            at_risk_margin: s.at_risk_margin,
+            min_residence: i64::from(s.min_residence_days) * DAY_MS,
+            fake_big_revenue: s.fake_big_revenue,
+            fake_big_margin_rate: s.fake_big_margin_rate,
+        }
+    }
+
+    /// The pyramid of a month's cut points, under the same hysteresis and
+    /// margin as the configured thresholds.
+    pub fn pyramid_of(&self, cut: &CutPoints) -> Pyramid {
+        let scale = (self.hysteresis, self.at_risk_margin);
+        Pyramid::new(cut.platinum, cut.gold, cut.iron, scale)
     }
 
     /// The fake-big-customer flag: big revenue, almost no margin.
@@ -161,25 +209,22 @@ impl TierPolicy {
             && (margin as f64) < self.fake_big_margin_rate * revenue as f64
     }
 
-    /// Whether `value` is below the downgrade line of `tier`.
-    pub fn below_downgrade_line(&self, tier: Tier, value: Minor) -> bool {
-        self.bounds(tier).is_some_and(|b| value < b.downgrade_below)
-    }
-
     /// Month close for one customer in `tier` since `tier_since`, at instant
-    /// `at`, with `value` over the window that ends in `at`'s month.
+    /// `at`, with `value` over the window that ends in `at`'s month, against
+    /// the pyramid in force.
     pub fn month_close(
         &self,
+        pyramid: &Pyramid,
         tier: Tier,
         tier_since: Millis,
         value: Minor,
         at: Millis,
     ) -> Option<MonthCloseDecision> {
-        let target = self.tier_for(value);
+        let target = pyramid.tier_for(value);
         if target > tier {
             return Some(MonthCloseDecision::Upgrade(target));
         }
-        let bounds = self.bounds(tier)?;
+        let bounds = pyramid.bounds(tier)?;
         let resided = at - tier_since >= self.min_residence;
         if value < bounds.downgrade_below && resided {
             return tier.below().map(MonthCloseDecision::Downgrade);
@@ -202,22 +247,22 @@ mod tests {
     #[test]
     fn thresholds_are_inclusive() {
         let p = default_policy();
-        assert_eq!(p.tier_for(1_000_000), Tier::Platinum);
-        assert_eq!(p.tier_for(999_999), Tier::Gold);
-        assert_eq!(p.tier_for(200_000), Tier::Gold);
-        assert_eq!(p.tier_for(199_999), Tier::Iron);
-        assert_eq!(p.tier_for(0), Tier::Iron);
-        assert_eq!(p.tier_for(-1), Tier::Lead);
+        assert_eq!(p.absolute.tier_for(1_000_000), Tier::Platinum);
+        assert_eq!(p.absolute.tier_for(999_999), Tier::Gold);
+        assert_eq!(p.absolute.tier_for(200_000), Tier::Gold);
+        assert_eq!(p.absolute.tier_for(199_999), Tier::Iron);
+        assert_eq!(p.absolute.tier_for(0), Tier::Iron);
+        assert_eq!(p.absolute.tier_for(-1), Tier::Lead);
     }
 
     #[test]
     fn bounds_are_exact() {
         let p = default_policy();
-        assert_eq!(p.gold.downgrade_below, 180_000);
-        assert_eq!(p.gold.at_risk_below, 220_000);
-        assert_eq!(p.platinum.downgrade_below, 900_000);
-        assert_eq!(p.iron.downgrade_below, 0);
-        assert_eq!(p.iron.at_risk_below, 0);
+        assert_eq!(p.absolute.gold.downgrade_below, 180_000);
+        assert_eq!(p.absolute.gold.at_risk_below, 220_000);
+        assert_eq!(p.absolute.platinum.downgrade_below, 900_000);
+        assert_eq!(p.absolute.iron.downgrade_below, 0);
+        assert_eq!(p.absolute.iron.at_risk_below, 0);
     }
 
     #[test]
@@ -228,39 +273,45 @@ mod tests {
         let early = 90 * DAY_MS - 1;
         // exactly on the hysteresis line: not a downgrade, but at risk
         assert_eq!(
-            p.month_close(Tier::Gold, since, 180_000, ok),
+            p.month_close(&p.absolute, Tier::Gold, since, 180_000, ok),
             Some(MonthCloseDecision::AtRisk { shortfall: 40_000 })
         );
         assert_eq!(
-            p.month_close(Tier::Gold, since, 179_999, ok),
+            p.month_close(&p.absolute, Tier::Gold, since, 179_999, ok),
             Some(MonthCloseDecision::Downgrade(Tier::Iron))
         );
         // residence not met: at risk instead
         assert_eq!(
-            p.month_close(Tier::Gold, since, 179_999, early),
+            p.month_close(&p.absolute, Tier::Gold, since, 179_999, early),
             Some(MonthCloseDecision::AtRisk { shortfall: 40_001 })
         );
         // safe exactly at the margin
-        assert_eq!(p.month_close(Tier::Gold, since, 220_000, ok), None);
         assert_eq!(
-            p.month_close(Tier::Gold, since, 219_999, ok),
+            p.month_close(&p.absolute, Tier::Gold, since, 220_000, ok),
+            None
+        );
+        assert_eq!(
+            p.month_close(&p.absolute, Tier::Gold, since, 219_999, ok),
             Some(MonthCloseDecision::AtRisk { shortfall: 1 })
         );
         // one step at a time even when far below
         assert_eq!(
-            p.month_close(Tier::Platinum, since, -5, ok),
+            p.month_close(&p.absolute, Tier::Platinum, since, -5, ok),
             Some(MonthCloseDecision::Downgrade(Tier::Gold))
         );
         // iron: strictly below 0
-        assert_eq!(p.month_close(Tier::Iron, since, 0, ok), None);
+        assert_eq!(p.month_close(&p.absolute, Tier::Iron, since, 0, ok), None);
         assert_eq!(
-            p.month_close(Tier::Iron, since, -1, ok),
+            p.month_close(&p.absolute, Tier::Iron, since, -1, ok),
             Some(MonthCloseDecision::Downgrade(Tier::Lead))
         );
         // lead: floor, no at-risk; upgrades due are applied
-        assert_eq!(p.month_close(Tier::Lead, since, -100, ok), None);
         assert_eq!(
-            p.month_close(Tier::Lead, since, 250_000, early),
+            p.month_close(&p.absolute, Tier::Lead, since, -100, ok),
+            None
+        );
+        assert_eq!(
+            p.month_close(&p.absolute, Tier::Lead, since, 250_000, early),
             Some(MonthCloseDecision::Upgrade(Tier::Gold))
         );
     }

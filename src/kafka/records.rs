@@ -28,7 +28,9 @@ pub struct OutRecord {
 /// The topic an output goes to.
 pub fn topic_for<'a>(cfg: &'a KafkaConfig, o: &Output) -> &'a str {
     match o.body {
-        OutputBody::TierChanged { .. } | OutputBody::TierAtRisk { .. } => &cfg.tier_topic,
+        OutputBody::TierChanged { .. }
+        | OutputBody::TierAtRisk { .. }
+        | OutputBody::TierCutpoints(_) => &cfg.tier_topic,
         OutputBody::ChurnWarning(_) => &cfg.warning_topic,
         OutputBody::Profile(_) | OutputBody::ProfileErased => &cfg.profile_topic,
     }

@@ -9,7 +9,8 @@ use crate::domain::output::{Output, OutputBody};
 use crate::domain::tier::Tier;
 use crate::domain::warning::WarningAction;
 use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 use std::sync::OnceLock;
 use strum::{EnumCount, IntoEnumIterator};
@@ -53,6 +54,12 @@ impl Declare for IntCounterVec {
 impl Declare for IntGaugeVec {
     fn declare(name: &str, help: &str, labels: &[&str], _: Option<&[f64]>) -> Self {
         IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
+    }
+}
+
+impl Declare for GaugeVec {
+    fn declare(name: &str, help: &str, labels: &[&str], _: Option<&[f64]>) -> Self {
+        GaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
     }
 }
 
@@ -143,6 +150,10 @@ metrics! {
     /// The churn risk warnings carry: how far past the opening threshold
     /// the warned customers are (a dashboard's risk distribution).
     churn_warning_risk: Histogram = "churn_warning_risk", "Churn risk carried by churn-warning outputs, opened and updated (cleared ones excluded)", buckets = RISK_BUCKETS;
+    /// The percentile cut points in force (value_12m per tier).
+    tier_cutpoints: GaugeVec = "tier_cutpoint", "value_12m needed for each tier under the percentile cut points in force", ["tier"];
+    /// Customers of the consumer group counted by the last month close.
+    ranked_customers: IntGauge = "ranked_customers", "Customers of the consumer group ranked at the last month close (percentile tiers)";
     /// Customers of the owned tasks by tier (refreshed periodically).
     customers: IntGaugeVec = "customers", "Customers of the owned tasks by tier", ["tier"];
     /// Customers of the owned tasks by quadrant (refreshed periodically).
@@ -205,7 +216,7 @@ impl EventCounters {
 pub struct OutputCounters {
     metrics: Metrics,
     /// Per output kind, in the order of [`kind_slot`].
-    outputs: [OnceLock<IntCounter>; 4],
+    outputs: [OnceLock<IntCounter>; 5],
     /// Per previous tier (none first) and new tier.
     tier_changes: [[OnceLock<IntCounter>; Tier::COUNT]; Tier::COUNT + 1],
     /// Per warning action and severity.
@@ -219,6 +230,7 @@ fn kind_slot(body: &OutputBody) -> usize {
         OutputBody::TierAtRisk { .. } => 1,
         OutputBody::ChurnWarning(_) => 2,
         OutputBody::Profile(_) | OutputBody::ProfileErased => 3,
+        OutputBody::TierCutpoints(_) => 4,
     }
 }
 
@@ -248,6 +260,18 @@ impl OutputCounters {
                         m.tier_changes.with_label_values(&[from, to.as_str()])
                     })
                     .inc();
+            }
+            OutputBody::TierCutpoints(c) => {
+                for (tier, cut) in [
+                    (Tier::Platinum, c.platinum),
+                    (Tier::Gold, c.gold),
+                    (Tier::Iron, c.iron),
+                ] {
+                    m.tier_cutpoints
+                        .with_label_values(&[tier.as_str()])
+                        .set(cut as f64 / 100.0);
+                }
+                m.ranked_customers.set(c.customers as i64);
             }
             OutputBody::ChurnWarning(w) => {
                 self.churn_warnings[w.action as usize][w.severity as usize]
@@ -367,7 +391,7 @@ mod tests {
             .map(|f| f.name().to_owned())
             .collect();
         let names = m.family_names();
-        assert_eq!(names.len(), 28);
+        assert_eq!(names.len(), 30);
         for g in &gathered {
             assert!(names.contains(g), "{g} is exported but not declared");
         }

@@ -4,11 +4,12 @@
 use crate::codec::input::{decode, DecodeRules, Rejection};
 use crate::domain::engine::{Engine, Outcome};
 use crate::domain::event::EventKind;
-use crate::domain::output::Output;
+use crate::domain::output::{Output, OutputBody};
+use crate::domain::ranking::CutPoints;
 use crate::domain::time::Millis;
 use crate::ops::metrics::{EventCounters, Metrics, OutputCounters};
 use crate::store::session::TaskState;
-use crate::store::{KvStore, StoreError};
+use crate::store::{KvStore, StoreError, TaskId};
 
 /// The engine with its validation rules and metrics.
 pub struct Processor {
@@ -28,7 +29,15 @@ pub enum Processed {
     Event(Outcome),
     /// Bad input, for the dead-letter queue.
     Rejected(Rejection),
+    /// Not applied yet: the event needs the month close at this instant,
+    /// which needs every task's summary of the month (percentile tiers).
+    /// The task's ticks before that month close have run.
+    Waiting(Millis),
 }
+
+/// The cut points of a month close, once every task's summary of it is in;
+/// `None` asks the record to wait.
+pub type CutPointsOf<'a> = &'a dyn Fn(Millis) -> Option<CutPoints>;
 
 impl Processor {
     /// A processor for an engine and validation rules.
@@ -44,6 +53,7 @@ impl Processor {
 
     /// Decodes `bytes` and applies the event to `task`; outputs are appended
     /// to `out`. `now` is the wall clock for the timestamp range check.
+    /// A single task (nothing to exchange) ranks its customers alone.
     pub fn process(
         &self,
         task: &mut TaskState,
@@ -51,6 +61,22 @@ impl Processor {
         bytes: &[u8],
         now: Millis,
         out: &mut Vec<Output>,
+    ) -> Result<Processed, StoreError> {
+        self.process_ranked(task, store, bytes, now, out, None)
+    }
+
+    /// [`Self::process`] for one of several tasks under percentile tiers:
+    /// before an event passes a month close, that month's cut points —
+    /// merged from every task's summary, `cuts` says when they are all in —
+    /// are installed, or the event waits.
+    pub fn process_ranked(
+        &self,
+        task: &mut TaskState,
+        store: &dyn KvStore,
+        bytes: &[u8],
+        now: Millis,
+        out: &mut Vec<Output>,
+        cuts: Option<CutPointsOf<'_>>,
     ) -> Result<Processed, StoreError> {
         let event = match decode(bytes, &self.rules, now) {
             Ok(e) => e,
@@ -69,15 +95,48 @@ impl Processor {
         }
         let first = out.len();
         let mut clock = task.clock;
+        if let Some(cuts) = cuts.filter(|_| self.engine.policy().tiers.percentile.is_some()) {
+            while let Some(month) = task.ranking.due_before(event.ts) {
+                let Some(cut) = cuts(month) else {
+                    task.clock = clock;
+                    cutpoints_from_task_zero(task, out, first);
+                    self.count_outputs(&out[first..]);
+                    return Ok(Processed::Waiting(month));
+                };
+                task.ranking.install(cut);
+                self.engine
+                    .advance_clock(&mut clock, month, &mut task.session(store), out)?;
+            }
+        }
         let outcome = self
             .engine
             .apply(&mut clock, &mut task.session(store), &event, out)?;
         task.clock = clock;
+        cutpoints_from_task_zero(task, out, first);
         self.events.inc(event.event_type(), outcome);
-        for o in &out[first..] {
-            self.outputs.inc(o);
-        }
+        self.count_outputs(&out[first..]);
         tracing::debug!(customer_id = %event.customer_id, outcome = ?outcome, "event applied");
         Ok(Processed::Event(outcome))
+    }
+
+    fn count_outputs(&self, outputs: &[Output]) {
+        for o in outputs {
+            self.outputs.inc(o);
+        }
+    }
+}
+
+/// Every task computes the same cut points; of several, only task 0 says
+/// so (`out[first..]` are the outputs of this record).
+fn cutpoints_from_task_zero(task: &TaskState, out: &mut Vec<Output>, first: usize) {
+    if task.task != TaskId::new(0) {
+        let mut i = first;
+        while i < out.len() {
+            if matches!(out[i].body, OutputBody::TierCutpoints(_)) {
+                out.remove(i);
+            } else {
+                i += 1;
+            }
+        }
     }
 }

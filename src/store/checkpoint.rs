@@ -7,9 +7,13 @@
 
 use super::keys::meta_key;
 use super::{Cf, KvStore, StoreError, TaskId, Write};
+use crate::domain::ranking::Ranking;
 
 /// Meta name of the task's stream time.
 pub const STREAM_TIME: &str = "stream_time";
+/// Meta name of the task's part in percentile tiers (its value summary and
+/// the cut points in force).
+pub const RANKING: &str = "ranking";
 /// Meta name of the next changelog offset to apply (local only: it is a
 /// position in the changelog itself, so it is never written to it).
 pub const CHANGELOG_NEXT: &str = "changelog_next";
@@ -38,6 +42,24 @@ pub fn write_i64(task: TaskId, name: &str, value: i64) -> Write {
         cf: Cf::Meta,
         key: meta_key(task, name),
         value: Some(value.to_be_bytes().to_vec()),
+    }
+}
+
+/// Reads the task's percentile-tier state (the default when none was kept).
+pub fn read_ranking(store: &dyn KvStore, task: TaskId) -> Result<Ranking, StoreError> {
+    match store.get(Cf::Meta, &meta_key(task, RANKING))? {
+        Some(bytes) => postcard::from_bytes(&bytes)
+            .map_err(|e| StoreError::Corrupt(format!("meta entry {RANKING}: {e}"))),
+        None => Ok(Ranking::default()),
+    }
+}
+
+/// A write keeping the task's percentile-tier state.
+pub fn write_ranking(task: TaskId, ranking: &Ranking) -> Write {
+    Write {
+        cf: Cf::Meta,
+        key: meta_key(task, RANKING),
+        value: Some(postcard::to_allocvec(ranking).expect("the ranking state serializes")),
     }
 }
 

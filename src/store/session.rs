@@ -19,7 +19,7 @@
 //!   (a time-ordered index that is consumed from the front is a graveyard
 //!   of tombstones there, which every scan from the start would walk).
 
-use super::checkpoint::{read_i64, write_i64, STREAM_TIME};
+use super::checkpoint::{read_i64, read_ranking, write_i64, write_ranking, STREAM_TIME};
 use super::keys::{
     decode_profile, encode_profile, profile_key, timer_customer, timer_instant, timer_key,
     timers_due_range, timers_from_range,
@@ -28,6 +28,7 @@ use super::{Cf, KvStore, StoreError, TaskId, Write};
 use crate::domain::engine::{Profiles, StreamClock};
 use crate::domain::output::TimerKind;
 use crate::domain::profile::{Profile, Timers};
+use crate::domain::ranking::Ranking;
 use crate::domain::time::Millis;
 use lru::LruCache;
 use std::collections::{BTreeMap, BTreeSet};
@@ -59,6 +60,9 @@ pub struct TaskState {
     pub task: TaskId,
     /// The task's stream time.
     pub clock: StreamClock,
+    /// The task's part in percentile tiers, and what of it the store has.
+    pub ranking: Ranking,
+    ranking_stored: Ranking,
     profiles: LruCache<String, Cached>,
     /// Customers written since the last drain (each once).
     dirty: Vec<String>,
@@ -87,11 +91,14 @@ impl TaskState {
     /// Opens a task, reading its stream time from the store; it caches
     /// profiles up to `cache_bytes` between batches.
     pub fn open(task: TaskId, store: &dyn KvStore, cache_bytes: usize) -> Result<Self, StoreError> {
+        let ranking = read_ranking(store, task)?;
         Ok(TaskState {
             task,
             clock: StreamClock {
                 stream_time: read_i64(store, task, STREAM_TIME)?,
             },
+            ranking_stored: ranking.clone(),
+            ranking,
             profiles: LruCache::unbounded(),
             dirty: Vec::new(),
             cached_bytes: 0,
@@ -149,6 +156,11 @@ impl TaskState {
         );
         if let Some(st) = self.clock.stream_time {
             writes.push(write_i64(task, STREAM_TIME, st));
+        }
+        // Only percentile tiers change it; under `absolute` it stays default.
+        if self.ranking != self.ranking_stored {
+            writes.push(write_ranking(task, &self.ranking));
+            self.ranking_stored = self.ranking.clone();
         }
         // Keys are unique here, and RocksDB's memtable inserts a sorted
         // batch faster (neighbouring inserts share their search path).
@@ -288,6 +300,10 @@ impl Profiles for Session<'_> {
             Some(k) => timer_instant(k)?,
         };
         keys.iter().map(|k| timer_customer(k)).collect()
+    }
+
+    fn ranking(&mut self) -> &mut Ranking {
+        &mut self.state.ranking
     }
 }
 
