@@ -310,7 +310,7 @@ impl Ranked {
         while let Some(t) = queue.pop() {
             while let Some((seq, line, mut out)) = self.waiting[t].pop_front() {
                 let summaries = &self.summaries;
-                let cuts = |m| summaries.cut_points(m);
+                let cuts = |m| summaries.month_close(m);
                 match lane.run(&line, &mut out, Some(&cuts))? {
                     None => {
                         self.done.insert(seq, out);

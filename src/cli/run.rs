@@ -3,7 +3,7 @@
 //! the pipeline, the HTTP server, the gauges — listens to.
 
 use super::{open_rocks, processor};
-use crate::config::{Config, TierPolicyKind};
+use crate::config::Config;
 use crate::domain::engine::Engine;
 use crate::kafka::group::Owners;
 use crate::ops::gauges;
@@ -35,11 +35,6 @@ pub struct RunArgs {
 
 pub(super) fn run(a: RunArgs) -> Result<()> {
     let cfg = Config::load(a.config.as_deref())?;
-    if cfg.tiers.policy == TierPolicyKind::Percentile {
-        anyhow::bail!(
-            "tiers.policy = \"percentile\" is not supported by `run` yet (its tasks do not exchange their summaries through Kafka); use it with `replay`"
-        );
-    }
     let store: Arc<dyn KvStore> = Arc::new(open_rocks(&cfg, &cfg.state.dir)?);
     let processor = Arc::new(processor(&cfg));
     let status = Arc::new(Status::default());

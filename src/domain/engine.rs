@@ -12,7 +12,7 @@ use super::output::{
     TimerKind,
 };
 use super::profile::{Profile, Timers, ValueFigures};
-use super::ranking::{CutPoints, Ranking, ValueHistogram};
+use super::ranking::{CutPoints, MonthClose, Ranking, ValueHistogram};
 use super::risk::{features, risk, OpenOn, Risk, RiskInputs, RiskPolicy, FEATURES};
 use super::tier::{MonthCloseDecision, Pyramid, Tier, TierPolicy};
 use super::time::{is_month_start, month_of, month_start, next_midnight, Millis, DAY_MS};
@@ -369,9 +369,12 @@ impl Engine {
             return;
         };
         let r = store.ranking();
-        let cut = match r.installed.take() {
-            Some(c) if c.month == midnight => c,
-            _ => CutPoints::of(&r.pending, shares, midnight),
+        let MonthClose { cut, population } = match r.installed.take() {
+            Some(c) if c.cut.month == midnight => c,
+            _ => MonthClose {
+                cut: CutPoints::of(&r.pending, shares, midnight),
+                population: std::mem::take(&mut r.pending),
+            },
         };
         let thresholds = |c: &CutPoints| (c.platinum, c.gold, c.iron);
         if cut.customers > 0 {
@@ -385,6 +388,7 @@ impl Engine {
                 });
             }
             r.in_force = Some(cut);
+            r.population = population;
             r.bounds = None;
         }
         r.pending = ValueHistogram::default();

@@ -112,6 +112,15 @@ impl ValueHistogram {
         }
     }
 
+    /// How many customers are counted in a higher bucket than `v` (values
+    /// within the bucket width of `v` count as ties).
+    pub fn above(&self, v: Minor) -> u64 {
+        if v < 0 {
+            return self.buckets.values().sum::<u64>();
+        }
+        self.buckets.range(bucket(v) + 1..).map(|(_, n)| n).sum()
+    }
+
     /// Customers counted.
     pub fn customers(&self) -> u64 {
         self.negative + self.buckets.values().sum::<u64>()
@@ -187,6 +196,17 @@ impl CutPoints {
     }
 }
 
+/// A month close of percentile tiers: the cut points, and the summary of
+/// every customer of the group they were cut from (which ranks a
+/// customer, for the customer endpoint).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonthClose {
+    /// The cut points.
+    pub cut: CutPoints,
+    /// Every customer of the group by value_12m at the month close.
+    pub population: ValueHistogram,
+}
+
 /// Every task's summary of each month close, as a driver collects them
 /// (`replay` in memory, `run` from the summaries topic), and the cut
 /// points once a month's set is complete.
@@ -226,9 +246,10 @@ impl Summaries {
         self.finished.insert(task, summary);
     }
 
-    /// The cut points of the month close at `month`, once every task's
-    /// summary of it is in (or its input has ended).
-    pub fn cut_points(&self, month: Millis) -> Option<CutPoints> {
+    /// The month close at `month` — its cut points and the merged summary
+    /// of every customer — once every task's summary of it is in (or its
+    /// input has ended).
+    pub fn month_close(&self, month: Millis) -> Option<MonthClose> {
         let handed = self.by_month.get(&month);
         let mut merged = ValueHistogram::default();
         for task in 0..self.tasks {
@@ -237,12 +258,43 @@ impl Summaries {
                 .or_else(|| self.finished.get(&task))?;
             merged.merge(summary);
         }
-        Some(CutPoints::of(&merged, &self.shares, month))
+        Some(MonthClose {
+            cut: CutPoints::of(&merged, &self.shares, month),
+            population: merged,
+        })
     }
 
-    /// Forgets the months before `month` (every task is past them).
-    pub fn forget_before(&mut self, month: Millis) {
-        self.by_month = self.by_month.split_off(&month);
+    /// The cut points of the month close at `month`, once known.
+    pub fn cut_points(&self, month: Millis) -> Option<CutPoints> {
+        self.month_close(month).map(|c| c.cut)
+    }
+
+    /// Makes the month close at `month` complete with what is in: a task
+    /// missing from it counts with its latest earlier summary (or not at
+    /// all). Returns the tasks that were missing. (`run`, once a task has
+    /// waited the configured bound: the month's cut points may then differ
+    /// from a replay's.)
+    pub fn complete_without_missing(&mut self, month: Millis) -> Vec<u32> {
+        let mut missing = Vec::new();
+        for task in 0..self.tasks {
+            let have = self
+                .by_month
+                .get(&month)
+                .is_some_and(|h| h.contains_key(&task))
+                || self.finished.contains_key(&task);
+            if have {
+                continue;
+            }
+            missing.push(task);
+            let latest = self
+                .by_month
+                .range(..month)
+                .rev()
+                .find_map(|(_, h)| h.get(&task).cloned())
+                .unwrap_or_default();
+            self.hand_in(task, month, latest);
+        }
+        missing
     }
 }
 
@@ -252,9 +304,11 @@ pub struct Ranking {
     /// The cut points in force; `None` before the first month close (the
     /// configured absolute thresholds are in force then).
     pub in_force: Option<CutPoints>,
-    /// Cut points handed in by the driver for the coming month close,
-    /// merged from every task's summary.
-    pub installed: Option<CutPoints>,
+    /// Every customer of the group at the month close of `in_force`.
+    pub population: ValueHistogram,
+    /// The coming month close as the driver handed it in, merged from
+    /// every task's summary.
+    pub installed: Option<MonthClose>,
     /// The month close `pending` is for: the first after stream time.
     pub pending_month: Option<Millis>,
     /// Every customer of the task by its value_12m at `pending_month`.
@@ -273,12 +327,12 @@ impl Ranking {
     /// exchanged, its cut points installed) before it can be applied.
     pub fn due_before(&self, ts: Millis) -> Option<Millis> {
         self.pending_month
-            .filter(|&m| ts >= m && self.installed.is_none_or(|c| c.month != m))
+            .filter(|&m| ts >= m && self.installed.as_ref().is_none_or(|c| c.cut.month != m))
     }
 
-    /// Installs the cut points for the coming month close.
-    pub fn install(&mut self, cut: CutPoints) {
-        self.installed = Some(cut);
+    /// Installs the coming month close.
+    pub fn install(&mut self, close: MonthClose) {
+        self.installed = Some(close);
     }
 }
 
@@ -389,6 +443,23 @@ mod tests {
         assert_eq!((cut.customers, cut.platinum), (3, 300));
         s.hand_in(0, 10, one(1_000));
         assert_eq!(s.cut_points(10), Some(cut), "the first hand-in counts");
+    }
+
+    #[test]
+    fn a_month_completed_without_a_task_uses_its_latest_summary() {
+        let mut s = Summaries::new(2, shares());
+        let one = |v| {
+            let mut h = ValueHistogram::default();
+            h.add(v);
+            h
+        };
+        s.hand_in(0, 10, one(100));
+        s.hand_in(1, 10, one(200));
+        s.hand_in(0, 20, one(300));
+        assert_eq!(s.cut_points(20), None);
+        assert_eq!(s.complete_without_missing(20), vec![1]);
+        let cut = s.cut_points(20).expect("complete now");
+        assert_eq!((cut.customers, cut.platinum), (2, 300));
     }
 
     #[test]

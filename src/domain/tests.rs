@@ -1141,3 +1141,104 @@ fn negative_rate_is_per_purchase_not_a_sum() {
         "{rare}"
     );
 }
+
+/// A tier change: from, to, direction.
+type TierMove = (Option<Tier>, Tier, Direction);
+
+/// Percentile tiers (SPEC §3): the configured thresholds until the first
+/// month close; then cut points at the ranks of value_12m, upgrades
+/// against the cut points in force at once, month-close rules against the
+/// new ones, and a `tier_cutpoints` output only when they move.
+#[test]
+fn percentile_cut_points_move_at_month_close_and_tiers_follow() {
+    use super::ranking::{CutPoints, Shares};
+    use rust_decimal::Decimal;
+    let mut p = policy();
+    p.tiers.percentile = Some(Shares {
+        platinum: Decimal::new(1, 2),
+        gold: Decimal::new(20, 2),
+        iron: Decimal::new(80, 2),
+    });
+    let mut h = Harness::with(p);
+    // Ten customers worth 100 .. 1000 in January: all iron under the
+    // configured thresholds (gold from 2000).
+    for i in 1..=10 {
+        let o = h.outs(purchase(
+            &format!("e{i}"),
+            &format!("c{i:02}"),
+            JAN + i64::from(i) * H,
+            i64::from(i) * 40_000,
+            i64::from(i) * 10_000,
+        ));
+        assert_eq!(tier_change(&o[0]), (None, Tier::Iron, Direction::Initial));
+    }
+    let cuts = |o: &[Output]| -> Vec<CutPoints> {
+        o.iter()
+            .filter_map(|o| match o.body {
+                OutputBody::TierCutpoints(c) => Some(c),
+                _ => None,
+            })
+            .collect()
+    };
+    // February 1: of 10 customers the top 1 (rank ceil(0.1)) is platinum,
+    // down to rank 2 gold, down to rank 8 iron; each cut is the lower edge
+    // of its customer's bucket (1000.00 -> 998.40, 900 -> 896, 300 -> 299.52).
+    let feb = h.outs(purchase("f1", "c11", month(1) + H, 380_000, 95_000));
+    assert_eq!(
+        cuts(&feb),
+        vec![CutPoints {
+            month: month(1),
+            platinum: 99_840,
+            gold: 89_600,
+            iron: 29_952,
+            customers: 10
+        }]
+    );
+    let changed: Vec<(String, TierMove)> = feb
+        .iter()
+        .filter(|o| matches!(o.body, OutputBody::TierChanged { .. }))
+        .map(|o| (o.customer_id.clone(), tier_change(o)))
+        .collect();
+    assert_eq!(
+        changed,
+        vec![
+            (
+                "c09".into(),
+                (Some(Tier::Iron), Tier::Gold, Direction::Upgrade)
+            ),
+            (
+                "c10".into(),
+                (Some(Tier::Iron), Tier::Platinum, Direction::Upgrade)
+            ),
+            // A new customer is ranked against the cut points in force at
+            // once: 950 reaches gold (896).
+            ("c11".into(), (None, Tier::Gold, Direction::Initial)),
+        ]
+    );
+    // c01 leaps to 5100 in February: platinum at once.
+    let leap = h.outs(purchase("f2", "c01", month(1) + 2 * H, 2_000_000, 500_000));
+    assert_eq!(
+        tier_change(&leap[0]),
+        (Some(Tier::Iron), Tier::Platinum, Direction::Upgrade)
+    );
+    // March 1: the platinum cut moves up to c01's bucket; c10 (1000) is far
+    // below it but has been platinum only a month (residence 90 days):
+    // at risk, not downgraded.
+    let mar = h.outs(purchase("m1", "c02", month(2) + H, 4_000, 1_000));
+    let moved = cuts(&mar);
+    assert_eq!(moved.len(), 1);
+    // 5100.00 is in the bucket from 5099.52 (249 x 2^11 minor units).
+    assert_eq!((moved[0].platinum, moved[0].customers), (509_952, 11));
+    let c10: Vec<&Output> = mar.iter().filter(|o| o.customer_id == "c10").collect();
+    assert!(
+        matches!(c10[..], [o] if matches!(o.body, OutputBody::TierAtRisk { tier: Tier::Platinum, .. })),
+        "{c10:?}"
+    );
+    assert_eq!(h.profile("c10").tier, Some(Tier::Platinum));
+    // April 1: nothing moved (no output), except what month-close rules do.
+    let apr = h.outs(purchase("a1", "c03", month(3) + H, 4_000, 1_000));
+    assert!(
+        cuts(&apr).is_empty(),
+        "unchanged cut points are not repeated"
+    );
+}

@@ -51,6 +51,18 @@ pub async fn ensure_topics(cfg: &KafkaConfig) -> Result<()> {
     create(cfg, &new).await
 }
 
+/// Creates the summaries topic of percentile tiers if it is missing: one
+/// partition (a total order, and a few records a month), compacted.
+pub async fn ensure_summaries(cfg: &KafkaConfig) -> Result<String> {
+    let topic = super::summaries::topic(cfg);
+    if cfg.create_topics {
+        let new = NewTopic::new(&topic, 1, TopicReplication::Fixed(cfg.replication_factor))
+            .set("cleanup.policy", "compact");
+        create(cfg, &[new]).await?;
+    }
+    Ok(topic)
+}
+
 /// Creates the compacted state changelog with one partition per task if it
 /// is missing, then checks that it has exactly `partitions` partitions: a
 /// changelog partitioned differently from the input would restore tasks

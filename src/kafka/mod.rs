@@ -14,6 +14,7 @@ pub mod records;
 pub(crate) mod restore;
 pub mod sink;
 pub(crate) mod source;
+pub(crate) mod summaries;
 pub mod tail;
 
 use crate::config::KafkaConfig;

@@ -6,6 +6,7 @@
 
 use super::doorbell::Doorbell;
 use super::rebalance::RebalanceContext;
+use super::summaries::{SummaryReader, TaskSummary};
 use crate::pipeline::align::{PartitionGroups, RankedPartition};
 use crate::pipeline::batch::InRecord;
 use crate::pipeline::ports::{Moves, Position, Source, TopicPartition};
@@ -31,6 +32,8 @@ pub struct KafkaSource {
     doorbell: Arc<Doorbell>,
     /// `kafka.input_topics`: a topic's place is its rank.
     topics: Vec<String>,
+    /// The tier-summaries reader, under percentile tiers.
+    summaries: Option<SummaryReader>,
 }
 
 impl KafkaSource {
@@ -44,7 +47,14 @@ impl KafkaSource {
             consumer: Arc::new(consumer),
             doorbell,
             topics,
+            summaries: None,
         }
+    }
+
+    /// Also reads the tier summaries of percentile tiers.
+    pub fn with_summaries(mut self, reader: SummaryReader) -> Self {
+        self.summaries = Some(reader);
+        self
     }
 
     /// The consumer (the transactional sink commits offsets with its group
@@ -210,6 +220,12 @@ impl Source for KafkaSource {
 
     fn arm(&self) {
         self.doorbell.clear();
+    }
+
+    fn summaries(&mut self) -> Vec<TaskSummary> {
+        self.summaries
+            .as_ref()
+            .map_or_else(Vec::new, SummaryReader::poll)
     }
 
     fn wait(&self, max: Duration) {

@@ -7,13 +7,15 @@
 //! owner's instance id and host from the consumer group), or that the task
 //! is still restoring (503).
 
-use crate::codec::output::{time, ProfileFields};
+use crate::codec::output::{time, Money, ProfileFields, Rounded};
 use crate::config::KafkaConfig;
 use crate::domain::engine::Engine;
+use crate::domain::event::Minor;
+use crate::domain::ranking::Ranking;
 use crate::kafka::group;
 use crate::kafka::partitioner::partition_for;
 use crate::ops::status::Status;
-use crate::store::checkpoint::{read_i64, STREAM_TIME};
+use crate::store::checkpoint::{read_i64, read_ranking, STREAM_TIME};
 use crate::store::keys::{decode_profile, profile_key};
 use crate::store::{Cf, KvStore, TaskId};
 use axum::extract::{Path, State};
@@ -113,6 +115,28 @@ async fn customer(State(s): State<Arc<HttpState>>, Path(id): Path<String>) -> Re
     }
 }
 
+/// Under percentile tiers: the cut points in force and where the
+/// customer's value_12m ranks among every customer of the group counted at
+/// their month close (`above`: customers in a higher bucket, so values
+/// within 1/128 of the customer's count as ties).
+fn ranking(r: &Ranking, value: Minor) -> Value {
+    let Some(cut) = &r.in_force else {
+        return json!({"cut_points": null, "note": "the configured thresholds are in force until the first month close"});
+    };
+    let of = r.population.customers();
+    let above = r.population.above(value);
+    json!({
+        "cut_points": {
+            "at": time(cut.month),
+            "platinum": Money(cut.platinum),
+            "gold": Money(cut.gold),
+            "iron": Money(cut.iron),
+            "customers": cut.customers,
+        },
+        "rank": {"above": above, "of": of, "top_percent": (of > 0).then(|| Rounded((above + 1) as f64 / of as f64 * 100.0))},
+    })
+}
+
 /// Blocking part of the customer query: the store read or the owner lookup.
 fn lookup(s: &HttpState, id: &str, task: TaskId) -> anyhow::Result<Response> {
     if !s.status.serves(task) {
@@ -143,6 +167,15 @@ fn lookup(s: &HttpState, id: &str, task: TaskId) -> anyhow::Result<Response> {
     m.insert("as_of".into(), time(as_of));
     if let Value::Object(fields) = serde_json::to_value(ProfileFields::from(&view))? {
         m.extend(fields);
+    }
+    if s.engine.policy().tiers.percentile.is_some() {
+        m.insert(
+            "ranking".into(),
+            ranking(
+                &read_ranking(s.store.as_ref(), task)?,
+                view.figures.value_12m,
+            ),
+        );
     }
     Ok((StatusCode::OK, Json(Value::Object(m))).into_response())
 }

@@ -154,6 +154,8 @@ metrics! {
     tier_cutpoints: GaugeVec = "tier_cutpoint", "value_12m needed for each tier under the percentile cut points in force", ["tier"];
     /// Customers of the consumer group counted by the last month close.
     ranked_customers: IntGauge = "ranked_customers", "Customers of the consumer group ranked at the last month close (percentile tiers)";
+    /// How long tasks waited at month closes for the others' summaries.
+    month_close_wait_seconds: Histogram = "month_close_wait_seconds", "Time a task waited at a month close for every task's tier summary (percentile tiers)", buckets = LATENCY_BUCKETS;
     /// Customers of the owned tasks by tier (refreshed periodically).
     customers: IntGaugeVec = "customers", "Customers of the owned tasks by tier", ["tier"];
     /// Customers of the owned tasks by quadrant (refreshed periodically).
@@ -391,7 +393,7 @@ mod tests {
             .map(|f| f.name().to_owned())
             .collect();
         let names = m.family_names();
-        assert_eq!(names.len(), 30);
+        assert_eq!(names.len(), 31);
         for g in &gathered {
             assert!(names.contains(g), "{g} is exported but not declared");
         }

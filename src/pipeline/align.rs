@@ -225,7 +225,19 @@ impl PartitionGroups {
     /// The next record of `task` in event-time order, or `None` while the
     /// task must wait: one of its partitions is empty and either not
     /// caught up, or caught up for less than the idle time.
+    #[cfg(test)]
     pub fn next(&mut self, task: i32, now: Instant) -> Option<Taken> {
+        self.next_if(task, now, |_| true)
+    }
+
+    /// [`Self::next`], taken only if `admit` accepts its event time (the
+    /// month-close gate of percentile tiers); refused, it stays the head.
+    pub fn next_if(
+        &mut self,
+        task: i32,
+        now: Instant,
+        admit: impl FnOnce(i64) -> bool,
+    ) -> Option<Taken> {
         let t = self.tasks.get_mut(&task)?;
         let mut best: Option<(OrderKey, usize)> = None;
         let mut enforced = false;
@@ -245,8 +257,11 @@ impl PartitionGroups {
                 }
             }
         }
-        let (_, rank) = best?;
+        let (key, rank) = best?;
         t.waiting_since = None;
+        if !admit(key.0) {
+            return None;
+        }
         t.reported = None;
         let q = t.queues.get_mut(&rank).expect("the best queue exists");
         let record = q

@@ -8,11 +8,13 @@ use crate::config::KafkaConfig;
 use crate::domain::output::Output;
 use crate::domain::time::Millis;
 use crate::kafka::records::{dlq_record, output_record, OutRecord, Source};
+use crate::kafka::summaries::{self, TaskSummary};
+use crate::pipeline::month_gate::Step;
 use crate::pipeline::ports::Batch;
-use crate::pipeline::processor::{Processed, Processor};
+use crate::pipeline::processor::{CutPointsOf, Processed, Processor};
 use crate::store::checkpoint::{input_offset_name, write_i64};
 use crate::store::session::TaskState;
-use crate::store::{KvStore, StoreError, TaskId};
+use crate::store::{KvStore, TaskId};
 use rdkafka::message::{BorrowedMessage, Message};
 use std::collections::{BTreeMap, HashMap};
 
@@ -46,21 +48,90 @@ impl InRecord {
     }
 }
 
-/// Runs the engine over `records`, the tasks of the batch on up to
-/// `threads` threads (a task's records stay on one, in order); `now` is
-/// the wall clock used for the timestamp range check. The records to
-/// produce come out in the order of the input records, whatever the
-/// threads.
+/// The month-close part of a batch under percentile tiers: the cut points
+/// known so far, and what held tasks do before their records.
+pub struct MonthSteps<'a> {
+    /// Cut points of the month closes whose summaries are all in.
+    pub cuts: CutPointsOf<'a>,
+    /// Steps of held tasks, run before the records.
+    pub steps: Vec<(TaskId, Step)>,
+    /// The summaries topic.
+    pub topic: &'a str,
+}
+
+/// What every record and step of a batch runs with.
+#[derive(Clone, Copy)]
+pub struct BatchContext<'a> {
+    /// Topics and threads.
+    pub cfg: &'a KafkaConfig,
+    /// The engine.
+    pub processor: &'a Processor,
+    /// The state store read through.
+    pub store: &'a dyn KvStore,
+    /// The wall clock for the timestamp range check.
+    pub now: Millis,
+}
+
+/// Runs a held task's step; returns its records to produce.
+fn run_step(
+    cx: BatchContext<'_>,
+    months: &MonthSteps<'_>,
+    (id, step): (TaskId, Step),
+    task: &mut TaskState,
+    outs: &mut Vec<Output>,
+) -> anyhow::Result<Vec<OutRecord>> {
+    outs.clear();
+    match step {
+        Step::Publish(month) => {
+            task.ranking.published = Some(month);
+            let s = TaskSummary {
+                task: u32::try_from(id.partition())?,
+                month,
+                summary: task.ranking.pending.clone(),
+            };
+            tracing::debug!(task = %id, month, "publishing the month's tier summary");
+            Ok(vec![summaries::record(months.topic, &s)])
+        }
+        Step::Close(month) => {
+            if !cx
+                .processor
+                .close_month(task, cx.store, month, months.cuts, outs)?
+            {
+                anyhow::bail!(
+                    "task {id}: the month close at {month} was stepped into without its cut points"
+                );
+            }
+            Ok(outs.iter().map(|o| output_record(cx.cfg, o)).collect())
+        }
+    }
+}
+
+/// Runs the engine over `records` (after the held tasks' month-close
+/// steps), the tasks of the batch on up to `threads` threads (a task's
+/// records stay on one, in order). The records to produce come out in the
+/// order of the input records, whatever the threads.
 pub fn process(
-    cfg: &KafkaConfig,
-    processor: &Processor,
-    store: &dyn KvStore,
+    cx: BatchContext<'_>,
     tasks: &mut HashMap<TaskId, TaskState>,
     records: &[InRecord],
-    now: Millis,
     threads: usize,
-) -> Result<Batch, StoreError> {
+    months: Option<&MonthSteps<'_>>,
+) -> anyhow::Result<Batch> {
+    let store = cx.store;
     let mut batch = Batch::default();
+    let mut stepped = Vec::new();
+    if let Some(m) = months {
+        let mut outs = Vec::new();
+        for &(id, step) in &m.steps {
+            let Some(task) = tasks.get_mut(&id) else {
+                continue;
+            };
+            let produced = run_step(cx, m, (id, step), task, &mut outs)?;
+            batch.records.extend(produced);
+            stepped.push(id);
+        }
+    }
+    let cuts = months.map(|m| m.cuts);
     // Each task's records, by index into `records`.
     let mut by_task: BTreeMap<TaskId, Vec<usize>> = BTreeMap::new();
     for (i, r) in records.iter().enumerate() {
@@ -91,11 +162,11 @@ pub fn process(
         let mut outs = Vec::new();
         for (task, indices) in lane {
             for &i in indices {
-                let records = to_produce(cfg, processor, store, task, &records[i], now, &mut outs)?;
+                let records = to_produce(cx, task, &records[i], &mut outs, cuts)?;
                 produced.push((i, records));
             }
         }
-        Ok::<_, StoreError>(produced)
+        Ok::<_, anyhow::Error>(produced)
     };
     let mut produced: Vec<(usize, Vec<OutRecord>)> = if lanes == 1 {
         work.into_iter().map(run).next().unwrap_or(Ok(Vec::new()))?
@@ -109,7 +180,7 @@ pub fn process(
             for h in handles {
                 all.extend(h.join().expect("a processing thread panicked")?);
             }
-            Ok::<_, StoreError>(all)
+            Ok::<_, anyhow::Error>(all)
         })?
     };
     produced.sort_by_key(|(i, _)| *i);
@@ -117,7 +188,8 @@ pub fn process(
         .records
         .extend(produced.into_iter().flat_map(|(_, r)| r));
     // The tasks touched are exactly those with input offsets to commit.
-    let mut offsets_by_task: BTreeMap<TaskId, Vec<(&str, i64)>> = BTreeMap::new();
+    let mut offsets_by_task: BTreeMap<TaskId, Vec<(&str, i64)>> =
+        stepped.into_iter().map(|id| (id, Vec::new())).collect();
     for ((topic, partition), next) in &batch.offsets {
         offsets_by_task
             .entry(TaskId::of_partition(*partition))
@@ -141,17 +213,26 @@ pub fn process(
 
 /// One record through its task: the dead letter or the outputs to produce.
 fn to_produce(
-    cfg: &KafkaConfig,
-    processor: &Processor,
-    store: &dyn KvStore,
+    cx: BatchContext<'_>,
     task: &mut TaskState,
     r: &InRecord,
-    now: Millis,
     outs: &mut Vec<Output>,
-) -> Result<Vec<OutRecord>, StoreError> {
+    cuts: Option<CutPointsOf<'_>>,
+) -> anyhow::Result<Vec<OutRecord>> {
+    let BatchContext { cfg, .. } = cx;
     outs.clear();
     let mut produced = Vec::new();
-    if let Processed::Rejected(rej) = processor.process(task, store, &r.payload, now, outs)? {
+    let processed = cx
+        .processor
+        .process_ranked(task, cx.store, &r.payload, cx.now, outs, cuts)?;
+    if let Processed::Waiting(month) = processed {
+        // The month gate takes a record only once its month close can run.
+        anyhow::bail!(
+            "task {}: a record was taken before the cut points of the month close at {month}",
+            task.task
+        );
+    }
+    if let Processed::Rejected(rej) = processed {
         tracing::debug!(code = rej.code.as_str(), topic = %r.topic, partition = r.partition, offset = r.offset, "rejected input");
         let src = Source {
             topic: &r.topic,

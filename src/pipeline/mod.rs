@@ -37,6 +37,7 @@
 
 pub(crate) mod align;
 pub(crate) mod batch;
+pub(crate) mod month_gate;
 pub mod ports;
 pub mod processor;
 #[cfg(test)]
@@ -47,6 +48,7 @@ use crate::kafka::rebalance::RebalanceContext;
 use crate::kafka::restore::Restorer;
 use crate::kafka::sink::{self, KafkaSink};
 use crate::kafka::source::KafkaSource;
+use crate::kafka::summaries::SummaryReader;
 use crate::kafka::{admin, client_config, set_default};
 use crate::ops::status::Status;
 use crate::pipeline::processor::Processor;
@@ -57,6 +59,7 @@ use align::{PartitionGroups, RankedPartition};
 use anyhow::{Context, Result};
 use batch::InRecord;
 use indicatif::ProgressBar;
+use month_gate::MonthGate;
 use ports::{CommitError, Position, Restore, Sink, Source, TopicPartition};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use std::collections::{BTreeSet, HashMap};
@@ -151,21 +154,21 @@ impl Pipeline {
     /// the run at once.
     pub async fn run(self, stop: watch::Receiver<bool>) -> Result<()> {
         let mut stopped = stop.clone();
-        let changelog = tokio::select! {
+        let (changelog, partitions) = tokio::select! {
             r = self.start_up() => r?,
             _ = stopped.wait_for(|s| *s) => {
                 tracing::info!("stopped during start-up");
                 return Ok(());
             }
         };
-        tokio::task::spawn_blocking(move || self.connect(stop, changelog)?.run())
+        tokio::task::spawn_blocking(move || self.connect(stop, changelog, partitions)?.run())
             .await
             .context("the pipeline thread panicked")?
     }
 
     /// Creates missing topics, checks co-partitioning and the changelog;
-    /// returns the changelog topic.
-    async fn start_up(&self) -> Result<String> {
+    /// returns the changelog topic and the number of tasks.
+    async fn start_up(&self) -> Result<(String, u32)> {
         let k = &self.cfg.kafka;
         if k.create_topics {
             admin::ensure_topics(k).await?;
@@ -178,8 +181,11 @@ impl Pipeline {
         let partitions = admin::input_partitions(&probe, k).await?;
         tracing::info!(partitions, topics = ?k.input_topics, "input topics are co-partitioned");
         let changelog = admin::ensure_changelog(k, &probe, partitions).await?;
+        if self.cfg.policy().tiers.percentile.is_some() {
+            admin::ensure_summaries(k).await?;
+        }
         self.status.set_partitions(partitions);
-        Ok(changelog)
+        Ok((changelog, partitions))
     }
 
     /// The Kafka adapters of the loop: the subscribed group consumer, the
@@ -188,11 +194,17 @@ impl Pipeline {
         self,
         stop: watch::Receiver<bool>,
         changelog: String,
+        partitions: u32,
     ) -> Result<Runner<KafkaSource, KafkaSink, Restorer>> {
         let k = &self.cfg.kafka;
         let metrics = self.processor.metrics.clone();
         let instance = sink::instance_id(k, &self.cfg.state.dir);
-        let source = KafkaSource::new(self.consumer(&instance)?, k.input_topics.clone());
+        let mut source = KafkaSource::new(self.consumer(&instance)?, k.input_topics.clone());
+        let shares = self.cfg.policy().tiers.percentile;
+        if shares.is_some() {
+            source = source.with_summaries(SummaryReader::new(k)?);
+        }
+        let wait = Duration::from_secs(self.cfg.tiers.percentile.summary_wait_seconds);
         let sink = KafkaSink::new(
             k,
             k.processing_guarantee,
@@ -209,7 +221,9 @@ impl Pipeline {
             .subscribe(&topics)
             .context("subscribing to the input topics")?;
         tracing::info!(group = %k.group_id, guarantee = ?k.processing_guarantee, "consuming");
-        Ok(Runner::new(self, stop, source, sink, restorer))
+        let mut runner = Runner::new(self, stop, source, sink, restorer);
+        runner.gate = shares.map(|s| MonthGate::new(partitions, s, wait));
+        Ok(runner)
     }
 
     fn consumer(&self, instance: &str) -> Result<BaseConsumer<RebalanceContext>> {
@@ -256,6 +270,8 @@ struct Runner<S: Source, K: Sink, R: Restore> {
     restoring: BTreeSet<TaskId>,
     /// Records taken for the open batch, in processing order.
     pending: Vec<InRecord>,
+    /// Under percentile tiers: which records may pass a month close.
+    gate: Option<MonthGate>,
     /// When the last record was fetched (for `--stop-when-idle-ms`).
     last_input: Instant,
     stopping: bool,
@@ -287,6 +303,7 @@ impl<S: Source, K: Sink, R: Restore> Runner<S, K, R> {
             owned: BTreeSet::new(),
             restoring: BTreeSet::new(),
             pending: Vec::new(),
+            gate: None,
             last_input: Instant::now(),
             stopping: false,
             failures: 0,
@@ -329,7 +346,7 @@ impl<S: Source, K: Sink, R: Restore> Runner<S, K, R> {
             if self.source.rebalance_pending() {
                 continue;
             }
-            if !self.pending.is_empty() {
+            if !self.pending.is_empty() || self.gate.is_some() {
                 self.commit_batch()?;
             }
             if self.stopping {
@@ -358,6 +375,9 @@ impl<S: Source, K: Sink, R: Restore> Runner<S, K, R> {
         self.groups.retain(|tp| owned_ranked.contains(&tp));
         let owned_tasks: BTreeSet<TaskId> = self.owned.iter().map(task_of).collect();
         self.tasks.retain(|t, _| owned_tasks.contains(t));
+        if let Some(gate) = &mut self.gate {
+            gate.forget_all_but(&owned_tasks);
+        }
         self.restoring.retain(|t| owned_tasks.contains(t));
         let assigned = !moves.assigned.is_empty();
         for tp in moves.assigned {
@@ -510,6 +530,15 @@ impl<S: Source, K: Sink, R: Restore> Runner<S, K, R> {
             self.source.arm();
             let fetched =
                 self.source.serve(&mut self.groups) + self.source.fill(&mut self.groups, None);
+            let summaries = self.source.summaries();
+            if let Some(gate) = &mut self.gate {
+                gate.hand_in(summaries);
+                // A held task's step (publish, or a month close) is work
+                // of its own: the batch is committed without records too.
+                if gate.holds_any() {
+                    deadline.get_or_insert(now + interval);
+                }
+            }
             if self.source.rebalance_pending() {
                 return;
             }
@@ -563,8 +592,18 @@ impl<S: Source, K: Sink, R: Restore> Runner<S, K, R> {
             if self.restoring.contains(&TaskId::of_partition(task)) {
                 continue;
             }
+            let id = TaskId::of_partition(task);
             while taken < room {
-                let Some(t) = self.groups.next(task, now) else {
+                let (gate, tasks) = (&mut self.gate, &self.tasks);
+                let admit = |ts| match (gate.as_mut(), tasks.get(&id)) {
+                    (Some(g), Some(state)) => g.admit(id, state, ts, now),
+                    _ => true,
+                };
+                let next = self.groups.next_if(task, now, admit);
+                if next.is_none() && self.gate.as_ref().is_some_and(|g| g.is_held(id)) {
+                    break;
+                }
+                let Some(t) = next else {
                     if self.source.fill(&mut self.groups, Some(task)) > 0 {
                         self.last_input = now;
                         continue;
@@ -630,20 +669,48 @@ impl<S: Source, K: Sink, R: Restore> Runner<S, K, R> {
 
     /// Processes and commits the pending records.
     fn commit_batch(&mut self) -> Result<()> {
-        let records = std::mem::take(&mut self.pending);
         let started = Instant::now();
+        let steps = match &mut self.gate {
+            Some(g) => g.steps(&self.tasks, started),
+            None => Vec::new(),
+        };
+        if self.pending.is_empty() && steps.is_empty() {
+            return Ok(());
+        }
+        let records = std::mem::take(&mut self.pending);
         self.throughput.first.get_or_insert(started);
         let p = &self.p;
-        let batch = batch::process(
-            &p.cfg.kafka,
-            &p.processor,
-            p.store.as_ref(),
+        let summaries_topic = crate::kafka::summaries::topic(&p.cfg.kafka);
+        let gate = self.gate.as_ref();
+        let cuts = |m| gate.and_then(|g| g.summaries.month_close(m));
+        let months = gate.map(|_| batch::MonthSteps {
+            cuts: &cuts,
+            steps,
+            topic: &summaries_topic,
+        });
+        let cx = batch::BatchContext {
+            cfg: &p.cfg.kafka,
+            processor: &p.processor,
+            store: p.store.as_ref(),
+            now: wall_clock(),
+        };
+        let processed = batch::process(
+            cx,
             &mut self.tasks,
             &records,
-            wall_clock(),
             p.cfg.kafka.threads(),
-        )
-        .context("processing a batch")?;
+            months.as_ref(),
+        );
+        if let Some(g) = &mut self.gate {
+            g.batch_done();
+            for w in g.take_waits() {
+                p.processor
+                    .metrics
+                    .month_close_wait_seconds
+                    .observe(w.as_secs_f64());
+            }
+        }
+        let batch = processed.context("processing a batch")?;
         let committing = Instant::now();
         match self.sink.commit(p.store.as_ref(), batch) {
             Ok(()) => {

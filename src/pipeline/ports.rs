@@ -10,6 +10,7 @@
 
 use super::align::PartitionGroups;
 use crate::kafka::records::OutRecord;
+use crate::kafka::summaries::TaskSummary;
 use crate::store::{KvStore, TaskId, Write};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -79,6 +80,11 @@ pub trait Source {
     /// Blocks until something arrives after the last [`Source::arm`], at
     /// most `max`.
     fn wait(&self, max: Duration);
+    /// Tier summaries published since the last call (percentile tiers;
+    /// a source without the summaries topic has none).
+    fn summaries(&mut self) -> Vec<TaskSummary> {
+        Vec::new()
+    }
 }
 
 /// A processed batch, ready to commit.

@@ -5,7 +5,7 @@ use crate::codec::input::{decode, DecodeRules, Rejection};
 use crate::domain::engine::{Engine, Outcome};
 use crate::domain::event::EventKind;
 use crate::domain::output::{Output, OutputBody};
-use crate::domain::ranking::CutPoints;
+use crate::domain::ranking::MonthClose;
 use crate::domain::time::Millis;
 use crate::ops::metrics::{EventCounters, Metrics, OutputCounters};
 use crate::store::session::TaskState;
@@ -31,13 +31,13 @@ pub enum Processed {
     Rejected(Rejection),
     /// Not applied yet: the event needs the month close at this instant,
     /// which needs every task's summary of the month (percentile tiers).
-    /// The task's ticks before that month close have run.
+    /// The task's month closes before that one have run.
     Waiting(Millis),
 }
 
 /// The cut points of a month close, once every task's summary of it is in;
 /// `None` asks the record to wait.
-pub type CutPointsOf<'a> = &'a dyn Fn(Millis) -> Option<CutPoints>;
+pub type CutPointsOf<'a> = &'a (dyn Fn(Millis) -> Option<MonthClose> + Sync);
 
 impl Processor {
     /// A processor for an engine and validation rules.
@@ -93,21 +93,15 @@ impl Processor {
                 .unknown_signals
                 .inc_by(u64::from(s.unknown_signals));
         }
-        let first = out.len();
-        let mut clock = task.clock;
         if let Some(cuts) = cuts.filter(|_| self.engine.policy().tiers.percentile.is_some()) {
             while let Some(month) = task.ranking.due_before(event.ts) {
-                let Some(cut) = cuts(month) else {
-                    task.clock = clock;
-                    cutpoints_from_task_zero(task, out, first);
-                    self.count_outputs(&out[first..]);
+                if !self.close_month(task, store, month, cuts, out)? {
                     return Ok(Processed::Waiting(month));
-                };
-                task.ranking.install(cut);
-                self.engine
-                    .advance_clock(&mut clock, month, &mut task.session(store), out)?;
+                }
             }
         }
+        let first = out.len();
+        let mut clock = task.clock;
         let outcome = self
             .engine
             .apply(&mut clock, &mut task.session(store), &event, out)?;
@@ -117,6 +111,31 @@ impl Processor {
         self.count_outputs(&out[first..]);
         tracing::debug!(customer_id = %event.customer_id, outcome = ?outcome, "event applied");
         Ok(Processed::Event(outcome))
+    }
+
+    /// Runs `task`'s ticks up to and including the month close at `month`
+    /// with that month's cut points installed; `false` (nothing run) while
+    /// `cuts` does not know them yet.
+    pub fn close_month(
+        &self,
+        task: &mut TaskState,
+        store: &dyn KvStore,
+        month: Millis,
+        cuts: CutPointsOf<'_>,
+        out: &mut Vec<Output>,
+    ) -> Result<bool, StoreError> {
+        let Some(close) = cuts(month) else {
+            return Ok(false);
+        };
+        task.ranking.install(close);
+        let first = out.len();
+        let mut clock = task.clock;
+        self.engine
+            .advance_clock(&mut clock, month, &mut task.session(store), out)?;
+        task.clock = clock;
+        cutpoints_from_task_zero(task, out, first);
+        self.count_outputs(&out[first..]);
+        Ok(true)
     }
 
     fn count_outputs(&self, outputs: &[Output]) {
