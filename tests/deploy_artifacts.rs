@@ -248,6 +248,8 @@ fn grafana_dashboard_has_panels_with_prometheus_targets() {
         "Restore progress",
         "RocksDB memory",
         "Churn risk of warnings",
+        "Tier cut points over time",
+        "Month-close wait",
     ] {
         assert!(titles.contains(&wanted), "no panel {wanted:?}");
     }

@@ -9,11 +9,13 @@
 //! * every event of a generated workload validates against
 //!   `schemas/input/event.json`, and a table of good and bad inputs is
 //!   judged the same way by the schema and by the real decoder;
-//! * every output of an in-process replay of that workload (with the
+//! * every output of in-process replays of that workload (with the
 //!   profiles topic enabled and `forget` events appended, so tombstones and
-//!   forget-clears appear) validates against the schema its `schema` field
-//!   names, each of the four output schemas is exercised, and money and
-//!   scores carry at most 2 decimals (SPEC section 7);
+//!   forget-clears appear; once under the absolute tier policy and once
+//!   under `percentile`, so cut points appear) validates against the schema
+//!   its `schema` field names, each of the five output schemas is
+//!   exercised, and money and scores carry at most 2 decimals (SPEC
+//!   section 7);
 //! * mutations of valid documents that break the spec (a purchase without
 //!   `customer_id`, an unknown warning severity, a downgrade that skips a
 //!   tier, ...) fail validation;
@@ -28,6 +30,7 @@ use tierstream::cli::replay::{replay, ReplayIo, ReplayShape};
 use tierstream::codec::input::decode;
 use tierstream::config::Config;
 use tierstream::domain::engine::Engine;
+use tierstream::domain::output::{output_id, CUTPOINTS_SCHEMA};
 use tierstream::ops::metrics::Metrics;
 use tierstream::pipeline::processor::Processor;
 use tierstream::store::memory::MemoryStore;
@@ -35,9 +38,10 @@ use tierstream::workload::generate::{generate, GenerateSpec};
 
 const BASE_ID: &str = "https://tierstream.dev/schemas/";
 
-const OUTPUT_SCHEMAS: [(&str, &str); 4] = [
+const OUTPUT_SCHEMAS: [(&str, &str); 5] = [
     ("tierstream.tier_changed.v1", "output/tier_changed.json"),
     ("tierstream.tier_at_risk.v1", "output/tier_at_risk.json"),
+    ("tierstream.tier_cutpoints.v1", "output/tier_cutpoints.json"),
     ("tierstream.churn_warning.v1", "output/churn_warning.json"),
     ("tierstream.profile.v1", "output/profile.json"),
 ];
@@ -211,6 +215,7 @@ fn every_schema_file_is_a_valid_2020_12_schema_with_id_title_and_description() {
         "output/common.json",
         "output/tier_changed.json",
         "output/tier_at_risk.json",
+        "output/tier_cutpoints.json",
         "output/churn_warning.json",
         "output/profile.json",
     ]
@@ -317,6 +322,8 @@ fn asyncapi_references_every_schema_file_and_documents_headers() {
         "address: customer-profiles",
         "address: tierstream-dlq",
         "'{group_id}-state-changelog'",
+        "'{group_id}-tier-summaries'",
+        "tierstream.tier_cutpoints.v1",
         "- compact",
     ] {
         assert!(
@@ -534,18 +541,30 @@ fn schema_and_decoder_agree_on_good_and_bad_inputs() {
 
 // ---------------------------------------------------------------- (c) outputs
 
+/// The config of the output replays: profiles enabled, and a low opening
+/// risk, so warnings are open when the customers are forgotten and every
+/// churn-warning shape occurs.
+const REPLAY_CONFIG: &str = "[kafka]\nprofile_topic = \"customer-profiles\"\n[warnings]\nopen_risk = 0.2\nclear_risk = 0.1\n";
+
 /// Replays `events` in process (3 tasks, profiles enabled), returning every
 /// output line as JSON, tombstones included.
 fn replay_outputs(events: &[Value]) -> Vec<Value> {
+    replay_outputs_with(events, REPLAY_CONFIG)
+}
+
+/// [`replay_outputs`] under `tiers.policy = "percentile"` (default shares):
+/// the 3 tasks meet at every month close (`replay` ranks them together), so
+/// `tierstream.tier_cutpoints.v1` outputs appear.
+fn replay_percentile_outputs(events: &[Value]) -> Vec<Value> {
+    let cfg = format!("{REPLAY_CONFIG}[tiers]\npolicy = \"percentile\"\n");
+    replay_outputs_with(events, &cfg)
+}
+
+/// Replays `events` in process over 3 tasks with the config `toml`.
+fn replay_outputs_with(events: &[Value], toml: &str) -> Vec<Value> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.toml");
-    // A low opening risk, so warnings are open when the customers are
-    // forgotten and every churn-warning shape occurs.
-    std::fs::write(
-        &path,
-        "[kafka]\nprofile_topic = \"customer-profiles\"\n[warnings]\nopen_risk = 0.2\nclear_risk = 0.1\n",
-    )
-    .unwrap();
+    std::fs::write(&path, toml).unwrap();
     let cfg = Config::load(Some(&path)).unwrap();
     assert!(
         cfg.policy().emit_profiles,
@@ -635,21 +654,22 @@ fn assert_two_decimals(v: &Value, path: &str, doc: &Value) {
     }
 }
 
-#[test]
-fn every_replayed_output_validates_against_its_schema() {
-    let schemas = Schemas::load();
-    let names = declared_names();
-    let events = workload_with_forgets();
-    for e in &events {
-        schemas.assert_valid("input/event.json", e);
-    }
-    let outputs = replay_outputs(&events);
-    let mut counts = BTreeMap::<&str, usize>::new();
-    let mut tombstones = 0;
-    let mut forget_clears = 0;
-    let mut timer_outputs = 0;
+/// What the outputs of one replay exercised.
+#[derive(Default)]
+struct Exercised {
+    /// Outputs per schema file.
+    counts: BTreeMap<&'static str, usize>,
+    tombstones: usize,
+    forget_clears: usize,
+    timer_outputs: usize,
+}
+
+/// Checks every output of one replay against its schema and the drift
+/// check, and that the event ids of the replay are unique.
+fn check_outputs(schemas: &Schemas, names: &BTreeSet<String>, outputs: &[Value]) -> Exercised {
+    let mut seen = Exercised::default();
     let mut ids = BTreeSet::new();
-    for o in &outputs {
+    for o in outputs {
         let name = o["schema"]
             .as_str()
             .unwrap_or_else(|| panic!("output without schema: {o}"));
@@ -660,13 +680,13 @@ fn every_replayed_output_validates_against_its_schema() {
                 o,
                 &json!({"schema": name, "customer_id": o["customer_id"], "tombstone": true})
             );
-            tombstones += 1;
+            seen.tombstones += 1;
             continue;
         }
         let rel = output_schema_of(name);
         schemas.assert_valid(rel, o);
         // Every field it carries is declared.
-        assert_eq!(undeclared(o, &names), Vec::<String>::new(), "in {o}");
+        assert_eq!(undeclared(o, names), Vec::<String>::new(), "in {o}");
         // Other output schemas reject it: the `schema` field discriminates.
         for (other, other_rel) in OUTPUT_SCHEMAS {
             if other != name {
@@ -674,16 +694,57 @@ fn every_replayed_output_validates_against_its_schema() {
             }
         }
         assert_two_decimals(o, "", o);
-        *counts.entry(rel).or_default() += 1;
+        *seen.counts.entry(rel).or_default() += 1;
         if name == "tierstream.churn_warning.v1" && o["quadrant"].is_null() {
-            forget_clears += 1;
+            seen.forget_clears += 1;
         }
         if o["cause"].get("timer").is_some() {
-            timer_outputs += 1;
+            seen.timer_outputs += 1;
         }
         if name != "tierstream.profile.v1" {
             let id = o["event_id"].as_str().unwrap().to_owned();
             assert!(ids.insert(id), "duplicate output event_id in {o}");
+        }
+    }
+    seen
+}
+
+/// Epoch milliseconds of an output timestamp.
+fn millis(at: &Value) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(at.as_str().unwrap())
+        .unwrap()
+        .timestamp_millis()
+}
+
+#[test]
+fn every_replayed_output_validates_against_its_schema() {
+    let schemas = Schemas::load();
+    let names = declared_names();
+    let events = workload_with_forgets();
+    for e in &events {
+        schemas.assert_valid("input/event.json", e);
+    }
+    let forgotten = events.iter().filter(|e| e["type"] == "forget").count();
+    assert!(forgotten > 250, "{forgotten} customers with events");
+    let absolute = replay_outputs(&events);
+    let percentile = replay_percentile_outputs(&events);
+    let mut counts = BTreeMap::<&str, usize>::new();
+    for (policy, outputs) in [("absolute", &absolute), ("percentile", &percentile)] {
+        let seen = check_outputs(&schemas, &names, outputs);
+        assert_eq!(
+            seen.tombstones, forgotten,
+            "{policy}: one profile tombstone per forgotten customer"
+        );
+        assert!(
+            seen.forget_clears > 0,
+            "{policy}: no warning was cleared by forget"
+        );
+        assert!(
+            seen.timer_outputs > 0,
+            "{policy}: no output caused by a timer"
+        );
+        for (rel, n) in seen.counts {
+            *counts.entry(rel).or_default() += n;
         }
     }
     for (name, rel) in OUTPUT_SCHEMAS {
@@ -692,14 +753,40 @@ fn every_replayed_output_validates_against_its_schema() {
             "no {name} output exercised its schema"
         );
     }
-    let forgotten = events.iter().filter(|e| e["type"] == "forget").count();
-    assert!(forgotten > 250, "{forgotten} customers with events");
-    assert_eq!(
-        tombstones, forgotten,
-        "one profile tombstone per forgotten customer"
+    assert!(
+        !absolute.iter().any(|o| o["schema"] == CUTPOINTS_SCHEMA),
+        "cut points under the absolute policy"
     );
-    assert!(forget_clears > 0, "no warning was cleared by forget");
-    assert!(timer_outputs > 0, "no output caused by a timer");
+    // The cut points: one per changed month close for the whole group
+    // (only task 0 emits them), ordered, their id from the month instant.
+    let cuts: Vec<&Value> = percentile
+        .iter()
+        .filter(|o| o["schema"] == CUTPOINTS_SCHEMA)
+        .collect();
+    assert!(
+        cuts.len() >= 6,
+        "only {} cut-point outputs in a year",
+        cuts.len()
+    );
+    let customers = forgotten as u64;
+    let mut months = BTreeSet::new();
+    for c in &cuts {
+        let month = millis(&c["at"]);
+        assert!(months.insert(month), "two cut-point outputs at {}", c["at"]);
+        assert_eq!(
+            c["event_id"],
+            output_id(CUTPOINTS_SCHEMA, month as u64),
+            "event_id of {c}"
+        );
+        let (p, g, i) = (
+            c["platinum"].as_f64().unwrap(),
+            c["gold"].as_f64().unwrap(),
+            c["iron"].as_f64().unwrap(),
+        );
+        assert!(p >= g && g >= i && i >= 0.0, "cut points out of order: {c}");
+        let n = c["customers"].as_u64().unwrap();
+        assert!((1..=customers).contains(&n), "{n} customers ranked in {c}");
+    }
 }
 
 // ---------------------------------------------------------------- (d) negatives
@@ -1141,6 +1228,51 @@ fn documents_that_break_the_spec_fail_validation() {
         &json!({"schema": "tierstream.profile.v1", "customer_id": "c1", "tombstone": true}),
         "JSONL tombstone marker",
     );
+}
+
+#[test]
+fn cut_points_that_break_the_spec_fail_validation() {
+    let schemas = Schemas::load();
+    let cut = replay_percentile_outputs(&workload_with_forgets())
+        .into_iter()
+        .find(|o| o["schema"] == CUTPOINTS_SCHEMA)
+        .expect("no tier_cutpoints output to mutate");
+    let tc = "output/tier_cutpoints.json";
+    schemas.assert_valid(tc, &cut);
+    let cases: Vec<(&str, Value)> = vec![
+        ("missing event_id", without(&cut, "/event_id")),
+        (
+            "event_id not a UUID",
+            with(&cut, "/event_id", json!("cut-1")),
+        ),
+        ("missing at", without(&cut, "/at")),
+        (
+            "at not a month start",
+            with(&cut, "/at", json!("2025-05-02T00:00:00.000Z")),
+        ),
+        (
+            "caused by an event",
+            with(&cut, "/cause", json!({"event_id": "e1"})),
+        ),
+        (
+            "on a daily tick",
+            with(&cut, "/cause", json!({"timer": "daily"})),
+        ),
+        ("missing platinum", without(&cut, "/platinum")),
+        ("missing gold", without(&cut, "/gold")),
+        ("missing iron", without(&cut, "/iron")),
+        ("negative iron cut", with(&cut, "/iron", json!(-1.0))),
+        ("gold cut as a string", with(&cut, "/gold", json!("2000"))),
+        ("nobody ranked", with(&cut, "/customers", json!(0))),
+        ("customers fractional", with(&cut, "/customers", json!(1.5))),
+        (
+            "wrong schema name",
+            with(&cut, "/schema", json!("tierstream.tier_cutpoints.v2")),
+        ),
+    ];
+    for (what, doc) in &cases {
+        schemas.assert_invalid(tc, doc, what);
+    }
 }
 
 /// Consumers are told to ignore unknown fields, so the published output
