@@ -427,14 +427,16 @@ mod tests {
         }
     }
 
+    /// A summary of one customer worth `v`.
+    fn one(v: Minor) -> ValueHistogram {
+        let mut h = ValueHistogram::default();
+        h.add(v);
+        h
+    }
+
     #[test]
     fn a_month_is_cut_once_every_task_handed_in_or_finished() {
         let mut s = Summaries::new(3, shares());
-        let one = |v| {
-            let mut h = ValueHistogram::default();
-            h.add(v);
-            h
-        };
         s.hand_in(0, 10, one(100));
         s.hand_in(1, 10, one(200));
         assert_eq!(s.cut_points(10), None, "task 2 is missing");
@@ -448,11 +450,6 @@ mod tests {
     #[test]
     fn a_month_completed_without_a_task_uses_its_latest_summary() {
         let mut s = Summaries::new(2, shares());
-        let one = |v| {
-            let mut h = ValueHistogram::default();
-            h.add(v);
-            h
-        };
         s.hand_in(0, 10, one(100));
         s.hand_in(1, 10, one(200));
         s.hand_in(0, 20, one(300));
