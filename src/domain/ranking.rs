@@ -233,12 +233,16 @@ impl Summaries {
 
     /// Records `task`'s summary for the month close at `month`; the first
     /// one a task hands in for a month is the one that counts.
+    ///
+    /// Once every task has handed in a month, every task is past the
+    /// earlier ones (they close months in step), so those are dropped: what
+    /// is kept stays bounded by how many months the tasks are apart.
     pub fn hand_in(&mut self, task: u32, month: Millis, summary: ValueHistogram) {
-        self.by_month
-            .entry(month)
-            .or_default()
-            .entry(task)
-            .or_insert(summary);
+        let handed = self.by_month.entry(month).or_default();
+        handed.entry(task).or_insert(summary);
+        if handed.len() == self.tasks as usize {
+            self.by_month = self.by_month.split_off(&month);
+        }
     }
 
     /// Records that `task` will get no more input, with its last summary.
@@ -292,7 +296,13 @@ impl Summaries {
                 .rev()
                 .find_map(|(_, h)| h.get(&task).cloned())
                 .unwrap_or_default();
-            self.hand_in(task, month, latest);
+            // Not `hand_in`: a month completed this way must not drop the
+            // earlier ones, which the missing task still has to pass.
+            self.by_month
+                .entry(month)
+                .or_default()
+                .entry(task)
+                .or_insert(latest);
         }
         missing
     }
@@ -448,6 +458,18 @@ mod tests {
     }
 
     #[test]
+    fn months_every_task_is_past_are_dropped() {
+        let mut s = Summaries::new(2, shares());
+        s.hand_in(0, 10, one(100));
+        s.hand_in(1, 10, one(200));
+        s.hand_in(0, 20, one(300));
+        assert!(s.cut_points(10).is_some(), "task 1 may still need month 10");
+        s.hand_in(1, 20, one(400));
+        assert_eq!(s.by_month.keys().copied().collect::<Vec<_>>(), vec![20]);
+        assert!(s.cut_points(20).is_some());
+    }
+
+    #[test]
     fn a_month_completed_without_a_task_uses_its_latest_summary() {
         let mut s = Summaries::new(2, shares());
         s.hand_in(0, 10, one(100));
@@ -457,6 +479,10 @@ mod tests {
         assert_eq!(s.complete_without_missing(20), vec![1]);
         let cut = s.cut_points(20).expect("complete now");
         assert_eq!((cut.customers, cut.platinum), (2, 300));
+        assert!(
+            s.cut_points(10).is_some(),
+            "task 1 still has month 10 to pass"
+        );
     }
 
     #[test]
