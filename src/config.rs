@@ -6,6 +6,7 @@
 use crate::codec::input::DecodeRules;
 use crate::domain::engine::{LoyaltyPolicy, Policy};
 use crate::domain::event::Minor;
+use crate::domain::lifetime::StakePolicy;
 use crate::domain::loyalty::{AttitudePolicy, BehaviourPolicy, QuadrantPolicy};
 use crate::domain::ranking::Shares;
 use crate::domain::risk::{Feature, OpenOn, RiskModel, RiskPolicy, FEATURES};
@@ -154,6 +155,21 @@ pub struct WarningsConfig {
     pub risk_horizon_days: f64,
     /// The logistic model: `intercept` and one coefficient per feature.
     pub risk_coefficients: BTreeMap<String, f64>,
+    /// `[warnings.priority]`: value-at-risk floors of the priorities.
+    pub priority: PriorityConfig,
+}
+
+/// `[warnings.priority]`: the value at risk (currency units) from which a
+/// warning has priority 1, 2 and 3; below `p3` it has priority 4.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriorityConfig {
+    /// Priority 1 from this value at risk.
+    pub p1: f64,
+    /// Priority 2 from this value at risk.
+    pub p2: f64,
+    /// Priority 3 from this value at risk.
+    pub p3: f64,
 }
 
 /// `[kafka]`
@@ -393,6 +409,33 @@ fn minor(key: &'static str, x: f64) -> Result<Minor, ConfigError> {
         .round()
         .to_i64()
         .ok_or_else(|| invalid(key, "is out of range"))
+}
+
+/// The floors of `[warnings.priority]`, in minor units: each at least 0
+/// and no higher than the one before, so every value at risk has one
+/// priority.
+fn priority_floors(p: &PriorityConfig) -> Result<[Minor; 3], ConfigError> {
+    let floors = [
+        minor("warnings.priority.p1", p.p1)?,
+        minor("warnings.priority.p2", p.p2)?,
+        minor("warnings.priority.p3", p.p3)?,
+    ];
+    if floors[2] < 0 {
+        return Err(invalid("warnings.priority.p3", "must be >= 0"));
+    }
+    if floors[1] > floors[0] {
+        return Err(invalid(
+            "warnings.priority.p2",
+            "must not exceed warnings.priority.p1",
+        ));
+    }
+    if floors[2] > floors[1] {
+        return Err(invalid(
+            "warnings.priority.p3",
+            "must not exceed warnings.priority.p2",
+        ));
+    }
+    Ok(floors)
 }
 
 fn in_range(key: &'static str, x: f64, lo: f64, hi: f64) -> Result<(), ConfigError> {
@@ -831,6 +874,10 @@ impl Sections {
             clear_risk: w.clear_risk,
             escalate_risk: w.escalate_risk,
             model: risk_model(&w.risk_coefficients)?,
+            stake: StakePolicy {
+                horizon_days: w.risk_horizon_days,
+                priority_floors: priority_floors(&w.priority)?,
+            },
         })
     }
 
@@ -877,6 +924,12 @@ mod tests {
             .unwrap()
             .policy();
         assert_eq!(c.loyalty.risk.model.weights[Feature::Tenure as usize], -0.5);
+        assert_eq!(
+            p.loyalty.risk.stake.priority_floors,
+            [200_000, 50_000, 10_000],
+            "[warnings.priority] in minor units"
+        );
+        assert_eq!(p.loyalty.risk.stake.horizon_days, 180.0);
         for (toml, key, says) in [
             (
                 "[warnings]\nopen_on = \"mood\"",
@@ -907,6 +960,16 @@ mod tests {
                 "[warnings.risk_coefficients]\npurchase_gap = -1",
                 "warnings.risk_coefficients",
                 "purchase_gap must be >= 0",
+            ),
+            (
+                "[warnings.priority]\np2 = 5000",
+                "warnings.priority.p2",
+                "p1",
+            ),
+            (
+                "[warnings.priority]\np3 = -1",
+                "warnings.priority.p3",
+                ">= 0",
             ),
         ] {
             let e = with(toml).unwrap_err().to_string();

@@ -141,6 +141,57 @@ fn metrics_health_and_customer_endpoints() {
     );
     assert!(sample("tierstream_event_to_output_latency_seconds_count") >= 3000.0 - w.poison as f64);
     assert_eq!(sample("tierstream_restoring_tasks"), 0.0);
+    // Openings counted by priority: as many as the replay opened, with
+    // the value at risk they carried (negative ones count as 0).
+    let opened: Vec<&Value> = w
+        .expected
+        .iter()
+        .filter(|v| v["schema"] == "tierstream.churn_warning.v1" && v["action"] == "opened")
+        .collect();
+    for priority in 1..=4u64 {
+        let of: Vec<&&Value> = opened
+            .iter()
+            .filter(|v| v["priority"] == priority)
+            .collect();
+        if of.is_empty() {
+            continue;
+        }
+        let count = sample(&format!(
+            "tierstream_churn_warnings_opened_total{{priority=\"{priority}\"}}"
+        ));
+        assert_eq!(count as usize, of.len(), "priority {priority}");
+        let money: f64 = of
+            .iter()
+            .map(|v| v["value_at_risk"].as_f64().unwrap().max(0.0))
+            .sum();
+        let counted = sample(&format!(
+            "tierstream_churn_warning_value_at_risk_total{{priority=\"{priority}\"}}"
+        ));
+        assert!(
+            (counted - money).abs() < 0.01 * of.len() as f64,
+            "{counted} vs {money}"
+        );
+    }
+    // A warned customer's endpoint shows its risk and money at stake now.
+    if let Some(first) = opened.first() {
+        let warned = first["customer_id"].as_str().unwrap();
+        let (status, body) = get(pa, &format!("/customers/{warned}")).unwrap();
+        assert_eq!(status, 200, "{body}");
+        let stake = &json(&body)["value_at_risk"];
+        let (risk, projected, at_risk) = (
+            stake["churn_risk"].as_f64().unwrap(),
+            stake["projected_value"].as_f64().unwrap(),
+            stake["value_at_risk"].as_f64().unwrap(),
+        );
+        assert!(
+            (at_risk - risk * projected).abs() <= 0.0051 + 1e-9 * projected.abs(),
+            "{body}"
+        );
+        assert!(
+            (1..=4).contains(&stake["priority"].as_u64().unwrap()),
+            "{body}"
+        );
+    }
 
     // A second instance takes some tasks; a asks the group who owns them.
     let lb = listen(pb);

@@ -14,6 +14,7 @@ use crate::workload::backtest::{
 };
 use crate::workload::generate::{Archetype, Truth};
 use crate::workload::plots::write_plots;
+use crate::workload::stake::money_at_stake;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use figment::value::{Dict, Map, Value as FigValue};
@@ -62,6 +63,10 @@ pub struct BacktestArgs {
     /// (names as in the truth file; unknown ones are ignored with a note).
     #[arg(long, value_delimiter = ',', default_value = "spurious_churner")]
     pub target: Vec<String>,
+    /// Call capacities the money at stake is reported at: a retention team
+    /// calling the top this many opened warnings a month, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "10,25,50,100")]
+    pub calls_per_month: Vec<usize>,
 }
 
 /// A rule to replay: its name, kind and config overrides.
@@ -196,7 +201,16 @@ impl WarningSink {
             Span::include(&mut self.span, at.timestamp_millis());
         }
         if is_warning(&v) {
-            let keep = ["schema", "action", "customer_id", "at"];
+            let keep = [
+                "schema",
+                "action",
+                "customer_id",
+                "at",
+                "severity",
+                "priority",
+                "value_at_risk",
+                "projected_value",
+            ];
             let trimmed: serde_json::Map<String, Value> = keep
                 .iter()
                 .filter_map(|k| Some((k.to_string(), v.get(*k)?.clone())))
@@ -389,6 +403,11 @@ fn compare(a: &BacktestArgs) -> Result<Comparison> {
             threshold: rule.threshold,
             overrides: rule.overrides.clone(),
             report: score(&truth, warnings, &params, span)?,
+            // the sweep's thresholds would repeat the table for each
+            stake: match rule.kind {
+                RuleKind::RiskSweep => None,
+                _ => money_at_stake(&truth, warnings, a.horizon_days, &a.calls_per_month)?,
+            },
         });
     }
     let calibration = match sampled {
@@ -537,35 +556,52 @@ mod tests {
                 .extend(extra.as_object().unwrap().clone());
             v
         };
-        write(
-            &input,
-            &[
-                ev(
-                    "a",
-                    1,
-                    "2025-01-05T00:00:00Z",
-                    json!({"type": "purchase", "amount": 50}),
-                ),
-                ev(
-                    "a",
-                    2,
-                    "2025-02-01T00:00:00Z",
-                    json!({"type": "complaint", "severity": "high"}),
-                ),
-                ev(
-                    "a",
-                    3,
-                    "2025-02-20T00:00:00Z",
-                    json!({"type": "service", "signals": ["competitor_offer"]}),
-                ),
+        // b buys weekly and complains: spurious, so the quadrant rule
+        // warns it (and its warnings carry their money)
+        let mut events: Vec<Value> = (0..8)
+            .map(|k| {
                 ev(
                     "b",
-                    1,
-                    "2025-01-06T00:00:00Z",
-                    json!({"type": "purchase", "amount": 70}),
-                ),
-            ],
-        );
+                    10 + k,
+                    &format!("2025-01-{:02}T00:00:00Z", 7 + 3 * k),
+                    json!({"type": "purchase", "amount": 400}),
+                )
+            })
+            .collect();
+        events.push(ev(
+            "b",
+            30,
+            "2025-02-01T00:00:00Z",
+            json!({"type": "complaint", "severity": "critical"}),
+        ));
+        events.extend([
+            ev(
+                "a",
+                1,
+                "2025-01-05T00:00:00Z",
+                json!({"type": "purchase", "amount": 50}),
+            ),
+            ev(
+                "a",
+                2,
+                "2025-02-01T00:00:00Z",
+                json!({"type": "complaint", "severity": "high"}),
+            ),
+            ev(
+                "a",
+                3,
+                "2025-02-20T00:00:00Z",
+                json!({"type": "service", "signals": ["competitor_offer"]}),
+            ),
+            ev(
+                "b",
+                1,
+                "2025-01-06T00:00:00Z",
+                json!({"type": "purchase", "amount": 70}),
+            ),
+        ]);
+        events.sort_by(|x, y| x["ts"].as_str().cmp(&y["ts"].as_str()));
+        write(&input, &events);
         let args = BacktestArgs {
             truth,
             input: Some(input),
@@ -577,6 +613,7 @@ mod tests {
             horizon_days: 180.0,
             lead_days: 30.0,
             target: vec!["disloyal".into(), "no_such_archetype".into()],
+            calls_per_month: vec![1, 5],
         };
         let c = compare(&args).unwrap();
         let ran: Vec<&str> = c.rules.iter().map(|r| r.name.as_str()).collect();
@@ -599,5 +636,16 @@ mod tests {
         assert_eq!(alarm.precision, Some(1.0));
         assert_eq!(c.params.target, [Archetype::Disloyal]);
         assert!(c.render().contains("skipped") || c.skipped.is_empty());
+        // the engine's warnings carry their money, the baseline's do not
+        let quadrant = c.rules.iter().find(|r| r.name == "quadrant").unwrap();
+        assert!(quadrant.report.openings > 0);
+        let stake = quadrant
+            .stake
+            .as_ref()
+            .expect("quadrant warnings carry money");
+        assert_eq!(stake.rows.len(), 2);
+        assert!(stake.rows[0].by_priority.called <= stake.rows[1].by_priority.called);
+        assert!(c.rules.last().unwrap().stake.is_none());
+        assert!(c.render().contains("money at stake, quadrant"));
     }
 }

@@ -395,6 +395,8 @@ struct ChurnWarningWire<'a> {
     customer_id: &'a str,
     event_id: String,
     inputs: ChurnWarningInputs,
+    priority: Option<u8>,
+    projected_value: Option<Money>,
     quadrant: Option<&'static str>,
     reasons: Vec<ReasonWire<'a>>,
     recommended_action: Option<&'static str>,
@@ -404,6 +406,7 @@ struct ChurnWarningWire<'a> {
     severity: &'static str,
     tier: Option<&'static str>,
     value_12m: Money,
+    value_at_risk: Option<Money>,
     warning_id: &'a str,
 }
 
@@ -582,6 +585,8 @@ fn churn_warning<'a>(e: Envelope<'a>, w: &'a ChurnWarning) -> ChurnWarningWire<'
                 value_12m: Money(w.value_12m),
             },
         },
+        priority: w.stake.map(|s| s.priority),
+        projected_value: w.stake.map(|s| Money(s.projected_value)),
         quadrant: w.quadrant.map(|q| q.as_str()),
         reasons: w.reasons.iter().map(reason).collect(),
         recommended_action: w.recommended_action.map(|a| a.as_str()),
@@ -594,6 +599,7 @@ fn churn_warning<'a>(e: Envelope<'a>, w: &'a ChurnWarning) -> ChurnWarningWire<'
         severity: w.severity.as_str(),
         tier: w.tier.map(|t| t.as_str()),
         value_12m: Money(w.value_12m),
+        value_at_risk: w.stake.map(|s| Money(s.value_at_risk)),
         warning_id: &w.warning_id,
     }
 }

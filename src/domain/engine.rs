@@ -4,6 +4,7 @@
 //! pipeline and inside property tests.
 
 use super::event::{Event, EventKind, Minor};
+use super::lifetime::{projected_value, Stake};
 use super::loyalty::{
     next_sides, scores, AttitudePolicy, BehaviourPolicy, Quadrant, QuadrantPolicy, Scores, Sides,
 };
@@ -794,6 +795,29 @@ impl Engine {
         risk(&lp.risk.model, &lp.attitude, &inputs, window_from)
     }
 
+    /// The churn risk and the money at stake of a customer at `at`, as a
+    /// warning would carry them (`None` without an attitude: no risk).
+    pub fn stake(&self, profile: &Profile, at: Millis) -> Option<(f64, Stake)> {
+        if !profile.evidence.any {
+            return None;
+        }
+        let s = self.scores_at(profile, at);
+        let r = self.risk_value_at(profile, &s, at);
+        Some((r, self.stake_of(profile, r, at)))
+    }
+
+    /// The money at stake on a warning at `at` with churn risk `risk`.
+    fn stake_of(&self, profile: &Profile, risk: f64, at: Millis) -> Stake {
+        let sp = &self.policy.loyalty.risk.stake;
+        let projected = projected_value(
+            &profile.buckets,
+            profile.first_month,
+            month_of(at),
+            sp.horizon_days,
+        );
+        sp.stake(projected, risk)
+    }
+
     /// The churn-risk features of a profile at `at` — what the model is
     /// fitted and calibrated on — or `None` for a customer without an
     /// attitude (no risk is given for it).
@@ -895,6 +919,7 @@ impl Engine {
             Transition::Clear => WarningAction::Cleared,
         };
         let r = self.risk_at(profile, &s, at);
+        let stake = self.stake_of(profile, r.value, at);
         let open = match action {
             WarningAction::Cleared => profile.warning.take(),
             _ => profile.warning.clone(),
@@ -915,6 +940,7 @@ impl Engine {
             value_12m: Self::totals(profile, at).value,
             scores: Some(s),
             risk: Some(r),
+            stake: Some(stake),
         };
         profile.last_warning_at = Some(at);
         Self::emit(
@@ -941,6 +967,7 @@ impl Engine {
             recommended_action: None,
             scores: None,
             risk: None,
+            stake: None,
             value_12m: Self::totals(profile, event.ts).value,
         };
         let cause = Cause::Event(event.event_id.clone());

@@ -38,6 +38,7 @@ macro_rules! wire_enum {
 
 pub mod engine;
 pub mod event;
+pub mod lifetime;
 pub mod loyalty;
 pub mod map_profiles;
 pub mod output;

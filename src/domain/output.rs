@@ -2,6 +2,7 @@
 //! them into JSON and the adapters decide which topic each goes to.
 
 use super::event::{Minor, Severity};
+use super::lifetime::Stake;
 use super::loyalty::{Quadrant, Scores};
 use super::profile::ValueFigures;
 use super::ranking::CutPoints;
@@ -156,6 +157,8 @@ pub struct ChurnWarning {
     pub scores: Option<Scores>,
     /// Churn risk at the decision (`None` when cleared by `forget`).
     pub risk: Option<Risk>,
+    /// The money at stake at the decision (`None` when cleared by `forget`).
+    pub stake: Option<Stake>,
     /// value_12m at the decision.
     pub value_12m: Minor,
 }

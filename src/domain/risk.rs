@@ -16,6 +16,7 @@
 //! instead of visiting every customer every day.
 
 use super::event::{Complaint, Minor, Purchase, Service, Severity, Signal};
+use super::lifetime::StakePolicy;
 use super::loyalty::{satisfaction_score, survey_score, Dated, Scores, Survey, SurveySource};
 use super::tier::Tier;
 use super::time::{Millis, MonthIndex, DAY_MS};
@@ -137,6 +138,8 @@ pub struct RiskPolicy {
     pub escalate_risk: f64,
     /// The model.
     pub model: RiskModel,
+    /// How the money at stake on a warning is figured.
+    pub stake: StakePolicy,
 }
 
 /// One day's counts of the evidence rates are measured on.

@@ -1001,6 +1001,41 @@ fn non_escalating_changes_wait_for_the_cooldown_escalations_do_not() {
     assert_eq!(w[0].severity, Severity::High);
 }
 
+/// SPEC §4 "Value at risk": a customer bringing 300.00 a month since
+/// January, warned in June, projects its complete months (January to May,
+/// flat: no trend) over the 180-day horizon: 300.00 × 180 / 30.4375 =
+/// 1774.13; the value at risk is the written risk times that, and the
+/// priority follows the floors (2000 / 500 / 100).
+#[test]
+fn a_warning_carries_the_value_projected_from_complete_months_and_its_risk() {
+    let mut h = Harness::new();
+    let mut all = Vec::new();
+    for k in 0..6 {
+        all.extend(h.outs(purchase(
+            &format!("m{k}"),
+            "v",
+            month(k) + 10 * H,
+            120_000,
+            30_000,
+        )));
+    }
+    all.extend(h.outs(survey("s", "v", month(5) + 2 * DAY_MS, 2.0, 2.0)));
+    let w = warnings(&all);
+    assert_eq!(w.len(), 1);
+    assert_eq!(w[0].action, WarningAction::Opened);
+    let stake = w[0].stake.expect("an evaluated warning carries its stake");
+    assert_eq!(stake.projected_value, 177_413);
+    let hundredths = (w[0].risk.as_ref().unwrap().value * 100.0).round() as i64;
+    assert_eq!(stake.value_at_risk, (177_413 * hundredths + 50) / 100);
+    let expected_priority = match stake.value_at_risk {
+        v if v >= 200_000 => 1,
+        v if v >= 50_000 => 2,
+        v if v >= 10_000 => 3,
+        _ => 4,
+    };
+    assert_eq!(stake.priority, expected_priority);
+}
+
 #[test]
 fn forget_clears_an_open_warning_and_tombstones_the_profile() {
     let mut p = policy();
@@ -1015,6 +1050,7 @@ fn forget_clears_an_open_warning_and_tombstones_the_profile() {
     let w = warnings(&o);
     assert_eq!(w[0].action, WarningAction::Cleared);
     assert_eq!(w[0].quadrant, None);
+    assert_eq!(w[0].stake, None, "nothing is evaluated at a forget");
     assert_eq!(o[1].body, OutputBody::ProfileErased);
     assert!(!h.store.profiles.contains_key("g"));
 }

@@ -168,6 +168,17 @@ fn lookup(s: &HttpState, id: &str, task: TaskId) -> anyhow::Result<Response> {
     if let Value::Object(fields) = serde_json::to_value(ProfileFields::from(&view))? {
         m.extend(fields);
     }
+    if let Some((risk, stake)) = s.engine.stake(&p, as_of) {
+        m.insert(
+            "value_at_risk".into(),
+            json!({
+                "churn_risk": Rounded(risk),
+                "projected_value": Money(stake.projected_value),
+                "value_at_risk": Money(stake.value_at_risk),
+                "priority": stake.priority,
+            }),
+        );
+    }
     if s.engine.policy().tiers.percentile.is_some() {
         m.insert(
             "ranking".into(),

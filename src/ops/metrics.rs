@@ -5,12 +5,13 @@
 use crate::codec::input::ErrorCode;
 use crate::domain::engine::Outcome;
 use crate::domain::event::{EventType, Severity};
+use crate::domain::lifetime::PRIORITIES;
 use crate::domain::output::{Output, OutputBody};
 use crate::domain::tier::Tier;
 use crate::domain::warning::WarningAction;
 use prometheus::{
-    GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
+    Counter, CounterVec, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
 };
 use std::sync::OnceLock;
 use strum::{EnumCount, IntoEnumIterator};
@@ -54,6 +55,12 @@ impl Declare for IntCounterVec {
 impl Declare for IntGaugeVec {
     fn declare(name: &str, help: &str, labels: &[&str], _: Option<&[f64]>) -> Self {
         IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
+    }
+}
+
+impl Declare for CounterVec {
+    fn declare(name: &str, help: &str, labels: &[&str], _: Option<&[f64]>) -> Self {
+        CounterVec::new(Opts::new(name, help), labels).expect("valid metric")
     }
 }
 
@@ -150,6 +157,11 @@ metrics! {
     /// The churn risk warnings carry: how far past the opening threshold
     /// the warned customers are (a dashboard's risk distribution).
     churn_warning_risk: Histogram = "churn_warning_risk", "Churn risk carried by churn-warning outputs, opened and updated (cleared ones excluded)", buckets = RISK_BUCKETS;
+    /// Warnings opened, by priority: how many calls of each priority the
+    /// retention team gets.
+    churn_warning_openings: IntCounterVec = "churn_warnings_opened_total", "Churn warnings opened, by priority (1: call first)", ["priority"];
+    /// The money those openings put at stake.
+    churn_warning_value_at_risk: CounterVec = "churn_warning_value_at_risk_total", "Value at risk (currency units) of opened churn warnings, by priority; a negative value at risk counts as 0", ["priority"];
     /// The percentile cut points in force (value_12m per tier).
     tier_cutpoints: GaugeVec = "tier_cutpoint", "value_12m needed for each tier under the percentile cut points in force", ["tier"];
     /// Customers of the consumer group counted by the last month close.
@@ -223,6 +235,8 @@ pub struct OutputCounters {
     tier_changes: [[OnceLock<IntCounter>; Tier::COUNT]; Tier::COUNT + 1],
     /// Per warning action and severity.
     churn_warnings: [[OnceLock<IntCounter>; Severity::COUNT]; WarningAction::COUNT],
+    /// Openings and their value at risk, per priority (1 first).
+    openings: [OnceLock<(IntCounter, Counter)>; PRIORITIES as usize],
 }
 
 /// The slot of an output's kind (its schema) in [`OutputCounters`].
@@ -244,6 +258,7 @@ impl OutputCounters {
             outputs: Default::default(),
             tier_changes: Default::default(),
             churn_warnings: Default::default(),
+            openings: Default::default(),
         }
     }
 
@@ -286,6 +301,18 @@ impl OutputCounters {
                     if let Some(r) = &w.risk {
                         m.churn_warning_risk.observe(r.value);
                     }
+                }
+                if let (WarningAction::Opened, Some(stake)) = (w.action, w.stake) {
+                    let (count, money) = self.openings[usize::from(stake.priority) - 1]
+                        .get_or_init(|| {
+                            let label = stake.priority.to_string();
+                            (
+                                m.churn_warning_openings.with_label_values(&[&label]),
+                                m.churn_warning_value_at_risk.with_label_values(&[&label]),
+                            )
+                        });
+                    count.inc();
+                    money.inc_by(stake.value_at_risk.max(0) as f64 / 100.0);
                 }
             }
             _ => {}
@@ -393,7 +420,7 @@ mod tests {
             .map(|f| f.name().to_owned())
             .collect();
         let names = m.family_names();
-        assert_eq!(names.len(), 31);
+        assert_eq!(names.len(), 33);
         for g in &gathered {
             assert!(names.contains(g), "{g} is exported but not declared");
         }

@@ -11,6 +11,7 @@
 
 use crate::domain::time::{format_rfc3339, Millis, DAY_MS};
 use crate::workload::generate::{Archetype, Truth};
+use crate::workload::stake::StakeReport;
 use anyhow::{Context, Result};
 use serde::{Serialize, Serializer};
 use serde_json::{json, Value};
@@ -202,7 +203,8 @@ fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
     Some(sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64))
 }
 
-fn millis(rfc3339: &str) -> Result<Millis> {
+/// An RFC 3339 instant of a truth record or an output, in epoch millis.
+pub fn millis(rfc3339: &str) -> Result<Millis> {
     Ok(chrono::DateTime::parse_from_rfc3339(rfc3339)
         .with_context(|| format!("bad time {rfc3339}"))?
         .timestamp_millis())
@@ -665,6 +667,8 @@ pub struct RuleReport {
     pub overrides: BTreeMap<String, Setting>,
     /// Its figures.
     pub report: BacktestReport,
+    /// The money at stake its warnings reach, when they carry it.
+    pub stake: Option<StakeReport>,
 }
 
 /// A rule that could not run.
@@ -802,6 +806,12 @@ impl Comparison {
         }
         if !self.notes.is_empty() {
             s.push('\n');
+        }
+        for r in &self.rules {
+            if let Some(stake) = &r.stake {
+                s.push('\n');
+                s.push_str(&stake.render(&r.name));
+            }
         }
         if let Some(c) = &self.calibration {
             s.push('\n');
@@ -1075,6 +1085,7 @@ pub(crate) mod tests {
             threshold,
             overrides: BTreeMap::new(),
             report: report(outs),
+            stake: None,
         };
         Comparison {
             params: params.clone(),

@@ -5,4 +5,5 @@ pub mod backtest;
 pub mod generate;
 pub mod plots;
 pub mod samples;
+pub mod stake;
 pub mod train;
