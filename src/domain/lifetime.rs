@@ -17,7 +17,7 @@
 
 use super::event::Minor;
 use super::time::MonthIndex;
-use super::value::Buckets;
+use super::value::{Buckets, MonthBucket};
 
 /// Complete months the long-run rate is taken over: those of the value
 /// window before the current month.
@@ -58,10 +58,7 @@ pub struct Stake {
 
 /// Profit contribution of the months `from ..= to`.
 fn value_of(b: &Buckets, from: MonthIndex, to: MonthIndex) -> Minor {
-    b.0.iter()
-        .filter(|m| m.month >= from && m.month <= to)
-        .map(|m| m.margin - m.cost)
-        .sum()
+    b.months(from, to).iter().map(MonthBucket::value).sum()
 }
 
 /// The customer's profit contribution over the next `horizon_days` if it
@@ -144,7 +141,6 @@ impl StakePolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::value::MonthBucket;
 
     /// Buckets with `values[i]` as the margin of month `first + i`.
     fn months(first: MonthIndex, values: &[Minor]) -> Buckets {
@@ -159,6 +155,13 @@ mod tests {
                 })
                 .collect(),
         )
+    }
+
+    /// Eleven months from month 1: `before` a month, the last three `after`.
+    fn stepped(before: Minor, after: Minor) -> Buckets {
+        let mut v = [before; 11];
+        v[8..].fill(after);
+        months(1, &v)
     }
 
     const HALF_YEAR: f64 = 6.0 * MONTH_DAYS;
@@ -189,17 +192,12 @@ mod tests {
 
     #[test]
     fn a_rising_customer_projects_more_and_a_fading_one_less() {
-        // long average 100, recent 3 months 200 over a distance of 4 months
-        let mut rising = [5_000; 11];
-        rising[8..].fill(20_000);
         // recent rate 200/month; long rate (8*50 + 3*200)/11 ≈ 90.9
-        let b = months(1, &rising);
+        let b = stepped(5_000, 20_000);
         let up = projected_value(&b, Some(1), 12, HALF_YEAR);
         assert!(up > 6 * 20_000, "{up}");
         assert!(up < 6 * 20_000 * 3, "{up}");
-        let mut fading = [20_000; 11];
-        fading[8..].fill(5_000);
-        let b = months(1, &fading);
+        let b = stepped(20_000, 5_000);
         let down = projected_value(&b, Some(1), 12, HALF_YEAR);
         assert!(down < 6 * 5_000, "{down}");
         assert!(down > 6 * 5_000 / 3, "{down}");
@@ -208,9 +206,7 @@ mod tests {
     #[test]
     fn the_trend_is_capped_at_the_horizon() {
         // a tenfold rise compounds to at most 3x the recent rate at the end
-        let mut v = [1_000; 11];
-        v[8..].fill(100_000);
-        let b = months(1, &v);
+        let b = stepped(1_000, 100_000);
         let capped = projected_value(&b, Some(1), 12, HALF_YEAR);
         // ∫ rate·e^(gt) over 6 months with e^(6g) = 3: rate · 2 / (ln 3 / 6)
         let expected = 100_000.0 * 2.0 / (3f64.ln() / 6.0);

@@ -387,10 +387,7 @@ fn surge(recent: u32, baseline: u32) -> f64 {
 
 /// Revenue of months `from ..= to`.
 fn revenue(b: &Buckets, from: MonthIndex, to: MonthIndex) -> Minor {
-    b.0.iter()
-        .filter(|m| m.month >= from && m.month <= to)
-        .map(|m| m.revenue)
-        .sum()
+    b.months(from, to).iter().map(|m| m.revenue).sum()
 }
 
 /// The survey parts of the two answers before the latest (newest first),

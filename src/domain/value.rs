@@ -32,6 +32,14 @@ pub struct MonthBucket {
     pub last_purchase: Millis,
 }
 
+impl MonthBucket {
+    /// The month's profit contribution: margin net of refunds minus
+    /// service cost.
+    pub fn value(&self) -> Minor {
+        self.margin - self.cost
+    }
+}
+
 /// Sums over a window of buckets.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WindowTotals {
@@ -110,11 +118,18 @@ impl Buckets {
         self.0.retain(|b| b.month >= first_kept);
     }
 
+    /// The buckets of the months `from ..= to`.
+    pub fn months(&self, from: MonthIndex, to: MonthIndex) -> &[MonthBucket] {
+        let a = self.0.partition_point(|b| b.month < from);
+        let b = self.0.partition_point(|b| b.month <= to);
+        &self.0[a..b.max(a)]
+    }
+
     /// Totals over every bucket from `from` on.
     pub fn totals_from(&self, from: MonthIndex) -> WindowTotals {
         let mut t = WindowTotals::default();
         for b in self.0.iter().filter(|b| b.month >= from) {
-            t.value += b.margin - b.cost;
+            t.value += b.value();
             t.revenue += b.revenue;
             t.margin += b.margin;
             if b.purchases > 0 {
@@ -137,11 +152,11 @@ impl Buckets {
     /// k, in one pass over the buckets (each month leaves the sum once).
     pub fn values_from(&self, first: MonthIndex) -> impl Iterator<Item = Minor> + '_ {
         let mut rest = &self.0[self.0.partition_point(|b| b.month < first)..];
-        let mut value: Minor = rest.iter().map(|b| b.margin - b.cost).sum();
+        let mut value: Minor = rest.iter().map(MonthBucket::value).sum();
         (first..).map(move |from| {
             let at_from = value;
             while let Some((b, tail)) = rest.split_first().filter(|(b, _)| b.month <= from) {
-                value -= b.margin - b.cost;
+                value -= b.value();
                 rest = tail;
             }
             at_from
