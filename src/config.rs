@@ -926,7 +926,7 @@ mod tests {
         assert_eq!(c.loyalty.risk.model.weights[Feature::Tenure as usize], -0.5);
         assert_eq!(
             p.loyalty.risk.stake.priority_floors,
-            [200_000, 50_000, 10_000],
+            [20_000_000, 2_500_000, 250_000],
             "[warnings.priority] in minor units"
         );
         assert_eq!(p.loyalty.risk.stake.horizon_days, 180.0);
@@ -962,7 +962,7 @@ mod tests {
                 "purchase_gap must be >= 0",
             ),
             (
-                "[warnings.priority]\np2 = 5000",
+                "[warnings.priority]\np2 = 500000",
                 "warnings.priority.p2",
                 "p1",
             ),

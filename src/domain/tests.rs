@@ -1001,11 +1001,11 @@ fn non_escalating_changes_wait_for_the_cooldown_escalations_do_not() {
     assert_eq!(w[0].severity, Severity::High);
 }
 
-/// SPEC §4 "Value at risk": a customer bringing 300.00 a month since
+/// SPEC §4 "Value at risk": a customer bringing 3000.00 a month since
 /// January, warned in June, projects its complete months (January to May,
-/// flat: no trend) over the 180-day horizon: 300.00 × 180 / 30.4375 =
-/// 1774.13; the value at risk is the written risk times that, and the
-/// priority follows the floors (2000 / 500 / 100).
+/// flat: no trend) over the 180-day horizon: 3000.00 × 180 / 30.4375 =
+/// 17741.27; the value at risk is the written risk times that, and the
+/// priority follows the floors (200000 / 25000 / 2500).
 #[test]
 fn a_warning_carries_the_value_projected_from_complete_months_and_its_risk() {
     let mut h = Harness::new();
@@ -1015,8 +1015,8 @@ fn a_warning_carries_the_value_projected_from_complete_months_and_its_risk() {
             &format!("m{k}"),
             "v",
             month(k) + 10 * H,
-            120_000,
-            30_000,
+            1_200_000,
+            300_000,
         )));
     }
     all.extend(h.outs(survey("s", "v", month(5) + 2 * DAY_MS, 2.0, 2.0)));
@@ -1024,13 +1024,13 @@ fn a_warning_carries_the_value_projected_from_complete_months_and_its_risk() {
     assert_eq!(w.len(), 1);
     assert_eq!(w[0].action, WarningAction::Opened);
     let stake = w[0].stake.expect("an evaluated warning carries its stake");
-    assert_eq!(stake.projected_value, 177_413);
+    assert_eq!(stake.projected_value, 1_774_127);
     let hundredths = (w[0].risk.as_ref().unwrap().value * 100.0).round() as i64;
-    assert_eq!(stake.value_at_risk, (177_413 * hundredths + 50) / 100);
+    assert_eq!(stake.value_at_risk, (1_774_127 * hundredths + 50) / 100);
     let expected_priority = match stake.value_at_risk {
-        v if v >= 200_000 => 1,
-        v if v >= 50_000 => 2,
-        v if v >= 10_000 => 3,
+        v if v >= 20_000_000 => 1,
+        v if v >= 2_500_000 => 2,
+        v if v >= 250_000 => 3,
         _ => 4,
     };
     assert_eq!(stake.priority, expected_priority);

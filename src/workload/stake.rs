@@ -8,8 +8,11 @@
 //! call is its `projected_value` at that warning (what a successful call
 //! keeps; a loss-making customer counts as 0). A customer is called once:
 //! the first time one of its warnings makes a month's top `k`. The total
-//! is what unlimited calls would reach: every warned churner, at its first
-//! warning.
+//! is the ceiling no ranking can pass: every churner with a warning the
+//! churn follows within the horizon, at the largest projected value among
+//! those warnings (a customer passed over in one month can be called at a
+//! later, closer warning, so "every churner at its first warning" is not a
+//! ceiling).
 
 use crate::domain::event::Severity;
 use crate::domain::time::{month_of, Millis, MonthIndex, DAY_MS};
@@ -92,10 +95,11 @@ pub struct StakeRow {
 /// The money-at-stake figures of one rule.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StakeReport {
-    /// Warned customers who churned within the horizon of their first
-    /// warning.
+    /// Warned customers who churned within the horizon of one of their
+    /// warnings.
     pub warned_churners: usize,
-    /// Their projected value at that warning, currency units.
+    /// The ceiling: the sum of each one's largest projected value among
+    /// those warnings, currency units.
     pub money_at_stake: f64,
     /// One row per call capacity.
     pub rows: Vec<StakeRow>,
@@ -133,14 +137,34 @@ struct Scorer<'a> {
 }
 
 impl Scorer<'_> {
-    /// Calls the top `calls` (`None`: all) of each month under `rank`.
-    fn reach(&self, calls: Option<usize>, rank: Ranking) -> (usize, usize, i64) {
+    /// Whether the customer of `o` churns within the horizon of it.
+    fn churns_after(&self, o: &Opening) -> bool {
+        self.churn
+            .get(o.customer_id)
+            .is_some_and(|c| o.at <= *c && *c <= o.at + self.horizon_ms)
+    }
+
+    /// The ceiling: churners a call could reach, and the most money each
+    /// could bring.
+    fn ceiling(&self) -> (usize, i64) {
+        let mut best: HashMap<&str, i64> = HashMap::new();
+        for o in self.months.values().flatten() {
+            if self.churns_after(o) {
+                let b = best.entry(o.customer_id).or_insert(0);
+                *b = (*b).max(o.projected_value.max(0));
+            }
+        }
+        (best.len(), best.values().sum())
+    }
+
+    /// Calls the top `calls` of each month under `rank`.
+    fn reach(&self, calls: usize, rank: Ranking) -> (usize, usize, i64) {
         let mut called: HashSet<&str> = HashSet::new();
         let (mut churners, mut money) = (0, 0);
         for openings in self.months.values() {
             let mut ranked: Vec<&Opening> = openings.iter().collect();
             ranked.sort_by(|a, b| rank(a, b));
-            let mut left = calls.unwrap_or(usize::MAX);
+            let mut left = calls;
             for o in ranked {
                 if left == 0 {
                     break;
@@ -149,11 +173,7 @@ impl Scorer<'_> {
                     continue;
                 }
                 left -= 1;
-                let churned = self
-                    .churn
-                    .get(o.customer_id)
-                    .is_some_and(|c| o.at <= *c && *c <= o.at + self.horizon_ms);
-                if churned {
+                if self.churns_after(o) {
                     churners += 1;
                     money += o.projected_value.max(0);
                 }
@@ -186,9 +206,9 @@ pub fn money_at_stake<'a>(
         churn: churn_dates(truth)?,
         horizon_ms: (horizon_days * DAY_MS as f64).round() as Millis,
     };
-    let (_, warned_churners, total) = scorer.reach(None, by_priority);
+    let (warned_churners, total) = scorer.ceiling();
     let reached = |calls: usize, rank: Ranking| {
-        let (called, churners, money) = scorer.reach(Some(calls), rank);
+        let (called, churners, money) = scorer.reach(calls, rank);
         Reached {
             called,
             churners,
@@ -294,6 +314,32 @@ mod tests {
         // two calls: severity reaches small and the stayer in March
         assert_eq!(r.rows[1].by_severity.churners, 1);
         assert_eq!(r.rows[1].by_priority.share, Some(1.0));
+    }
+
+    #[test]
+    fn the_ceiling_counts_a_later_closer_warning_so_no_ranking_passes_it() {
+        // January's warning is too early for the churn in October; the
+        // August one is within the horizon, and worth more.
+        let warnings = vec![
+            opening("c", "2025-01-10T00:00:00Z", "high", 2, 100.0, 300.0),
+            opening(
+                "other",
+                "2025-01-05T00:00:00Z",
+                "critical",
+                1,
+                900.0,
+                1000.0,
+            ),
+            opening("c", "2025-08-10T00:00:00Z", "high", 2, 200.0, 400.0),
+        ];
+        let truth = vec![churner("c", "2025-10-01T00:00:00Z")];
+        let r = money_at_stake(&truth, &warnings, 180.0, &[1])
+            .unwrap()
+            .unwrap();
+        assert_eq!((r.warned_churners, r.money_at_stake), (1, 400.0));
+        // one call a month: "other" in January, c in August
+        assert_eq!(r.rows[0].by_priority.money, 400.0);
+        assert_eq!(r.rows[0].by_priority.share, Some(1.0));
     }
 
     #[test]
