@@ -196,6 +196,10 @@ pub struct KafkaConfig {
     /// Empty: derived from the host name and the state directory, which is
     /// stable across restarts and unique per instance on one host.
     pub instance_id: String,
+    /// Join the group as a static member (`group.instance.id` =
+    /// the instance id): a restarted instance takes its partitions back at
+    /// once instead of after the dead member's session timeout.
+    pub static_membership: bool,
     /// Create missing topics at start.
     pub create_topics: bool,
     /// Write outputs as CloudEvents 1.0 in structured JSON mode.

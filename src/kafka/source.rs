@@ -15,6 +15,7 @@ use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -142,6 +143,18 @@ impl Source for KafkaSource {
             }
         }
         fetched
+    }
+
+    fn fatal(&self) -> Option<String> {
+        let (code, reason) = self.consumer.client().fatal_error()?;
+        Some(if code == RDKafkaErrorCode::FencedInstanceId {
+            format!(
+                "{reason}: another process joined the consumer group with this instance's \
+                 id (group.instance.id); give every instance its own kafka.instance_id"
+            )
+        } else {
+            format!("{reason} ({code:?})")
+        })
     }
 
     fn fill(&mut self, groups: &mut PartitionGroups, task: Option<i32>) -> usize {

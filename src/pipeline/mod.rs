@@ -71,6 +71,8 @@ use tokio::sync::watch;
 /// offset starts; ours starts at the beginning unless told otherwise.
 const AUTO_OFFSET_RESET: &str = "auto.offset.reset";
 const DEFAULT_OFFSET_RESET: &str = "earliest";
+/// The group session timeout unless `kafka.properties` sets one.
+const DEFAULT_SESSION_TIMEOUT_MS: &str = "45000";
 /// Consecutive failed restores after which the run gives up.
 const RESTORE_ATTEMPTS: u32 = 10;
 /// Longest single poll, so a stop request is noticed quickly.
@@ -238,6 +240,13 @@ impl Pipeline {
             // The end of each input partition is how alignment knows that
             // an empty partition has nothing more to give (see `align`).
             .set("enable.partition.eof", "true");
+        if k.static_membership {
+            c.set("group.instance.id", instance);
+        }
+        // Stated rather than inherited: with static membership this is how
+        // long a crashed instance may take to come back and still find its
+        // partitions waiting (and how long a departed one holds them).
+        set_default(&mut c, "session.timeout.ms", DEFAULT_SESSION_TIMEOUT_MS);
         set_default(&mut c, AUTO_OFFSET_RESET, DEFAULT_OFFSET_RESET);
         // Range keeps equal partition numbers of co-partitioned topics on
         // one instance, which is what a task needs (config validation
@@ -320,6 +329,9 @@ impl<S: Source, K: Sink, R: Restore> Runner<S, K, R> {
 
     fn run_loop(&mut self) -> Result<()> {
         loop {
+            if let Some(fatal) = self.source.fatal() {
+                anyhow::bail!("the consumer failed for good: {fatal}");
+            }
             self.p.status.polled();
             self.apply_moves();
             if !self.restoring.is_empty() && !self.stopping {

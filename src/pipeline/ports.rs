@@ -58,6 +58,10 @@ pub trait Source {
     /// Serves the group (heartbeats, rebalance callbacks) without reading
     /// partition queues; a record that still arrives here is buffered.
     fn serve(&mut self, groups: &mut PartitionGroups) -> usize;
+    /// An error the consumer cannot recover from (another instance joined
+    /// with this one's static id), with what to do about it; the loop
+    /// stops on it rather than logging it forever.
+    fn fatal(&self) -> Option<String>;
     /// Moves fetched records into their alignment queues as far as they
     /// have room (of every partition, or of one task's); notes partition
     /// ends. Returns how many records moved.

@@ -127,6 +127,10 @@ impl Source for FakeSource {
         0
     }
 
+    fn fatal(&self) -> Option<String> {
+        None
+    }
+
     fn fill(&mut self, groups: &mut PartitionGroups, task: Option<i32>) -> usize {
         let mut b = self.0.borrow_mut();
         let last_task = task == Some(PARTITIONS - 1);

@@ -36,8 +36,19 @@ pub struct TestEnv {
 }
 
 impl TestEnv {
-    /// A config with topics named after the test, `inputs` input topics.
+    /// A config with topics named after the test, `inputs` input topics,
+    /// and a short group session (6 s) so crashed members time out fast.
     pub fn new(name: &str, inputs: usize) -> Self {
+        Self::with_kafka_properties(
+            name,
+            inputs,
+            "\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"1000\"\n",
+        )
+    }
+
+    /// Like `new`, with `properties` (TOML lines) as the librdkafka
+    /// properties: "" keeps the product's defaults.
+    pub fn with_kafka_properties(name: &str, inputs: usize, properties: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -51,7 +62,7 @@ impl TestEnv {
         let toml = format!(
             "[kafka]\nbootstrap_servers = \"{}\"\ngroup_id = \"{prefix}\"\ninput_topics = [{}]\n\
              tier_topic = \"{prefix}-tier-changes\"\nwarning_topic = \"{prefix}-churn-warnings\"\nprofile_topic = \"{prefix}-profiles\"\ndlq_topic = \"{prefix}-dlq\"\ntopic_partitions = 3\n\
-             [kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"1000\"\n\
+             [kafka.properties]\n{properties}\
              [state]\ndir = \"{}\"\nblock_cache_mb = 16\nwrite_buffer_mb = 16\n\
              [http]\nlisten = \"\"\n",
             bootstrap(),
@@ -416,10 +427,13 @@ impl TestEnv {
     /// Runs instance `name` until it has been idle for 3 s, and asserts it
     /// exited cleanly.
     pub fn run_until_idle(&self, name: &str, envs: &[(&str, &str)]) {
-        // A crashed instance stays a member until its session times out,
-        // and the group hands it partitions meanwhile: a catch-up started
-        // then would go idle on its share and leave the rest unread.
-        self.wait_for_empty_group(Duration::from_secs(60));
+        // A crashed or stopped instance (a static member never leaves)
+        // stays a member until its session times out, and the group hands
+        // it partitions meanwhile: a catch-up started then would go idle on
+        // its share and leave the rest unread. A member with this
+        // instance's own id is no obstacle: the new process takes its
+        // place (static membership).
+        self.wait_for_group_without_others(name, Duration::from_secs(60));
         let mut inst = self.spawn(name, envs, &["--stop-when-idle-ms", "3000"]);
         let deadline = std::time::Instant::now() + Duration::from_secs(300);
         loop {
@@ -476,34 +490,55 @@ impl TestEnv {
 }
 
 impl TestEnv {
-    /// Waits until the group has no members (every instance stopped, or
-    /// timed out after a crash).
-    pub fn wait_for_empty_group(&self, timeout: Duration) {
-        use rdkafka::consumer::{BaseConsumer, Consumer};
-        let c: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap())
-            .create()
-            .unwrap();
+    /// Waits until the group has no members but (a predecessor of)
+    /// instance `name`: every other instance stopped and its session timed
+    /// out.
+    pub fn wait_for_group_without_others(&self, name: &str, timeout: Duration) {
         let deadline = std::time::Instant::now() + timeout;
         loop {
-            let groups = c
-                .fetch_group_list(Some(&self.config.kafka.group_id), Duration::from_secs(10))
-                .unwrap();
-            let members: usize = groups.groups().iter().map(|g| g.members().len()).sum();
-            if members == 0 {
+            let members = self.group_members();
+            let others = members.iter().filter(|m| *m != name).count();
+            if others == 0 {
                 return;
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "the group still has {members} members after {timeout:?}"
+                "the group still has members {members:?} after {timeout:?}"
             );
             std::thread::sleep(Duration::from_millis(250));
         }
     }
 
+    /// The client ids (= instance ids) of the group's members now.
+    pub fn group_members(&self) -> Vec<String> {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap())
+            .create()
+            .unwrap();
+        let groups = c
+            .fetch_group_list(Some(&self.config.kafka.group_id), Duration::from_secs(10))
+            .unwrap();
+        groups
+            .groups()
+            .iter()
+            .flat_map(|g| g.members())
+            .map(|m| m.client_id().to_owned())
+            .collect()
+    }
+
     /// Input records not yet committed by the group (end offset minus
     /// committed offset, summed over the input partitions).
     pub fn lag(&self) -> i64 {
+        self.committed_offsets()
+            .iter()
+            .map(|(_, _, committed, high)| high - committed)
+            .sum()
+    }
+
+    /// Per input partition: topic, partition, the group's committed offset
+    /// (0 when none) and the end offset.
+    pub fn committed_offsets(&self) -> Vec<(String, i32, i64, i64)> {
         use rdkafka::consumer::{BaseConsumer, Consumer};
         use rdkafka::TopicPartitionList;
         let k = &self.config.kafka;
@@ -527,9 +562,10 @@ impl TestEnv {
                 let (_, high) = c
                     .fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(10))
                     .unwrap();
-                high - e.offset().to_raw().filter(|o| *o >= 0).unwrap_or(0)
+                let offset = e.offset().to_raw().filter(|o| *o >= 0).unwrap_or(0);
+                (e.topic().to_owned(), e.partition(), offset, high)
             })
-            .sum()
+            .collect()
     }
 }
 
