@@ -27,6 +27,9 @@ const SMALL_BATCHES: [(&str, &str); 2] = [
     ("TIERSTREAM_KAFKA__COMMIT_INTERVAL_MS", "50"),
 ];
 
+/// The product's default `session.timeout.ms`.
+const SESSION_TIMEOUT: Duration = Duration::from_secs(45);
+
 /// When each committed output arrived, and on which partition: a
 /// read_committed reader of the output topics on a thread of its own.
 struct Arrivals {
@@ -187,6 +190,14 @@ fn a_killed_instance_restarted_at_once_takes_its_partitions_back_as_the_same_mem
         a = env.spawn("a", &SMALL_BATCHES, &[]);
         let first = arrivals.first_per_partition(before, &all, Duration::from_secs(120));
         let first = first.into_iter().min().unwrap();
+        // Not a speed check: a restart either waits for the dead member's
+        // session (45 s here, the default) to expire or it does not.
+        assert!(
+            first - restart < SESSION_TIMEOUT,
+            "kill {}: the restart waited for the dead member's session ({:?})",
+            i + 1,
+            first - restart
+        );
         recoveries.push(first - restart);
         eprintln!(
             "kill {}: first new committed output after {} s",

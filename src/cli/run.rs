@@ -10,6 +10,8 @@ use crate::ops::gauges;
 use crate::ops::http::{self, HttpState};
 use crate::ops::status::Status;
 use crate::pipeline::Pipeline;
+use crate::store::owner;
+use crate::store::rocks::RocksStore;
 use crate::store::KvStore;
 use anyhow::{Context, Result};
 use clap::Args;
@@ -31,11 +33,24 @@ pub struct RunArgs {
     /// for.
     #[arg(long)]
     pub stop_when_idle_ms: Option<u64>,
+    /// Delete the state directory first and rebuild the state from the
+    /// changelog topic: the remedy for a damaged state directory or one
+    /// another consumer group wrote. Refused while another process has the
+    /// directory open. Costs a full restore of this instance's tasks.
+    #[arg(long)]
+    pub reset_state: bool,
 }
 
 pub(super) fn run(a: RunArgs) -> Result<()> {
     let cfg = Config::load(a.config.as_deref())?;
-    let store: Arc<dyn KvStore> = Arc::new(open_rocks(&cfg, &cfg.state.dir)?);
+    let dir = &cfg.state.dir;
+    if a.reset_state {
+        RocksStore::destroy(dir)
+            .with_context(|| format!("--reset-state: deleting state.dir {}", dir.display()))?;
+        tracing::warn!(dir = %dir.display(), "state directory deleted (--reset-state); the state is rebuilt from the changelog");
+    }
+    let store: Arc<dyn KvStore> = Arc::new(open_rocks(&cfg, dir)?);
+    owner::claim(dir, &cfg.kafka.group_id)?;
     let processor = Arc::new(processor(&cfg));
     let status = Arc::new(Status::default());
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -9,6 +9,7 @@
 pub mod checkpoint;
 pub mod keys;
 pub mod memory;
+pub mod owner;
 pub mod rocks;
 pub mod session;
 mod task;
@@ -57,6 +58,21 @@ pub enum StoreError {
     /// users to RocksDB.
     #[error("state store: {0}")]
     Backend(String),
+    /// The engine found its own files damaged (a checksum mismatch, a
+    /// truncated or missing file): the local copy cannot be trusted, but
+    /// the changelog topic holds every committed change.
+    #[error(
+        "state store damaged: {0}. Stop every process using this state.dir and start once \
+         with `tierstream run --reset-state`, which deletes it and rebuilds the state from \
+         the changelog topic"
+    )]
+    Damaged(String),
+    /// Another process holds the store's lock.
+    #[error(
+        "state store locked: {0}. Another process (a second instance on this host?) uses this \
+         state.dir: give every instance its own"
+    )]
+    Locked(String),
     /// A stored record could not be decoded.
     #[error("corrupt state record: {0}")]
     Corrupt(String),

@@ -25,6 +25,17 @@ pub struct RocksStore {
 }
 
 impl RocksStore {
+    /// Deletes the database in `dir` and whatever else the directory
+    /// holds. RocksDB takes the database's lock first, so a directory
+    /// another process has open is refused, not pulled from under it.
+    pub fn destroy(dir: &Path) -> Result<(), StoreError> {
+        if !dir.exists() {
+            return Ok(());
+        }
+        DB::destroy(&Options::default(), dir)?;
+        std::fs::remove_dir_all(dir).map_err(|e| StoreError::Backend(e.to_string()))
+    }
+
     /// Opens (creating if needed) the database in `dir`.
     pub fn open(dir: &Path, limits: RocksLimits) -> Result<Self, StoreError> {
         let cache = Cache::new_lru_cache(limits.block_cache_bytes);
@@ -159,7 +170,17 @@ impl KvStore for RocksStore {
 }
 
 impl From<rocksdb::Error> for StoreError {
+    /// Damage and a held lock are told apart from other failures: each
+    /// has its own remedy, which the error states.
     fn from(e: rocksdb::Error) -> Self {
-        StoreError::Backend(e.into_string())
+        let kind = e.kind();
+        // RocksDB ends its texts with a full stop; ours go on after them.
+        let text = e.into_string().trim_end_matches('.').to_owned();
+        match kind {
+            rocksdb::ErrorKind::Corruption => StoreError::Damaged(text),
+            // RocksDB reports a held LOCK file as an I/O error.
+            rocksdb::ErrorKind::IOError if text.contains("lock file") => StoreError::Locked(text),
+            _ => StoreError::Backend(text),
+        }
     }
 }
