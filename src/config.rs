@@ -351,12 +351,32 @@ pub struct HttpConfig {
     /// Address of the metrics, health and customer endpoints; empty
     /// disables the server.
     pub listen: String,
+    /// A file holding the bearer token `/customers/{id}` requires (it
+    /// returns personal data); empty: no token.
+    pub auth_token_file: String,
 }
 
 impl HttpConfig {
     /// The address to listen on, `None` when disabled.
     pub fn addr(&self) -> Option<std::net::SocketAddr> {
         self.listen.parse().ok()
+    }
+
+    /// The token of `auth_token_file` (surrounding whitespace trimmed),
+    /// `None` when none is configured; an unreadable or empty file is
+    /// refused, so a mistyped path never leaves the endpoint open.
+    pub fn auth_token(&self) -> Result<Option<String>, ConfigError> {
+        const KEY: &str = "http.auth_token_file";
+        if self.auth_token_file.is_empty() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&self.auth_token_file)
+            .map_err(|e| invalid(KEY, format!("cannot be read ({e})")))?;
+        let token = text.trim();
+        if token.is_empty() {
+            return Err(invalid(KEY, "holds no token"));
+        }
+        Ok(Some(token.to_owned()))
     }
 }
 
@@ -979,6 +999,32 @@ mod tests {
             let e = with(toml).unwrap_err().to_string();
             assert!(e.contains(key) && e.contains(says), "{toml}: {e}");
         }
+    }
+
+    #[test]
+    fn an_auth_token_file_must_be_readable_and_hold_a_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        let cfg = |p: &Path| {
+            with(&format!("[http]\nauth_token_file = \"{}\"", p.display())).unwrap()
+        };
+        let e = cfg(&path).http.auth_token().unwrap_err().to_string();
+        assert!(
+            e.contains("http.auth_token_file") && e.contains("cannot be read"),
+            "{e}"
+        );
+        std::fs::write(&path, " \n").unwrap();
+        let e = cfg(&path).http.auth_token().unwrap_err().to_string();
+        assert!(
+            e.contains("http.auth_token_file") && e.contains("no token"),
+            "{e}"
+        );
+        std::fs::write(&path, "s3cret\n").unwrap();
+        assert_eq!(
+            cfg(&path).http.auth_token().unwrap().as_deref(),
+            Some("s3cret")
+        );
+        assert_eq!(Config::defaults().http.auth_token().unwrap(), None);
     }
 
     #[test]

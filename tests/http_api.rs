@@ -25,11 +25,16 @@ fn free_port() -> u16 {
 
 /// GET over plain HTTP/1.1: (status, body).
 fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    get_with(port, path, "")
+}
+
+/// GET with extra header lines (each ending in \r\n).
+fn get_with(port: u16, path: &str, headers: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{headers}\r\n"
     )
     .ok()?;
     let mut raw = String::new();
@@ -102,6 +107,10 @@ fn metrics_health_and_customer_endpoints() {
     assert!(profile["value_12m"].is_number() && profile.get("quadrant").is_some());
     let (status, _) = get(pa, "/customers/nobody-like-this").unwrap();
     assert_eq!(status, 404);
+    let (status, _) = get(pa, &format!("/customers/{}", "x".repeat(600))).unwrap();
+    assert_eq!(status, 414, "an overlong path is refused");
+    let (status, _) = get_with(pa, "/metrics", "Content-Length: 5000\r\n").unwrap();
+    assert_eq!(status, 413, "a request body is refused");
 
     // The metrics page is valid Prometheus text and reports the work.
     let (status, metrics) = get(pa, "/metrics").unwrap();
@@ -194,8 +203,21 @@ fn metrics_health_and_customer_endpoints() {
     }
 
     // A second instance takes some tasks; a asks the group who owns them.
+    // b's customer endpoint requires a bearer token; its probes do not.
     let lb = listen(pb);
-    let b = env.spawn("b", &[("TIERSTREAM_HTTP__LISTEN", lb.as_str())], &[]);
+    let token_file = env.dir.path().join("http-token");
+    std::fs::write(&token_file, "s3cret-token\n").unwrap();
+    let b = env.spawn(
+        "b",
+        &[
+            ("TIERSTREAM_HTTP__LISTEN", lb.as_str()),
+            (
+                "TIERSTREAM_HTTP__AUTH_TOKEN_FILE",
+                token_file.to_str().unwrap(),
+            ),
+        ],
+        &[],
+    );
     let deadline = Instant::now() + Duration::from_secs(90);
     let b_tasks: Vec<u64> = loop {
         if let Some((200, body)) = get(pb, "/health/ready") {
@@ -222,8 +244,30 @@ fn metrics_health_and_customer_endpoints() {
     let (status, body) = get(pa, &format!("/customers/{elsewhere}")).unwrap();
     assert_eq!(status, 421, "{body}");
     assert_eq!(json(&body)["owner"]["instance"], "b", "{body}");
-    let (status, body) = get(pb, &format!("/customers/{elsewhere}")).unwrap();
-    assert_eq!(status, 200, "{body}");
+    let path = format!("/customers/{elsewhere}");
+    for (headers, want) in [
+        ("", 401),
+        ("Authorization: Bearer wrong-token\r\n", 401),
+        ("Authorization: s3cret-token\r\n", 401),
+        ("Authorization: Bearer s3cret-token\r\n", 200),
+    ] {
+        let (status, body) = get_with(pb, &path, headers).unwrap();
+        assert_eq!(status, want, "{headers:?}: {body}");
+    }
+    let (status, _) = get(pb, "/metrics").unwrap();
+    assert_eq!(status, 200, "metrics need no token");
     b.stop();
     a.stop();
+    // No customer id in the logs at info level (personal data).
+    let ids: std::collections::BTreeSet<&str> = w
+        .expected
+        .iter()
+        .filter_map(|v| v["customer_id"].as_str())
+        .collect();
+    for name in ["a", "b"] {
+        let log = std::fs::read_to_string(env.dir.path().join(format!("{name}.log"))).unwrap();
+        assert!(log.contains("consuming"), "{name} logged at info level");
+        let leaked: Vec<&&str> = ids.iter().filter(|id| log.contains(**id)).collect();
+        assert!(leaked.is_empty(), "{name} logged customer ids {leaked:?}");
+    }
 }

@@ -43,6 +43,7 @@ pub struct RunArgs {
 
 pub(super) fn run(a: RunArgs) -> Result<()> {
     let cfg = Config::load(a.config.as_deref())?;
+    let auth_token = cfg.http.auth_token()?;
     let dir = &cfg.state.dir;
     if a.reset_state {
         RocksStore::destroy(dir)
@@ -79,6 +80,7 @@ pub(super) fn run(a: RunArgs) -> Result<()> {
                 engine: Arc::new(Engine::new(cfg.policy())),
                 kafka: cfg.kafka.clone(),
                 owners: Owners::new(&cfg.kafka)?,
+                auth_token,
             });
             let mut stop = rx.clone();
             tokio::spawn(async move {

@@ -6,6 +6,11 @@
 //! restored it; otherwise it says which instance owns it (HTTP 421, with the
 //! owner's instance id and host from the consumer group), or that the task
 //! is still restoring (503).
+//!
+//! Hardening, since the customer endpoint returns personal data: an
+//! optional bearer token for it (`http.auth_token_file`, compared in
+//! constant time), and for every request a path length limit, no bodies
+//! (every endpoint is a GET) and a time limit.
 
 use crate::codec::output::{time, Money, ProfileFields, Rounded};
 use crate::config::KafkaConfig;
@@ -18,14 +23,25 @@ use crate::ops::status::Status;
 use crate::store::checkpoint::{read_i64, read_ranking, STREAM_TIME};
 use crate::store::keys::{decode_profile, profile_key};
 use crate::store::{Cf, KvStore, TaskId};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use prometheus::{Encoder, Registry, TextEncoder};
 use serde_json::{json, Value};
 use std::sync::Arc;
+use std::time::Duration;
+
+/// Longest request path: a customer id is at most 128 characters, 3 bytes
+/// each when percent-encoded, behind `/customers/`.
+const MAX_PATH_BYTES: usize = 512;
+/// Largest request body accepted: none of the endpoints reads one.
+const MAX_BODY_BYTES: u64 = 1024;
+/// Longest a request may take (a customer lookup may ask the broker who
+/// owns a task, which must not hold a connection open for long).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// What the handlers read.
 pub struct HttpState {
@@ -41,6 +57,8 @@ pub struct HttpState {
     pub kafka: KafkaConfig,
     /// Who owns a task this instance does not serve.
     pub owners: group::Owners,
+    /// The bearer token `/customers/{id}` requires, if any.
+    pub auth_token: Option<String>,
 }
 
 /// The routes.
@@ -49,8 +67,58 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
-        .route("/customers/{id}", get(customer))
+        .route(
+            "/customers/{id}",
+            get(customer).route_layer(middleware::from_fn_with_state(state.clone(), authorize)),
+        )
+        .layer(middleware::from_fn(limits))
         .with_state(state)
+}
+
+/// Path, body and time limits of every request.
+async fn limits(req: Request, next: Next) -> Response {
+    if req.uri().path().len() > MAX_PATH_BYTES {
+        return (StatusCode::URI_TOO_LONG, "path too long").into_response();
+    }
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES)
+        || req.headers().contains_key(header::TRANSFER_ENCODING)
+    {
+        return (StatusCode::PAYLOAD_TOO_LARGE, "no request body is accepted").into_response();
+    }
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "request timed out").into_response(),
+    }
+}
+
+/// 401 unless the request carries the configured bearer token.
+async fn authorize(State(s): State<Arc<HttpState>>, req: Request, next: Next) -> Response {
+    if let Some(want) = &s.auth_token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !given.is_some_and(|g| same_secret(g.as_bytes(), want.as_bytes())) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "a bearer token is required",
+            )
+                .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// Equality that takes as long wherever the first difference is, so the
+/// time of a 401 does not reveal how much of a guess was right.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn metrics(State(s): State<Arc<HttpState>>) -> Response {
@@ -189,4 +257,17 @@ fn lookup(s: &HttpState, id: &str, task: TaskId) -> anyhow::Result<Response> {
         );
     }
     Ok((StatusCode::OK, Json(Value::Object(m))).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_secret;
+
+    #[test]
+    fn secrets_are_equal_only_when_every_byte_is() {
+        assert!(same_secret(b"token", b"token"));
+        assert!(!same_secret(b"token", b"tokem"));
+        assert!(!same_secret(b"token", b"token2"));
+        assert!(!same_secret(b"", b"x"));
+    }
 }
