@@ -1005,9 +1005,8 @@ mod tests {
     fn an_auth_token_file_must_be_readable_and_hold_a_token() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("token");
-        let cfg = |p: &Path| {
-            with(&format!("[http]\nauth_token_file = \"{}\"", p.display())).unwrap()
-        };
+        let cfg =
+            |p: &Path| with(&format!("[http]\nauth_token_file = \"{}\"", p.display())).unwrap();
         let e = cfg(&path).http.auth_token().unwrap_err().to_string();
         assert!(
             e.contains("http.auth_token_file") && e.contains("cannot be read"),

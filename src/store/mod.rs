@@ -67,6 +67,21 @@ pub enum StoreError {
          the changelog topic"
     )]
     Damaged(String),
+    /// The state directory's filesystem is full. Nothing is lost: a batch
+    /// whose state could not be saved locally is in the changelog (exactly
+    /// once) or not yet committed (at least once).
+    #[error(
+        "state store out of disk space in state.dir {dir} ({free} free): {text}. Free space or \
+         grow the volume, then restart: the state catches up from the changelog"
+    )]
+    NoSpace {
+        /// The state directory.
+        dir: String,
+        /// What is left on its filesystem.
+        free: String,
+        /// The engine's text.
+        text: String,
+    },
     /// Another process holds the store's lock.
     #[error(
         "state store locked: {0}. Another process (a second instance on this host?) uses this \

@@ -7,7 +7,7 @@ use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamilyDescriptor, Direction, FlushOptions, IteratorMode,
     Options, ReadOptions, WriteBatch, WriteBufferManager, WriteOptions, DB,
 };
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Memory budget of the store.
 #[derive(Debug, Clone, Copy)]
@@ -22,6 +22,14 @@ pub struct RocksLimits {
 pub struct RocksStore {
     db: DB,
     cache: Cache,
+    /// Where it lives, for errors that are about the directory.
+    dir: PathBuf,
+}
+
+/// Bytes an unprivileged writer may still use on the filesystem of `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    let v = rustix::fs::statvfs(dir).ok()?;
+    Some(v.f_bavail.saturating_mul(v.f_frsize))
 }
 
 impl RocksStore {
@@ -66,7 +74,11 @@ impl RocksStore {
             .iter()
             .map(|cf| ColumnFamilyDescriptor::new(cf.name(), cf_opts()));
         let db = DB::open_cf_descriptors(&db_opts, dir, cfs)?;
-        Ok(RocksStore { db, cache })
+        Ok(RocksStore {
+            db,
+            cache,
+            dir: dir.to_path_buf(),
+        })
     }
 
     fn write_with(&self, writes: Vec<Write>, opts: &WriteOptions) -> Result<(), StoreError> {
@@ -78,8 +90,20 @@ impl RocksStore {
                 None => batch.delete_cf(cf, w.key),
             }
         }
-        self.db.write_opt(batch, opts)?;
-        Ok(())
+        self.db.write_opt(batch, opts).map_err(|e| self.located(e))
+    }
+
+    /// A full disk is named with its directory and what is left on it:
+    /// RocksDB's own text names neither.
+    fn located(&self, e: rocksdb::Error) -> StoreError {
+        match StoreError::from(e) {
+            StoreError::Backend(text) if text.contains("No space left") => StoreError::NoSpace {
+                dir: self.dir.display().to_string(),
+                free: free_bytes(&self.dir).map_or("unknown".into(), |b| format!("{b} bytes")),
+                text,
+            },
+            other => other,
+        }
     }
 
     /// Entries with `from <= key < to`, in key order.
@@ -164,7 +188,9 @@ impl KvStore for RocksStore {
 
     fn flush(&self) -> Result<(), StoreError> {
         let handles: Vec<_> = Cf::ALL.iter().map(|cf| self.handle(*cf)).collect();
-        self.db.flush_cfs_opt(&handles, &FlushOptions::default())?;
+        self.db
+            .flush_cfs_opt(&handles, &FlushOptions::default())
+            .map_err(|e| self.located(e))?;
         Ok(())
     }
 }
