@@ -55,7 +55,11 @@ enum Mutation {
     Truncate(usize),
     /// Copies `len` bytes from `from` to `to` (a repeated key, a nested
     /// object, a doubled value).
-    Splice { from: usize, len: usize, to: usize },
+    Splice {
+        from: usize,
+        len: usize,
+        to: usize,
+    },
 }
 
 fn mutation() -> impl Strategy<Value = Mutation> {
@@ -64,8 +68,11 @@ fn mutation() -> impl Strategy<Value = Mutation> {
         any::<usize>().prop_map(Mutation::Drop),
         (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Mutation::Insert(i, b)),
         any::<usize>().prop_map(Mutation::Truncate),
-        (any::<usize>(), 1usize..40, any::<usize>())
-            .prop_map(|(from, len, to)| Mutation::Splice { from, len, to }),
+        (any::<usize>(), 1usize..40, any::<usize>()).prop_map(|(from, len, to)| Mutation::Splice {
+            from,
+            len,
+            to
+        }),
     ]
 }
 
@@ -143,7 +150,11 @@ proptest! {
 #[test]
 fn every_generated_event_is_accepted_and_round_trips() {
     for bytes in samples() {
-        assert!(decode(bytes, &rules(), NOW).is_ok(), "{}", String::from_utf8_lossy(bytes));
+        assert!(
+            decode(bytes, &rules(), NOW).is_ok(),
+            "{}",
+            String::from_utf8_lossy(bytes)
+        );
         check(bytes).unwrap();
     }
 }
