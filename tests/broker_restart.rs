@@ -8,7 +8,6 @@ mod common;
 use common::*;
 use std::process::Command;
 use std::time::Duration;
-use tierstream::workload::generate::GenerateSpec;
 
 fn restart_broker() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka.sh");
@@ -20,18 +19,7 @@ fn restart_broker() {
 fn a_broker_restart_mid_run_loses_and_duplicates_nothing() {
     let env = TestEnv::new("eos-broker", 1);
     env.create_topics();
-    let w = workload(
-        &env,
-        &GenerateSpec {
-            customers: 800,
-            events: 16_000,
-            seed: 25,
-            start: 1_735_689_600_000,
-            days: 420,
-            ..GenerateSpec::default()
-        },
-        Some(1999),
-    );
+    let w = workload(&env, &spec(800, 16_000, 25), Some(1999));
     let (first, second) = w.records.split_at(w.records.len() / 2);
     produce(first);
     let small = [

@@ -12,8 +12,7 @@ mod common;
 use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
-use tierstream::workload::generate::GenerateSpec;
+use std::time::Duration;
 
 /// A tmpfs mounted at a path for the test's duration.
 struct Mount(PathBuf);
@@ -45,18 +44,7 @@ impl Drop for Mount {
 fn a_full_state_disk_stops_the_instance_and_a_restart_after_freeing_it_loses_nothing() {
     let env = TestEnv::new("disk-full", 1);
     env.create_topics();
-    let w = workload(
-        &env,
-        &GenerateSpec {
-            customers: 800,
-            events: 16_000,
-            seed: 51,
-            start: 1_735_689_600_000,
-            days: 420,
-            ..GenerateSpec::default()
-        },
-        Some(997),
-    );
+    let w = workload(&env, &spec(800, 16_000, 51), Some(997));
     let dir = env.state_dir("a");
     let _mount = Mount::tmpfs(&dir, "64m");
     let small = [
@@ -72,18 +60,7 @@ fn a_full_state_disk_stops_the_instance_and_a_restart_after_freeing_it_loses_not
     let fill = (free.f_bavail * free.f_frsize).saturating_sub(keep);
     std::fs::write(&filler, vec![0u8; fill as usize]).unwrap();
     produce(&w.records);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(status) = a.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still running on a full disk: {}",
-            a.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = a.wait_exit(Duration::from_secs(120));
     let log = a.log_text();
     assert!(!status.success(), "exited cleanly on a full disk: {log}");
     assert!(

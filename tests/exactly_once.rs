@@ -10,20 +10,6 @@ mod common;
 use common::*;
 use rand::{Rng, SeedableRng};
 use std::time::Duration;
-use tierstream::workload::generate::GenerateSpec;
-
-const JAN_2025: i64 = 1_735_689_600_000;
-
-fn spec(customers: u64, events: u64, seed: u64) -> GenerateSpec {
-    GenerateSpec {
-        customers,
-        events,
-        seed,
-        start: JAN_2025,
-        days: 420,
-        ..GenerateSpec::default()
-    }
-}
 
 /// Small, frequent transactions, so a kill lands mid-stream.
 const SMALL_BATCHES: [(&str, &str); 2] = [

@@ -12,7 +12,6 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tierstream::kafka::partitioner::partition_for;
-use tierstream::workload::generate::GenerateSpec;
 
 /// A free local port (bound, then released for the child to take).
 fn free_port() -> u16 {
@@ -66,18 +65,7 @@ fn wait_for(port: u16, path: &str, status: u16) -> String {
 fn metrics_health_and_customer_endpoints() {
     let env = TestEnv::new("http", 1);
     env.create_topics();
-    let w = workload(
-        &env,
-        &GenerateSpec {
-            customers: 200,
-            events: 3000,
-            seed: 31,
-            start: 1_735_689_600_000,
-            days: 420,
-            ..GenerateSpec::default()
-        },
-        Some(500),
-    );
+    let w = workload(&env, &spec(200, 3000, 31), Some(500));
     produce(&w.records);
     let (pa, pb) = (free_port(), free_port());
     let listen = |p: u16| format!("127.0.0.1:{p}");

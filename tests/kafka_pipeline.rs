@@ -7,7 +7,6 @@ use common::*;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::Duration;
-use tierstream::workload::generate::GenerateSpec;
 
 fn ev(id: &str, cust: &str, body: Value) -> Vec<u8> {
     let mut v = json!({"event_id": id, "customer_id": cust, "ts": "2026-01-05T10:00:00Z"});
@@ -293,18 +292,7 @@ fn three_input_topics_are_interleaved_in_event_time_order() {
 fn output_equals_replay(name: &str, inputs: usize) {
     let env = TestEnv::new(name, inputs);
     env.create_topics();
-    let w = workload(
-        &env,
-        &GenerateSpec {
-            customers: 300,
-            events: 6000,
-            seed: 11,
-            start: 1_735_689_600_000, // 2025-01-01
-            days: 420,
-            ..GenerateSpec::default()
-        },
-        None,
-    );
+    let w = workload(&env, &spec(300, 6000, 11), None);
     let (records, expected) = (w.records, w.expected);
     assert!(
         expected.len() > 300,

@@ -82,18 +82,7 @@ fn three_instances_give_the_replay_outputs_and_cut_points() {
 fn sigkill_mid_stream_keeps_the_replay_outputs_and_cut_points() {
     let env = percentile_env("pct-kill");
     env.create_topics();
-    let w = workload(
-        &env,
-        &GenerateSpec {
-            customers: 600,
-            events: 16_000,
-            seed: 9,
-            start: 1_735_689_600_000, // 2025-01-01
-            days: 420,
-            ..GenerateSpec::default()
-        },
-        Some(991),
-    );
+    let w = workload(&env, &spec(600, 16_000, 9), Some(991));
     let (want_cuts, want) = split(w.expected.clone());
     assert!(
         want_cuts.len() >= 10,

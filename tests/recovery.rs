@@ -19,7 +19,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use tierstream::workload::generate::GenerateSpec;
 
 /// Small transactions, so a kill lands inside one.
 const SMALL_BATCHES: [(&str, &str); 2] = [
@@ -148,15 +147,7 @@ fn distribution(xs: &mut [Duration]) -> String {
 }
 
 fn workload_of(env: &TestEnv, parts: usize, seed: u64) -> Workload {
-    let spec = GenerateSpec {
-        customers: 600,
-        events: 3000 * parts as u64,
-        seed,
-        start: 1_735_689_600_000,
-        days: 420,
-        ..GenerateSpec::default()
-    };
-    workload(env, &spec, Some(997))
+    workload(env, &spec(600, 3000 * parts as u64, seed), Some(997))
 }
 
 #[test]

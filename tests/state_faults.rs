@@ -9,19 +9,10 @@ mod common;
 
 use common::*;
 use std::path::Path;
-use std::time::{Duration, Instant};
-use tierstream::workload::generate::GenerateSpec;
+use std::time::Duration;
 
 fn workload_of(env: &TestEnv, seed: u64) -> Workload {
-    let spec = GenerateSpec {
-        customers: 500,
-        events: 8000,
-        seed,
-        start: 1_735_689_600_000,
-        days: 420,
-        ..GenerateSpec::default()
-    };
-    workload(env, &spec, Some(997))
+    workload(env, &spec(500, 8000, seed), Some(997))
 }
 
 /// Runs instance `name` expecting it to refuse to start: its log.
@@ -29,14 +20,7 @@ fn refused(env: &TestEnv, name: &str, envs: &[(&str, &str)], args: &[&str]) -> S
     let mut args = args.to_vec();
     args.extend(["--stop-when-idle-ms", "3000"]);
     let mut inst = env.spawn(name, envs, &args);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = inst.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "{name} did not exit");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = inst.wait_exit(Duration::from_secs(60));
     let log = inst.log_text();
     assert!(!status.success(), "{name} started on bad state: {log}");
     log
@@ -79,7 +63,8 @@ fn a_damaged_state_dir_is_refused_and_reset_state_rebuilds_it() {
     // Nothing was committed past the damage: the reset run does it all.
     assert!(env.lag() > 0);
     let mut inst = env.spawn("a", &[], &["--reset-state", "--stop-when-idle-ms", "3000"]);
-    assert!(inst.child.wait().unwrap().success(), "{}", inst.log_text());
+    let status = inst.wait_exit(Duration::from_secs(300));
+    assert!(status.success(), "{}", inst.log_text());
     let log = inst.log_text();
     assert!(
         log.lines()

@@ -22,6 +22,21 @@ use tierstream::pipeline::processor::Processor;
 use tierstream::store::memory::MemoryStore;
 use tierstream::workload::generate::{generate, GenerateSpec};
 
+/// 2025-01-01T00:00:00Z, where the tests' workloads start.
+pub const JAN_2025: i64 = 1_735_689_600_000;
+
+/// A standard workload of `customers` over 420 days from 2025-01-01.
+pub fn spec(customers: u64, events: u64, seed: u64) -> GenerateSpec {
+    GenerateSpec {
+        customers,
+        events,
+        seed,
+        start: JAN_2025,
+        days: 420,
+        ..GenerateSpec::default()
+    }
+}
+
 /// The broker the tests use.
 pub fn bootstrap() -> String {
     std::env::var("KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into())
@@ -435,27 +450,17 @@ impl TestEnv {
         // place (static membership).
         self.wait_for_group_without_others(name, Duration::from_secs(60));
         let mut inst = self.spawn(name, envs, &["--stop-when-idle-ms", "3000"]);
-        let deadline = std::time::Instant::now() + Duration::from_secs(300);
-        loop {
-            if let Some(status) = inst.child.try_wait().unwrap() {
-                assert!(
-                    status.success(),
-                    "{name} exited with {status}; log: {}",
-                    inst.log_text()
-                );
-                let lag = self.lag();
-                assert_eq!(
-                    lag, 0,
-                    "{name} went idle with {lag} input records not committed"
-                );
-                return;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{name} did not go idle"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        let status = inst.wait_exit(Duration::from_secs(300));
+        assert!(
+            status.success(),
+            "{name} exited with {status}; log: {}",
+            inst.log_text()
+        );
+        let lag = self.lag();
+        assert_eq!(
+            lag, 0,
+            "{name} went idle with {lag} input records not committed"
+        );
     }
 
     /// Every committed tier and warning output (read_committed), once
@@ -585,6 +590,22 @@ impl Instance {
     /// The log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for the process to exit by itself; panics after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "did not exit within {timeout:?}; log: {}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// SIGKILL, then reap.
