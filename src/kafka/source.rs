@@ -9,7 +9,7 @@ use super::rebalance::RebalanceContext;
 use super::summaries::{SummaryReader, TaskSummary};
 use crate::pipeline::align::{PartitionGroups, RankedPartition};
 use crate::pipeline::batch::InRecord;
-use crate::pipeline::ports::{Moves, Position, Source, TopicPartition};
+use crate::pipeline::ports::{ConsumerFailed, Moves, Position, Source, TopicPartition};
 use anyhow::Context;
 use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -145,16 +145,18 @@ impl Source for KafkaSource {
         fetched
     }
 
-    fn fatal(&self) -> Option<String> {
+    fn fatal(&self) -> Option<ConsumerFailed> {
         let (code, reason) = self.consumer.client().fatal_error()?;
-        Some(if code == RDKafkaErrorCode::FencedInstanceId {
+        let fenced = code == RDKafkaErrorCode::FencedInstanceId;
+        let reason = if fenced {
             format!(
                 "{reason}: another process joined the consumer group with this instance's \
                  id (group.instance.id); give every instance its own kafka.instance_id"
             )
         } else {
             format!("{reason} ({code:?})")
-        })
+        };
+        Some(ConsumerFailed { fenced, reason })
     }
 
     fn fill(&mut self, groups: &mut PartitionGroups, task: Option<i32>) -> usize {

@@ -60,7 +60,7 @@ use anyhow::{Context, Result};
 use batch::InRecord;
 use indicatif::ProgressBar;
 use month_gate::MonthGate;
-use ports::{CommitError, Position, Restore, Sink, Source, TopicPartition};
+use ports::{CommitError, ConsumerFailed, Position, Restore, Sink, Source, TopicPartition};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -73,6 +73,11 @@ const AUTO_OFFSET_RESET: &str = "auto.offset.reset";
 const DEFAULT_OFFSET_RESET: &str = "earliest";
 /// The group session timeout unless `kafka.properties` sets one.
 const DEFAULT_SESSION_TIMEOUT_MS: &str = "45000";
+/// Fenced rejoins in a row after which a static member gives up (another
+/// live process has its id), and how long a run must last to reset the
+/// count.
+const FENCED_REJOINS: u32 = 3;
+const FENCE_WINDOW: Duration = Duration::from_secs(300);
 /// Consecutive failed restores after which the run gives up.
 const RESTORE_ATTEMPTS: u32 = 10;
 /// Longest single poll, so a stop request is noticed quickly.
@@ -83,6 +88,7 @@ const MAX_POLL: Duration = Duration::from_millis(100);
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A running pipeline's pieces.
+#[derive(Clone)]
 pub struct Pipeline {
     cfg: Config,
     processor: Arc<Processor>,
@@ -163,9 +169,42 @@ impl Pipeline {
                 return Ok(());
             }
         };
-        tokio::task::spawn_blocking(move || self.connect(stop, changelog, partitions)?.run())
-            .await
-            .context("the pipeline thread panicked")?
+        let mut fenced = 0;
+        loop {
+            let p = self.clone();
+            let (stop, changelog) = (stop.clone(), changelog.clone());
+            let started = Instant::now();
+            let result =
+                tokio::task::spawn_blocking(move || p.connect(stop, changelog, partitions)?.run())
+                    .await
+                    .context("the pipeline thread panicked")?;
+            let Err(e) = result else { return result };
+            let is_fenced = e.downcast_ref::<ConsumerFailed>().is_some_and(|f| f.fenced);
+            if started.elapsed() > FENCE_WINDOW {
+                fenced = 0;
+            }
+            if is_fenced && *stopped.borrow() {
+                // Stopping anyway: whatever was not committed is redone by
+                // the partitions' next owner, as after a crash.
+                tracing::warn!(error = format!("{e:#}"), "fenced as a static member while stopping; the uncommitted batch is left to the next owner");
+                return Ok(());
+            }
+            if !is_fenced || fenced >= FENCED_REJOINS {
+                return Err(e);
+            }
+            // A lone static member can be fenced by its own rejoin after a
+            // broker restart (librdkafka/Kafka race on the member id). Join
+            // again with a fresh consumer: everything uncommitted is
+            // dropped and redone, as after any failed batch. A real
+            // duplicate of this instance's id fences it again at once.
+            fenced += 1;
+            tracing::warn!(
+                error = format!("{e:#}"),
+                attempt = fenced,
+                "fenced as a static member; rejoining with a new consumer"
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
     }
 
     /// Creates missing topics, checks co-partitioning and the changelog;
@@ -329,8 +368,8 @@ impl<S: Source, K: Sink, R: Restore> Runner<S, K, R> {
 
     fn run_loop(&mut self) -> Result<()> {
         loop {
-            if let Some(fatal) = self.source.fatal() {
-                anyhow::bail!("the consumer failed for good: {fatal}");
+            if let Some(failed) = self.source.fatal() {
+                return Err(failed.into());
             }
             self.p.status.polled();
             self.apply_moves();

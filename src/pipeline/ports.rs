@@ -15,6 +15,19 @@ use crate::store::{KvStore, TaskId, Write};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+/// The consumer failed for good.
+#[derive(Debug, thiserror::Error)]
+#[error("the consumer failed for good: {reason}")]
+pub struct ConsumerFailed {
+    /// Fenced as a static member: either another process joined with this
+    /// instance's `group.instance.id`, or — after a broker restart or a
+    /// coordinator stall — this consumer's own earlier rejoin did. Only the
+    /// first deserves an exit; a fresh consumer tells them apart.
+    pub fenced: bool,
+    /// What happened and what to do.
+    pub reason: String,
+}
+
 /// A partition of an input topic.
 pub type TopicPartition = (String, i32);
 
@@ -58,10 +71,9 @@ pub trait Source {
     /// Serves the group (heartbeats, rebalance callbacks) without reading
     /// partition queues; a record that still arrives here is buffered.
     fn serve(&mut self, groups: &mut PartitionGroups) -> usize;
-    /// An error the consumer cannot recover from (another instance joined
-    /// with this one's static id), with what to do about it; the loop
-    /// stops on it rather than logging it forever.
-    fn fatal(&self) -> Option<String>;
+    /// An error the consumer cannot recover from, with what to do about
+    /// it; the loop stops on it rather than logging it forever.
+    fn fatal(&self) -> Option<ConsumerFailed>;
     /// Moves fetched records into their alignment queues as far as they
     /// have room (of every partition, or of one task's); notes partition
     /// ends. Returns how many records moved.

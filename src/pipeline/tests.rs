@@ -10,7 +10,9 @@
 
 use super::align::PartitionGroups;
 use super::batch::InRecord;
-use super::ports::{Batch, CommitError, Moves, Position, Restore, Sink, Source, TopicPartition};
+use super::ports::{
+    Batch, CommitError, ConsumerFailed, Moves, Position, Restore, Sink, Source, TopicPartition,
+};
 use super::processor::Processor;
 use super::{Pipeline, Runner};
 use crate::config::{Config, DEFAULT_TOML};
@@ -127,7 +129,7 @@ impl Source for FakeSource {
         0
     }
 
-    fn fatal(&self) -> Option<String> {
+    fn fatal(&self) -> Option<ConsumerFailed> {
         None
     }
 
