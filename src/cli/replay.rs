@@ -461,6 +461,7 @@ impl Lane<'_> {
             task,
             self.store,
             record,
+            None,
             self.now,
             &mut self.outs,
             cuts,

@@ -34,11 +34,15 @@ pub enum ErrorCode {
     CurrencyMismatch,
     /// More than a day ahead of the wall clock, or before 1970.
     TimestampOutOfRange,
+    /// The Kafka message key is present and is not the `customer_id`: the
+    /// record's partition (its task) need not be the customer's, and
+    /// applying it there would split the customer's state across tasks.
+    KeyMismatch,
 }
 
 impl ErrorCode {
     /// Every code, for metrics initialisation and docs.
-    pub const ALL: [ErrorCode; 8] = [
+    pub const ALL: [ErrorCode; 9] = [
         ErrorCode::InvalidUtf8,
         ErrorCode::InvalidJson,
         ErrorCode::MissingField,
@@ -47,6 +51,7 @@ impl ErrorCode {
         ErrorCode::TooLarge,
         ErrorCode::CurrencyMismatch,
         ErrorCode::TimestampOutOfRange,
+        ErrorCode::KeyMismatch,
     ];
 
     /// The wire name.
@@ -67,6 +72,21 @@ pub struct Rejection {
 impl std::fmt::Display for Rejection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.code.as_str(), self.message)
+    }
+}
+
+/// Checks a Kafka record's key against the event it carries. A record
+/// without a key is taken as it is (its partition is its task); one keyed
+/// by anything but its `customer_id` is refused, since the producer routed
+/// it by something else than the customer.
+pub fn check_key(key: Option<&[u8]>, event: &Event) -> Result<(), Rejection> {
+    match key {
+        Some(k) if k != event.customer_id.as_bytes() => Err(reject(
+            ErrorCode::KeyMismatch,
+            "the message key is not the customer_id: produce each event keyed by its customer_id, \
+             so that all of a customer's events share one partition",
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -683,6 +703,30 @@ mod tests {
             code(with(r#""type":"purchase","amount":1,"currency":"EUR""#).as_bytes()),
             ErrorCode::CurrencyMismatch
         );
+    }
+
+    #[test]
+    fn deep_nesting_is_ignored_in_an_unknown_field_and_refused_in_a_known_one() {
+        let deep = format!("{}1{}", "[".repeat(5000), "]".repeat(5000));
+        let e = ok(&format!(
+            r#"{{"event_id":"e","type":"forget","customer_id":"c","ts":1,"x":{deep}}}"#
+        ));
+        assert_eq!(e.customer_id, "c");
+        assert_eq!(
+            code(with(&format!(r#""type":"purchase","amount":{deep}"#)).as_bytes()),
+            ErrorCode::InvalidField
+        );
+    }
+
+    #[test]
+    fn a_key_must_be_the_customer_id_when_there_is_one() {
+        let e = ok(r#"{"event_id":"e","type":"forget","customer_id":"c-1","ts":1}"#);
+        assert_eq!(check_key(Some(b"c-1"), &e), Ok(()));
+        assert_eq!(check_key(None, &e), Ok(()));
+        let r = check_key(Some(b"c-2"), &e).unwrap_err();
+        assert_eq!(r.code, ErrorCode::KeyMismatch);
+        assert_eq!(r.code.as_str(), "key_mismatch");
+        assert!(!r.message.contains("c-2"), "never echoes values");
     }
 
     #[test]

@@ -222,9 +222,15 @@ fn to_produce(
     let BatchContext { cfg, .. } = cx;
     outs.clear();
     let mut produced = Vec::new();
-    let processed = cx
-        .processor
-        .process_ranked(task, cx.store, &r.payload, cx.now, outs, cuts)?;
+    let processed = cx.processor.process_ranked(
+        task,
+        cx.store,
+        &r.payload,
+        r.key.as_deref(),
+        cx.now,
+        outs,
+        cuts,
+    )?;
     if let Processed::Waiting(month) = processed {
         // The month gate takes a record only once its month close can run.
         anyhow::bail!(

@@ -1,7 +1,7 @@
 //! Decode, apply and count one input record: the step `replay` and the
 //! Kafka pipeline share, so both treat every record identically.
 
-use crate::codec::input::{decode, DecodeRules, Rejection};
+use crate::codec::input::{check_key, decode, DecodeRules, Rejection};
 use crate::domain::engine::{Engine, Outcome};
 use crate::domain::event::EventKind;
 use crate::domain::output::{Output, OutputBody};
@@ -62,23 +62,29 @@ impl Processor {
         now: Millis,
         out: &mut Vec<Output>,
     ) -> Result<Processed, StoreError> {
-        self.process_ranked(task, store, bytes, now, out, None)
+        self.process_ranked(task, store, bytes, None, now, out, None)
     }
 
     /// [`Self::process`] for one of several tasks under percentile tiers:
     /// before an event passes a month close, that month's cut points —
     /// merged from every task's summary, `cuts` says when they are all in —
-    /// are installed, or the event waits.
+    /// are installed, or the event waits. A Kafka record's `key`, when it
+    /// has one, must be the event's customer id.
+    #[allow(clippy::too_many_arguments)]
     pub fn process_ranked(
         &self,
         task: &mut TaskState,
         store: &dyn KvStore,
         bytes: &[u8],
+        key: Option<&[u8]>,
         now: Millis,
         out: &mut Vec<Output>,
         cuts: Option<CutPointsOf<'_>>,
     ) -> Result<Processed, StoreError> {
-        let event = match decode(bytes, &self.rules, now) {
+        let event = match decode(bytes, &self.rules, now).and_then(|e| {
+            check_key(key, &e)?;
+            Ok(e)
+        }) {
             Ok(e) => e,
             Err(r) => {
                 self.metrics
