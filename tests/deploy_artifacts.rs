@@ -18,47 +18,16 @@
 //!
 //! Docker and Kubernetes are not needed: only files are read.
 
+mod common;
+
+use common::{deploy, promtool};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-/// `deploy/<rel>` in this repository.
-fn deploy(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("deploy")
-        .join(rel)
-}
 
 fn read(rel: &str) -> String {
     let path = deploy(rel);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
-}
-
-/// Runs `promtool <args>` and panics with its output unless it succeeds.
-fn promtool(args: &[&str], file: &Path) -> String {
-    let out = Command::new("promtool")
-        .args(args)
-        .arg(file)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run promtool ({e}); scripts/setup.sh installs it \
-                 (Debian package `prometheus`)"
-            )
-        });
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "promtool {} {} failed:\n{text}",
-        args.join(" "),
-        file.display()
-    );
-    text
 }
 
 fn dashboard() -> Value {

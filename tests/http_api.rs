@@ -7,59 +7,10 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tierstream::kafka::partitioner::partition_for;
-
-/// A free local port (bound, then released for the child to take).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// GET over plain HTTP/1.1: (status, body).
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    get_with(port, path, "")
-}
-
-/// GET with extra header lines (each ending in \r\n).
-fn get_with(port: u16, path: &str, headers: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{headers}\r\n"
-    )
-    .ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).ok()?;
-    let (head, body) = raw.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, body.to_owned()))
-}
-
-fn json(body: &str) -> Value {
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
-}
-
-/// Waits until `path` answers `status`; returns the body.
-fn wait_for(port: u16, path: &str, status: u16) -> String {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        if let Some((s, body)) = get(port, path) {
-            if s == status {
-                return body;
-            }
-        }
-        assert!(Instant::now() < deadline, "{path} never answered {status}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 #[test]
 fn metrics_health_and_customer_endpoints() {

@@ -31,6 +31,7 @@ use tierstream::kafka::rebalance::RebalanceContext;
 use tierstream::kafka::records::OutRecord;
 use tierstream::kafka::sink::KafkaSink;
 use tierstream::ops::metrics::Metrics;
+use tierstream::ops::BrokerLink;
 use tierstream::pipeline::ports::{Batch, CommitError, Sink};
 use tierstream::store::checkpoint::{read_i64, write_i64};
 use tierstream::store::memory::MemoryStore;
@@ -74,7 +75,7 @@ impl Harness {
             .set("group.id", &cfg.group_id)
             .set("enable.auto.commit", "false")
             .set("session.timeout.ms", "6000")
-            .create_with_context(RebalanceContext::new(metrics))
+            .create_with_context(RebalanceContext::new(metrics, BrokerLink::default()))
             .unwrap();
         let consumer = Arc::new(consumer);
         consumer.subscribe(&[INPUT]).unwrap();
@@ -92,6 +93,7 @@ impl Harness {
             sink_metrics.clone(),
             stop,
             consumer,
+            BrokerLink::default(),
         )
         .unwrap();
         Harness {

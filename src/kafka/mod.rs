@@ -19,6 +19,7 @@ pub mod tail;
 
 use crate::config::KafkaConfig;
 use rdkafka::error::KafkaError;
+use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
 
@@ -41,6 +42,16 @@ pub(crate) fn log_client_error(client: &'static str, error: &KafkaError, reason:
     if error.rdkafka_error_code() != Some(RDKafkaErrorCode::PartitionEOF) {
         tracing::warn!(client, error = %error, reason, "librdkafka client error");
     }
+}
+
+/// Whether librdkafka's statistics show a connection up to any broker.
+/// Brokers learned from metadata have a node id; the bootstrap and
+/// coordinator entries (-1) are aliases of them.
+pub(crate) fn any_broker_up(statistics: &Statistics) -> bool {
+    statistics
+        .brokers
+        .values()
+        .any(|b| b.nodeid >= 0 && b.state == "UP")
 }
 
 /// Sets `key` unless the user passed it through `kafka.properties`: our

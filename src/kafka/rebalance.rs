@@ -10,8 +10,9 @@
 //! Newly assigned partitions are paused right away, so no record of a task
 //! is handed out before the task's state is restored.
 
-use crate::kafka::log_client_error;
+use crate::kafka::{any_broker_up, log_client_error};
 use crate::ops::metrics::Metrics;
+use crate::ops::status::BrokerLink;
 use crate::pipeline::ports::{Moves, TopicPartition};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
@@ -19,18 +20,22 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, TopicPartitionList};
 use std::sync::Mutex;
 
-/// The consumer context: records rebalances and counts them.
+/// The consumer context: records rebalances and counts them, and notes
+/// from the periodic statistics whether any broker is reachable.
 pub struct RebalanceContext {
     moves: Mutex<Moves>,
     metrics: Metrics,
+    /// Where broker reachability is reported.
+    link: BrokerLink,
 }
 
 impl RebalanceContext {
     /// A context counting into `metrics`.
-    pub fn new(metrics: Metrics) -> Self {
+    pub fn new(metrics: Metrics, link: BrokerLink) -> Self {
         RebalanceContext {
             moves: Mutex::new(Moves::default()),
             metrics,
+            link,
         }
     }
 
@@ -62,6 +67,7 @@ impl ClientContext for RebalanceContext {
     /// from offsets the consumer committed, and under exactly-once the
     /// offsets are committed by the producer's transaction instead.)
     fn stats(&self, statistics: Statistics) {
+        self.link.set(any_broker_up(&statistics));
         for (topic, t) in &statistics.topics {
             for (partition, p) in &t.partitions {
                 if *partition < 0 {

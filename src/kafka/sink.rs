@@ -16,8 +16,9 @@
 use crate::config::{KafkaConfig, ProcessingGuarantee};
 use crate::kafka::rebalance::RebalanceContext;
 use crate::kafka::records::OutRecord;
-use crate::kafka::{changelog, client_config, set_default};
+use crate::kafka::{any_broker_up, changelog, client_config, log_client_error, set_default};
 use crate::ops::metrics::Metrics;
+use crate::ops::status::BrokerLink;
 use crate::pipeline::ports::{Batch, CommitError, Sink, TopicPartition};
 use crate::store::checkpoint::{write_i64, CHANGELOG_NEXT};
 use crate::store::{KvStore, TaskId, Write};
@@ -25,8 +26,9 @@ use anyhow::{anyhow, Context};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
@@ -40,13 +42,30 @@ const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// restored, which settles it either way).
 const COMMIT_ATTEMPTS: u32 = 5;
 
+/// The producer's context: logs client errors and reports broker
+/// reachability from the producer's statistics (served by its own polling
+/// thread, so they arrive while a transactional call blocks).
+pub struct ProducerContext(BrokerLink);
+
+impl ClientContext for ProducerContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        log_client_error("producer", &error, reason);
+    }
+
+    fn stats(&self, statistics: Statistics) {
+        self.0.set(any_broker_up(&statistics));
+    }
+}
+
 /// The producer side of the pipeline.
 pub struct KafkaSink {
     cfg: KafkaConfig,
     guarantee: ProcessingGuarantee,
     transactional_id: String,
     changelog_topic: String,
-    producer: FutureProducer,
+    producer: FutureProducer<ProducerContext>,
+    /// Where the producer reports broker reachability (kept for rebuilds).
+    link: BrokerLink,
     metrics: Metrics,
     /// The run's stop signal: a stop ends commit retries.
     stop: watch::Receiver<bool>,
@@ -97,14 +116,16 @@ impl KafkaSink {
         metrics: Metrics,
         stop: watch::Receiver<bool>,
         consumer: Arc<BaseConsumer<RebalanceContext>>,
+        link: BrokerLink,
     ) -> anyhow::Result<Self> {
-        let producer = create_producer(cfg, guarantee, &transactional_id)?;
+        let producer = create_producer(cfg, guarantee, &transactional_id, &link)?;
         Ok(KafkaSink {
             cfg: cfg.clone(),
             guarantee,
             transactional_id,
             changelog_topic,
             producer,
+            link,
             metrics,
             stop,
             consumer,
@@ -286,7 +307,12 @@ impl Sink for KafkaSink {
     /// error).
     fn rebuild(&mut self) -> anyhow::Result<()> {
         self.metrics.producer_rebuilds.inc();
-        self.producer = create_producer(&self.cfg, self.guarantee, &self.transactional_id)?;
+        self.producer = create_producer(
+            &self.cfg,
+            self.guarantee,
+            &self.transactional_id,
+            &self.link,
+        )?;
         Ok(())
     }
 }
@@ -298,8 +324,10 @@ fn create_producer(
     cfg: &KafkaConfig,
     guarantee: ProcessingGuarantee,
     transactional_id: &str,
-) -> anyhow::Result<FutureProducer> {
+    link: &BrokerLink,
+) -> anyhow::Result<FutureProducer<ProducerContext>> {
     let mut c = client_config(cfg);
+    set_default(&mut c, "statistics.interval.ms", "5000");
     set_default(&mut c, "acks", "all");
     set_default(&mut c, "linger.ms", "5");
     set_default(&mut c, "compression.type", "lz4");
@@ -312,7 +340,9 @@ fn create_producer(
     } else {
         set_default(&mut c, "message.timeout.ms", "60000");
     }
-    let producer: FutureProducer = c.create().context("creating the Kafka producer")?;
+    let producer: FutureProducer<ProducerContext> = c
+        .create_with_context(ProducerContext(link.clone()))
+        .context("creating the Kafka producer")?;
     if guarantee == ProcessingGuarantee::ExactlyOnce {
         producer
             .init_transactions(TXN_CALL_TIMEOUT)

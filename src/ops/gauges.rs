@@ -1,4 +1,5 @@
-//! Gauges that are sampled rather than counted: readiness, RocksDB memory
+//! Gauges that are sampled rather than counted: readiness and broker
+//! reachability, RocksDB memory
 //! and write stalls (every few seconds), and customers by tier and quadrant
 //! (a scan of the owned tasks' profiles, once a minute — counting them
 //! incrementally would need every change to be visible as an output, and a
@@ -55,6 +56,9 @@ pub async fn sample_until_stopped(
 fn sample(status: &Status, store: &dyn KvStore, metrics: &Metrics, last: LastCount) -> LastCount {
     let view = status.view();
     metrics.ready.set(i64::from(view.ready));
+    metrics
+        .brokers_reachable
+        .set(i64::from(view.brokers_reachable));
     let s = store.stats();
     metrics
         .rocksdb_block_cache_bytes

@@ -145,7 +145,12 @@ async fn ready(State(s): State<Arc<HttpState>>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = json!({"ready": v.ready, "owned_tasks": v.owned, "restoring_tasks": v.restoring});
+    let body = json!({
+        "ready": v.ready,
+        "owned_tasks": v.owned,
+        "restoring_tasks": v.restoring,
+        "brokers_reachable": v.brokers_reachable,
+    });
     (code, Json(body)).into_response()
 }
 

@@ -180,6 +180,8 @@ metrics! {
     commit_seconds: Histogram = "commit_duration_seconds", "Time to commit one batch: outputs, changelog, offsets and local state";
     /// 1 once every owned task is restored and the loop is consuming.
     ready: IntGauge = "ready", "1 once every owned task is restored and the loop is consuming";
+    /// 1 while the consumer reaches a broker (from librdkafka statistics).
+    brokers_reachable: IntGauge = "brokers_reachable", "1 while the consumer has a connection up to at least one broker";
     /// Records taken while an empty, caught-up partition of their task was
     /// skipped (event-time alignment could not wait for it).
     enforced_processing: IntCounter = "enforced_processing_total", "Records processed while an empty, caught-up input partition of their task was skipped";
@@ -420,7 +422,7 @@ mod tests {
             .map(|f| f.name().to_owned())
             .collect();
         let names = m.family_names();
-        assert_eq!(names.len(), 33);
+        assert_eq!(names.len(), 34);
         for g in &gathered {
             assert!(names.contains(g), "{g} is exported but not declared");
         }

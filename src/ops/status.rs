@@ -1,11 +1,13 @@
 //! What this instance is doing right now, written by the run loop and read
 //! by the HTTP server and the gauge refresher: which tasks it owns, which
-//! are still restoring, and whether the loop is alive. Readiness is
-//! derived here once, so `/health/ready` and the `ready` metric agree.
+//! are still restoring, whether the loop is alive and whether the Kafka
+//! clients reach a broker. Readiness is derived here once, so
+//! `/health/ready` and the `ready` metric agree.
 
 use crate::store::TaskId;
 use std::collections::BTreeSet;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The loop counts as consuming while it polled within this long.
@@ -21,10 +23,37 @@ struct Inner {
     stopped: bool,
 }
 
+/// Whether this instance's Kafka clients reach a broker, as their
+/// statistics callbacks last said. Written outside the run loop: the
+/// producer's statistics come from its own polling thread, so they keep
+/// arriving while the loop is blocked in a transactional call during an
+/// outage — exactly when readiness must turn false.
+#[derive(Debug, Clone)]
+pub struct BrokerLink(Arc<AtomicBool>);
+
+impl Default for BrokerLink {
+    fn default() -> Self {
+        BrokerLink(Arc::new(AtomicBool::new(true)))
+    }
+}
+
+impl BrokerLink {
+    /// Records whether any broker connection is up.
+    pub fn set(&self, up: bool) {
+        self.0.store(up, Ordering::Relaxed);
+    }
+
+    /// Whether a broker connection was up at the last report.
+    pub fn up(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// Shared status of the run loop.
 #[derive(Debug, Default)]
 pub struct Status {
     inner: Mutex<Inner>,
+    link: BrokerLink,
 }
 
 /// A consistent copy of the status, for reports.
@@ -36,6 +65,8 @@ pub struct StatusView {
     pub owned: Vec<TaskId>,
     /// Owned tasks still restoring.
     pub restoring: Vec<TaskId>,
+    /// The Kafka clients have a connection up to at least one broker.
+    pub brokers_reachable: bool,
 }
 
 impl Status {
@@ -67,6 +98,11 @@ impl Status {
         self.lock().last_poll = Some(Instant::now());
     }
 
+    /// The handle the Kafka clients report broker reachability through.
+    pub fn broker_link(&self) -> BrokerLink {
+        self.link.clone()
+    }
+
     /// The loop has stopped for good.
     pub fn stopped(&self) {
         self.lock().stopped = true;
@@ -84,17 +120,22 @@ impl Status {
     }
 
     /// Ready: the group assigned partitions (possibly none), every owned task
-    /// is restored, and the loop polled recently.
+    /// is restored, the loop polled recently and a broker is reachable (a
+    /// loop cut off from every broker rides the outage out, but makes no
+    /// progress meanwhile).
     pub fn view(&self) -> StatusView {
         let s = self.lock();
+        let reachable = self.link.up();
         let ready = s.assigned
             && s.restoring.is_empty()
             && !s.stopped
+            && reachable
             && s.last_poll.is_some_and(|t| t.elapsed() < POLL_STALE);
         StatusView {
             ready,
             owned: s.owned.iter().copied().collect(),
             restoring: s.restoring.iter().copied().collect(),
+            brokers_reachable: reachable,
         }
     }
 }
@@ -115,6 +156,12 @@ mod tests {
         assert!(s.serves(t0) && !s.serves(t2) && s.restoring(t2) && !s.serves(t1));
         s.set_tasks(&owned, &BTreeSet::new());
         assert!(s.view().ready);
+        let link = s.broker_link();
+        link.set(false);
+        assert!(!s.view().ready, "no broker reachable");
+        assert!(!s.view().brokers_reachable);
+        link.set(true);
+        assert!(s.view().ready && s.view().brokers_reachable);
         s.stopped();
         assert!(!s.view().ready);
     }

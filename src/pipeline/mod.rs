@@ -161,6 +161,17 @@ impl Pipeline {
     /// metadata — which can hang on an unreachable or refusing broker) ends
     /// the run at once.
     pub async fn run(self, stop: watch::Receiver<bool>) -> Result<()> {
+        let status = self.status.clone();
+        let result = self.run_rejoining(stop).await;
+        // Only here is the pipeline done for good: a loop that ends in a
+        // fenced rejoin is followed by another one, and must not leave
+        // readiness false behind it.
+        status.stopped();
+        result
+    }
+
+    /// The run, rejoining with a fresh consumer after a self-fence.
+    async fn run_rejoining(self, stop: watch::Receiver<bool>) -> Result<()> {
         let mut stopped = stop.clone();
         let (changelog, partitions) = tokio::select! {
             r = self.start_up() => r?,
@@ -254,6 +265,7 @@ impl Pipeline {
             metrics.clone(),
             stop.clone(),
             source.consumer(),
+            self.status.broker_link(),
         )?;
         let restorer = Restorer::new(k, changelog, metrics, self.restore_progress.clone())?;
         let topics: Vec<&str> = k.input_topics.iter().map(String::as_str).collect();
@@ -296,8 +308,11 @@ impl Pipeline {
         set_default(&mut c, "queued.max.messages.kbytes", "4096");
         // Statistics carry the per-partition consumer lag metric.
         set_default(&mut c, "statistics.interval.ms", "5000");
-        c.create_with_context(RebalanceContext::new(self.processor.metrics.clone()))
-            .context("creating the Kafka consumer")
+        c.create_with_context(RebalanceContext::new(
+            self.processor.metrics.clone(),
+            self.status.broker_link(),
+        ))
+        .context("creating the Kafka consumer")
     }
 }
 
@@ -361,12 +376,6 @@ impl<S: Source, K: Sink, R: Restore> Runner<S, K, R> {
     }
 
     fn run(mut self) -> Result<()> {
-        let result = self.run_loop();
-        self.p.status.stopped();
-        result
-    }
-
-    fn run_loop(&mut self) -> Result<()> {
         loop {
             if let Some(failed) = self.source.fatal() {
                 return Err(failed.into());

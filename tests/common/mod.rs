@@ -8,11 +8,12 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::io::Cursor;
+use std::io::{Cursor, Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tierstream::cli::replay::{replay, ReplayIo, ReplayShape};
 use tierstream::config::Config;
 use tierstream::domain::engine::Engine;
@@ -230,14 +231,14 @@ fn await_all(pending: &mut Vec<rdkafka::producer::DeliveryFuture>) {
 pub fn stop_gracefully(mut child: Child) {
     let pid = child.id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             assert!(status.success(), "tierstream run exited with {status}");
             return;
         }
         assert!(
-            std::time::Instant::now() < deadline,
+            Instant::now() < deadline,
             "tierstream run did not stop on SIGTERM"
         );
         std::thread::sleep(Duration::from_millis(100));
@@ -499,7 +500,7 @@ impl TestEnv {
     /// instance `name`: every other instance stopped and its session timed
     /// out.
     pub fn wait_for_group_without_others(&self, name: &str, timeout: Duration) {
-        let deadline = std::time::Instant::now() + timeout;
+        let deadline = Instant::now() + timeout;
         loop {
             let members = self.group_members();
             let others = members.iter().filter(|m| *m != name).count();
@@ -507,7 +508,7 @@ impl TestEnv {
                 return;
             }
             assert!(
-                std::time::Instant::now() < deadline,
+                Instant::now() < deadline,
                 "the group still has members {members:?} after {timeout:?}"
             );
             std::thread::sleep(Duration::from_millis(250));
@@ -577,8 +578,8 @@ impl TestEnv {
 impl Instance {
     /// Waits until the log contains `needle`; false after `timeout`.
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
-        let deadline = std::time::Instant::now() + timeout;
-        while std::time::Instant::now() < deadline {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
             if self.log_text().contains(needle) {
                 return true;
             }
@@ -594,13 +595,13 @@ impl Instance {
 
     /// Waits for the process to exit by itself; panics after `timeout`.
     pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let deadline = std::time::Instant::now() + timeout;
+        let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
             assert!(
-                std::time::Instant::now() < deadline,
+                Instant::now() < deadline,
                 "did not exit within {timeout:?}; log: {}",
                 self.log_text()
             );
@@ -627,4 +628,90 @@ impl Instance {
     pub fn stop(self) {
         stop_gracefully(self.child);
     }
+}
+
+// HTTP helpers for an instance's own server (health, metrics, customers).
+
+/// A free local port (bound, then released for the child to take).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GET over plain HTTP/1.1: (status, body).
+pub fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    get_with(port, path, "")
+}
+
+/// GET with extra header lines (each ending in \r\n).
+pub fn get_with(port: u16, path: &str, headers: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{headers}\r\n"
+    )
+    .ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_owned()))
+}
+
+/// Parses a response body, naming it when it is not JSON.
+pub fn json(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+/// Waits until `path` answers `status`; returns the body.
+pub fn wait_for(port: u16, path: &str, status: u16) -> String {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Some((s, body)) = get(port, path) {
+            if s == status {
+                return body;
+            }
+        }
+        assert!(Instant::now() < deadline, "{path} never answered {status}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+// The deploy artifacts and promtool, which checks them.
+
+/// `deploy/<rel>` in this repository.
+pub fn deploy(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy")
+        .join(rel)
+}
+
+/// Runs `promtool <args>` and panics with its output unless it succeeds.
+pub fn promtool(args: &[&str], file: &Path) -> String {
+    let out = Command::new("promtool")
+        .args(args)
+        .arg(file)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run promtool ({e}); scripts/setup.sh installs it \
+                 (Debian package `prometheus`)"
+            )
+        });
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "promtool {} {} failed:\n{text}",
+        args.join(" "),
+        file.display()
+    );
+    text
 }
