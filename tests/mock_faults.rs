@@ -93,7 +93,6 @@ impl Harness {
             sink_metrics.clone(),
             stop,
             consumer,
-            BrokerLink::default(),
         )
         .unwrap();
         Harness {

@@ -9,7 +9,7 @@ use crate::domain::ranking::{Shares, Summaries};
 use crate::domain::time::Millis;
 use crate::kafka::partitioner::partition_for;
 use crate::ops::metrics::Metrics;
-use crate::pipeline::processor::{CutPointsOf, Processed, Processor};
+use crate::pipeline::processor::{CutPointsOf, Processed, Processor, RawRecord};
 use crate::store::memory::MemoryStore;
 use crate::store::session::TaskState;
 use crate::store::{KvStore, TaskId};
@@ -460,8 +460,10 @@ impl Lane<'_> {
         let processed = self.processor.process_ranked(
             task,
             self.store,
-            record,
-            None,
+            RawRecord {
+                bytes: record,
+                key: None,
+            },
             self.now,
             &mut self.outs,
             cuts,

@@ -39,6 +39,12 @@ impl RebalanceContext {
         }
     }
 
+    /// Where this consumer reports broker reachability (the producer of
+    /// the same pipeline reports there too).
+    pub fn broker_link(&self) -> BrokerLink {
+        self.link.clone()
+    }
+
     /// Takes the moves recorded since the last call.
     pub fn take(&self) -> Moves {
         std::mem::take(&mut *self.moves.lock().expect("rebalance lock"))

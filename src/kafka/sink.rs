@@ -116,8 +116,8 @@ impl KafkaSink {
         metrics: Metrics,
         stop: watch::Receiver<bool>,
         consumer: Arc<BaseConsumer<RebalanceContext>>,
-        link: BrokerLink,
     ) -> anyhow::Result<Self> {
+        let link = consumer.context().broker_link();
         let producer = create_producer(cfg, guarantee, &transactional_id, &link)?;
         Ok(KafkaSink {
             cfg: cfg.clone(),

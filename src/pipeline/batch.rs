@@ -11,7 +11,7 @@ use crate::kafka::records::{dlq_record, output_record, OutRecord, Source};
 use crate::kafka::summaries::{self, TaskSummary};
 use crate::pipeline::month_gate::Step;
 use crate::pipeline::ports::Batch;
-use crate::pipeline::processor::{CutPointsOf, Processed, Processor};
+use crate::pipeline::processor::{CutPointsOf, Processed, Processor, RawRecord};
 use crate::store::checkpoint::{input_offset_name, write_i64};
 use crate::store::session::TaskState;
 use crate::store::{KvStore, TaskId};
@@ -222,15 +222,13 @@ fn to_produce(
     let BatchContext { cfg, .. } = cx;
     outs.clear();
     let mut produced = Vec::new();
-    let processed = cx.processor.process_ranked(
-        task,
-        cx.store,
-        &r.payload,
-        r.key.as_deref(),
-        cx.now,
-        outs,
-        cuts,
-    )?;
+    let record = RawRecord {
+        bytes: &r.payload,
+        key: r.key.as_deref(),
+    };
+    let processed = cx
+        .processor
+        .process_ranked(task, cx.store, record, cx.now, outs, cuts)?;
     if let Processed::Waiting(month) = processed {
         // The month gate takes a record only once its month close can run.
         anyhow::bail!(

@@ -265,7 +265,6 @@ impl Pipeline {
             metrics.clone(),
             stop.clone(),
             source.consumer(),
-            self.status.broker_link(),
         )?;
         let restorer = Restorer::new(k, changelog, metrics, self.restore_progress.clone())?;
         let topics: Vec<&str> = k.input_topics.iter().map(String::as_str).collect();

@@ -35,6 +35,16 @@ pub enum Processed {
     Waiting(Millis),
 }
 
+/// One input record as the processor takes it: its bytes and, when it
+/// came from Kafka, its message key (which must then be its customer id).
+#[derive(Debug, Clone, Copy)]
+pub struct RawRecord<'a> {
+    /// The record's value.
+    pub bytes: &'a [u8],
+    /// The Kafka message key; `None` without one (and in `replay`).
+    pub key: Option<&'a [u8]>,
+}
+
 /// The cut points of a month close, once every task's summary of it is in;
 /// `None` asks the record to wait.
 pub type CutPointsOf<'a> = &'a (dyn Fn(Millis) -> Option<MonthClose> + Sync);
@@ -62,27 +72,25 @@ impl Processor {
         now: Millis,
         out: &mut Vec<Output>,
     ) -> Result<Processed, StoreError> {
-        self.process_ranked(task, store, bytes, None, now, out, None)
+        let record = RawRecord { bytes, key: None };
+        self.process_ranked(task, store, record, now, out, None)
     }
 
     /// [`Self::process`] for one of several tasks under percentile tiers:
     /// before an event passes a month close, that month's cut points —
     /// merged from every task's summary, `cuts` says when they are all in —
-    /// are installed, or the event waits. A Kafka record's `key`, when it
-    /// has one, must be the event's customer id.
-    #[allow(clippy::too_many_arguments)]
+    /// are installed, or the event waits.
     pub fn process_ranked(
         &self,
         task: &mut TaskState,
         store: &dyn KvStore,
-        bytes: &[u8],
-        key: Option<&[u8]>,
+        record: RawRecord<'_>,
         now: Millis,
         out: &mut Vec<Output>,
         cuts: Option<CutPointsOf<'_>>,
     ) -> Result<Processed, StoreError> {
-        let event = match decode(bytes, &self.rules, now).and_then(|e| {
-            check_key(key, &e)?;
+        let event = match decode(record.bytes, &self.rules, now).and_then(|e| {
+            check_key(record.key, &e)?;
             Ok(e)
         }) {
             Ok(e) => e,
