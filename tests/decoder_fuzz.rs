@@ -6,7 +6,7 @@
 //! trip through a canonical re-encoding (so acceptance does not hang on
 //! formatting, key order or escapes).
 //!
-//! CI runs a bounded number of cases (`PROPTEST_CASES`, default 1000 per
+//! CI runs a bounded number of cases (`PROPTEST_CASES`, default 20 000 per
 //! property); `scripts/fuzz.sh MINUTES` runs fresh random cases until the
 //! time is up. A failing case is shrunk and kept in `proptest-regressions/`.
 
@@ -120,7 +120,7 @@ fn cases() -> u32 {
     std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|c| c.parse().ok())
-        .unwrap_or(1000)
+        .unwrap_or(20_000)
 }
 
 proptest! {
