@@ -64,8 +64,6 @@ pub struct KafkaSink {
     transactional_id: String,
     changelog_topic: String,
     producer: FutureProducer<ProducerContext>,
-    /// Where the producer reports broker reachability (kept for rebuilds).
-    link: BrokerLink,
     metrics: Metrics,
     /// The run's stop signal: a stop ends commit retries.
     stop: watch::Receiver<bool>,
@@ -117,15 +115,15 @@ impl KafkaSink {
         stop: watch::Receiver<bool>,
         consumer: Arc<BaseConsumer<RebalanceContext>>,
     ) -> anyhow::Result<Self> {
+        // The producer reports broker reachability where the consumer does.
         let link = consumer.context().broker_link();
-        let producer = create_producer(cfg, guarantee, &transactional_id, &link)?;
+        let producer = create_producer(cfg, guarantee, &transactional_id, link)?;
         Ok(KafkaSink {
             cfg: cfg.clone(),
             guarantee,
             transactional_id,
             changelog_topic,
             producer,
-            link,
             metrics,
             stop,
             consumer,
@@ -311,7 +309,7 @@ impl Sink for KafkaSink {
             &self.cfg,
             self.guarantee,
             &self.transactional_id,
-            &self.link,
+            self.consumer.context().broker_link(),
         )?;
         Ok(())
     }
@@ -324,7 +322,7 @@ fn create_producer(
     cfg: &KafkaConfig,
     guarantee: ProcessingGuarantee,
     transactional_id: &str,
-    link: &BrokerLink,
+    link: BrokerLink,
 ) -> anyhow::Result<FutureProducer<ProducerContext>> {
     let mut c = client_config(cfg);
     set_default(&mut c, "statistics.interval.ms", "5000");
@@ -341,7 +339,7 @@ fn create_producer(
         set_default(&mut c, "message.timeout.ms", "60000");
     }
     let producer: FutureProducer<ProducerContext> = c
-        .create_with_context(ProducerContext(link.clone()))
+        .create_with_context(ProducerContext(link))
         .context("creating the Kafka producer")?;
     if guarantee == ProcessingGuarantee::ExactlyOnce {
         producer

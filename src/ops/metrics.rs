@@ -180,8 +180,9 @@ metrics! {
     commit_seconds: Histogram = "commit_duration_seconds", "Time to commit one batch: outputs, changelog, offsets and local state";
     /// 1 once every owned task is restored and the loop is consuming.
     ready: IntGauge = "ready", "1 once every owned task is restored and the loop is consuming";
-    /// 1 while the consumer reaches a broker (from librdkafka statistics).
-    brokers_reachable: IntGauge = "brokers_reachable", "1 while the consumer has a connection up to at least one broker";
+    /// 1 while the Kafka clients reach a broker (from the producer's and
+    /// the consumer's librdkafka statistics, whichever reported last).
+    brokers_reachable: IntGauge = "brokers_reachable", "1 while the Kafka clients have a connection up to at least one broker";
     /// Records taken while an empty, caught-up partition of their task was
     /// skipped (event-time alignment could not wait for it).
     enforced_processing: IntCounter = "enforced_processing_total", "Records processed while an empty, caught-up input partition of their task was skipped";
