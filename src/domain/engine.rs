@@ -59,11 +59,25 @@ pub struct LoyaltyPolicy {
     pub risk: RiskPolicy,
 }
 
+/// How far ahead of a daily re-evaluation its next deadline is searched.
+/// A month later every part of the window has moved once more; 13 months
+/// on, all the evidence of the evaluation has left the window, so the
+/// search has seen every instant at which something could still change.
+const LOOK_AHEAD_MONTHS: i32 = 13;
+
 /// How far a profile's loyalty evaluation is settled, for rescheduling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Settled {
-    /// Evaluated at this instant; nothing changes until a computed deadline.
+    /// Evaluated at this instant (an event); nothing changes until a
+    /// computed deadline, searched for up to the next month start.
     At(Millis),
+    /// Evaluated at this midnight (a daily re-evaluation); the deadline is
+    /// searched for across month starts, up to [`LOOK_AHEAD_MONTHS`].
+    Ticked(Millis),
+    /// Re-evaluate at this midnight, in the tick that is running: a month
+    /// close changed the tier, which the warning's severity and the risk
+    /// depend on.
+    Due(Millis),
     /// New evidence was not evaluated (a late event): look at the next tick.
     Unsettled,
     /// Loyalty was not touched: keep the daily deadline as it is.
@@ -310,6 +324,7 @@ impl Engine {
         let pyramid = self.pyramid(store);
         let settled = match kind {
             TimerKind::MonthClose => {
+                let tier = profile.tier;
                 self.month_close(&mut profile, &pyramid, midnight, out);
                 // The month's summary was consumed by this month close
                 // (`roll_ranking`); every customer visited here starts the
@@ -317,7 +332,13 @@ impl Engine {
                 if let Some(m) = self.ranked_month(store, midnight) {
                     store.ranking().pending.add(Self::totals(&profile, m).value);
                 }
-                Settled::Unchanged
+                // Month closes run before the midnight's daily
+                // re-evaluations, so a deadline put here is still met.
+                if profile.tier == tier {
+                    Settled::Unchanged
+                } else {
+                    Settled::Due(midnight)
+                }
             }
             TimerKind::Daily => {
                 // A customer whose first events were all late gets its tier
@@ -326,7 +347,7 @@ impl Engine {
                     self.reassess_tier(&mut profile, &pyramid, midnight, &cause, out);
                 }
                 self.reassess_loyalty(&mut profile, midnight, &cause, out);
-                Settled::At(midnight)
+                Settled::Ticked(midnight)
             }
         };
         profile.timers = self.schedule(&profile, &pyramid, midnight, settled);
@@ -695,7 +716,11 @@ impl Engine {
             None
         } else {
             match settled {
-                Settled::At(t0) => Some(self.next_loyalty_change(profile, t0, now)),
+                Settled::At(t0) => Some(self.next_loyalty_change(profile, t0, now, 1)),
+                Settled::Ticked(t0) => {
+                    Some(self.next_loyalty_change(profile, t0, now, LOOK_AHEAD_MONTHS))
+                }
+                Settled::Due(at) => Some(at),
                 Settled::Unsettled => Some(next_midnight(now)),
                 Settled::Unchanged => profile.timers.daily,
             }
@@ -704,41 +729,68 @@ impl Engine {
     }
 
     /// The first coming midnight at which re-evaluating a profile settled at
-    /// `t0` could change its quadrant or warning. Month starts bound the
-    /// search: the 12-month window moves there, and scores may jump.
-    fn next_loyalty_change(&self, profile: &Profile, t0: Millis, now: Millis) -> Millis {
+    /// `t0` could change its quadrant or warning, searched for up to
+    /// `months` month starts ahead (the last of them when nothing changes
+    /// before).
+    ///
+    /// Time splits into segments at month starts (the 12-month window
+    /// moves there, and scores may jump) and, under the risk rule, at the
+    /// midnights `RiskEvidence::next_change_after` names. Within a segment
+    /// every part of the signature changes at most once and never back
+    /// (scores move one way, the cooldown passes, complaints age out),
+    /// which is what makes a bisection exact; it also means that a
+    /// signature unchanged at a segment's first and last midnights was
+    /// unchanged all along. Most evaluations change nothing, so two looks
+    /// per segment replace the whole bisection. Looking across month
+    /// starts from a daily re-evaluation (a quiet customer) costs a few
+    /// signatures per month instead of a visit per month: a load, a save
+    /// and a rewrite of the profile.
+    fn next_loyalty_change(
+        &self,
+        profile: &Profile,
+        t0: Millis,
+        now: Millis,
+        months: i32,
+    ) -> Millis {
         let first = next_midnight(now);
         if month_of(first) != month_of(t0) {
             return first;
         }
         let reference = self.signature(profile, t0);
-        let mut segment_end = month_start(month_of(first) + 1);
-        if self.policy.loyalty.risk.open_on == OpenOn::Risk {
-            segment_end = segment_end.min(profile.evidence.risk.next_change_after(t0));
-        }
-        let (mut lo, mut hi) = (0, (segment_end - first) / DAY_MS);
-        // Within a segment every part of the signature changes at most
-        // once and never back (scores move one way, the cooldown passes,
-        // complaints age out), which is what makes the bisection exact; it
-        // also means that a signature unchanged at the segment's last
-        // midnight was unchanged all along. Most evaluations change
-        // nothing, so this one look replaces the whole bisection.
-        if hi > 0 {
-            if self.signature(profile, first + (hi - 1) * DAY_MS) == reference {
-                return segment_end;
+        let differs = |at: Millis| self.signature(profile, at) != reference;
+        let limit = month_start(month_of(first) + months);
+        // The first segment starts at t0 (its signature is the reference
+        // there), a later one where the one before ended.
+        let (mut start, mut from) = (first, t0);
+        loop {
+            let mut end = month_start(month_of(start) + 1);
+            if self.policy.loyalty.risk.open_on == OpenOn::Risk {
+                end = end.min(profile.evidence.risk.next_change_after(from));
             }
-            // Changed by the last midnight: the first change is no later.
-            hi -= 1;
-        }
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            if self.signature(profile, first + mid * DAY_MS) != reference {
-                hi = mid;
-            } else {
-                lo = mid + 1;
+            // A segment that ended by the first midnight (an edge between
+            // t0 and it), or a later one that starts changed.
+            if end <= start || (start != first && differs(start)) {
+                return start;
             }
+            let days = (end - start) / DAY_MS;
+            if days > 0 && differs(start + (days - 1) * DAY_MS) {
+                // Changed by the last midnight: the first change is no later.
+                let (mut lo, mut hi) = (0, days - 1);
+                while lo < hi {
+                    let mid = (lo + hi) / 2;
+                    if differs(start + mid * DAY_MS) {
+                        hi = mid;
+                    } else {
+                        lo = mid + 1;
+                    }
+                }
+                return start + lo * DAY_MS;
+            }
+            if end >= limit {
+                return end;
+            }
+            (start, from) = (end, end);
         }
-        first + lo * DAY_MS
     }
 
     fn scores_at(&self, profile: &Profile, at: Millis) -> Scores {
