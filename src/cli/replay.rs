@@ -27,9 +27,12 @@ use std::time::Instant;
 /// once this many profiles are waiting to be written, whichever comes
 /// first: that bounds memory on large replays (month-close ticks can dirty
 /// many profiles at once), and writing less often lets a hot customer's
-/// many updates reach RocksDB as one.
-const FLUSH_EVERY: usize = 100_000;
-const FLUSH_DIRTY_PROFILES: usize = 50_000;
+/// many updates reach RocksDB as one. (Every flush encodes and writes each
+/// profile it holds: at 100 000 records and 50 000 profiles that was an
+/// eighth of a heavy-tailed replay; these bounds took a sixth off its CPU
+/// time, and its peak RSS of 1M events grew from 330 to 370 MB.)
+const FLUSH_EVERY: usize = 1_000_000;
+const FLUSH_DIRTY_PROFILES: usize = 200_000;
 
 /// Counters of one replay run, printed as the summary.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
