@@ -82,11 +82,15 @@ impl ReplayShape {
     }
 }
 
-/// Lines a worker may be handed before the reader waits for it, and lines
+/// Batches a worker may be handed before the reader waits for it, and lines
 /// read but not yet written: together they bound a parallel replay's
 /// memory whatever the speed of its threads.
-const LANE_QUEUE: usize = 4_096;
+const LANE_QUEUE: usize = 16;
 const MAX_IN_FLIGHT: usize = 65_536;
+/// Lines that cross to a worker thread, and come back encoded, as one
+/// message: a message per line made the reading thread a tenth of a
+/// two-thread replay's CPU time.
+const BATCH_LINES: usize = 256;
 
 /// Replays the input through `processor` over `store`. Outputs are written
 /// in input order — a line's outputs where the line is — whatever the
@@ -142,17 +146,20 @@ pub fn replay(
         return Ok(summary);
     }
     std::thread::scope(|scope| {
-        let mut inputs = Vec::new();
-        let mut results = Vec::new();
+        let mut dispatch = Dispatch::default();
         let mut workers = Vec::new();
         for mut lane in lanes {
-            let (in_tx, in_rx) = std::sync::mpsc::sync_channel::<Line<Vec<u8>>>(LANE_QUEUE);
-            let (out_tx, out_rx) = std::sync::mpsc::channel::<Result<LineOut>>();
-            inputs.push(in_tx);
-            results.push(out_rx);
+            let (in_tx, in_rx) = std::sync::mpsc::sync_channel::<Vec<Line<Vec<u8>>>>(LANE_QUEUE);
+            let (out_tx, out_rx) = std::sync::mpsc::channel::<Result<Vec<LineOut>>>();
+            dispatch.lanes.push(LaneLink {
+                input: in_tx,
+                results: out_rx,
+                batch: Vec::new(),
+                done: VecDeque::new(),
+            });
             workers.push(scope.spawn(move || -> Result<()> {
-                for line in in_rx {
-                    let r = lane.line(line);
+                for batch in in_rx {
+                    let r: Result<Vec<LineOut>> = batch.into_iter().map(|l| lane.line(l)).collect();
                     let failed = r.is_err();
                     if out_tx.send(r).is_err() || failed {
                         return Ok(());
@@ -161,45 +168,15 @@ pub fn replay(
                 lane.finish()
             }));
         }
-        // Which lane each line went to, oldest first: results are written
-        // in that order.
-        let mut order: VecDeque<usize> = Default::default();
-        let lanes = inputs.len();
         let summary = read_lines(shape.partitions, input, on_bytes, |summary, line| {
-            let lane = line.task % lanes;
-            // Only a line crossing to another thread is copied.
-            let owned = Line {
-                task: line.task,
-                no: line.no,
-                record: line.record.to_vec(),
-            };
-            inputs[lane]
-                .send(owned)
-                .map_err(|_| anyhow::anyhow!("a replay thread stopped"))?;
-            order.push_back(lane);
-            // Write whatever is ready; wait when too much is in flight.
-            while let Some(&next) = order.front() {
-                let ready = if order.len() > MAX_IN_FLIGHT {
-                    results[next].recv().ok()
-                } else {
-                    results[next].try_recv().ok()
-                };
-                let Some(r) = ready else { break };
-                order.pop_front();
-                writer.write(summary, r?)?;
-            }
-            Ok(())
+            dispatch.push(line)?;
+            dispatch.write_ready(&mut writer, summary, false)
         });
-        drop(inputs);
         let summary = summary.and_then(|mut summary| {
-            for lane in order {
-                let r = results[lane]
-                    .recv()
-                    .map_err(|_| anyhow::anyhow!("a replay thread stopped"))?;
-                writer.write(&mut summary, r?)?;
-            }
+            dispatch.write_ready(&mut writer, &mut summary, true)?;
             Ok(summary)
         });
+        drop(dispatch);
         for w in workers {
             w.join()
                 .map_err(|_| anyhow::anyhow!("a replay thread panicked"))??;
@@ -207,6 +184,99 @@ pub fn replay(
         writer.flush()?;
         summary
     })
+}
+
+/// The reading thread's link to one worker: the batch being filled, and
+/// results received but not yet written.
+struct LaneLink {
+    input: std::sync::mpsc::SyncSender<Vec<Line<Vec<u8>>>>,
+    results: std::sync::mpsc::Receiver<Result<Vec<LineOut>>>,
+    batch: Vec<Line<Vec<u8>>>,
+    done: VecDeque<LineOut>,
+}
+
+impl LaneLink {
+    fn send(&mut self) -> Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_LINES));
+        self.input
+            .send(batch)
+            .map_err(|_| anyhow::anyhow!("a replay thread stopped"))
+    }
+
+    fn receive(&mut self, wait: bool) -> Result<bool> {
+        let r = if wait {
+            self.results
+                .recv()
+                .map_err(|_| anyhow::anyhow!("a replay thread stopped"))?
+        } else {
+            match self.results.try_recv() {
+                Ok(r) => r,
+                Err(_) => return Ok(false),
+            }
+        };
+        self.done.extend(r?);
+        Ok(true)
+    }
+}
+
+/// Hands lines to the workers in batches and writes their results in
+/// input order.
+#[derive(Default)]
+struct Dispatch {
+    lanes: Vec<LaneLink>,
+    /// Which lane each line went to, oldest first: results are written in
+    /// that order.
+    order: VecDeque<usize>,
+}
+
+impl Dispatch {
+    fn push(&mut self, line: Line<&[u8]>) -> Result<()> {
+        let lane = line.task % self.lanes.len();
+        let link = &mut self.lanes[lane];
+        // Only a line crossing to another thread is copied.
+        link.batch.push(Line {
+            task: line.task,
+            no: line.no,
+            record: line.record.to_vec(),
+        });
+        if link.batch.len() >= BATCH_LINES {
+            link.send()?;
+        }
+        self.order.push_back(lane);
+        Ok(())
+    }
+
+    /// Writes whatever results are ready in order; waits for them when too
+    /// much is in flight, or for all of them at the `end` of the input.
+    fn write_ready(
+        &mut self,
+        writer: &mut Writer<'_>,
+        summary: &mut ReplaySummary,
+        end: bool,
+    ) -> Result<()> {
+        while let Some(&next) = self.order.front() {
+            let link = &mut self.lanes[next];
+            if link.done.is_empty() {
+                let wait = end || self.order.len() > MAX_IN_FLIGHT;
+                if wait {
+                    // Its line may still be in the batch being filled.
+                    link.send()?;
+                }
+                if !link.receive(wait)? {
+                    break;
+                }
+            }
+            let Some(out) = link.done.pop_front() else {
+                continue;
+            };
+            self.order.pop_front();
+            writer.write(summary, out)?;
+        }
+        Ok(())
+    }
 }
 
 /// A replay of several tasks under percentile tiers. A task closes a
