@@ -66,14 +66,17 @@ pub struct LoyaltyPolicy {
 const LOOK_AHEAD_MONTHS: i32 = 13;
 
 /// How far a profile's loyalty evaluation is settled, for rescheduling.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The signature the evaluation left (`None`: no attitude) is what the
+/// deadline search compares against; handing it over saves computing the
+/// scores and the risk at that instant a second time.
+#[derive(Debug, Clone, PartialEq)]
 enum Settled {
     /// Evaluated at this instant (an event); nothing changes until a
     /// computed deadline, searched for up to the next month start.
-    At(Millis),
+    At(Millis, Option<Signature>),
     /// Evaluated at this midnight (a daily re-evaluation); the deadline is
     /// searched for across month starts, up to [`LOOK_AHEAD_MONTHS`].
-    Ticked(Millis),
+    Ticked(Millis, Option<Signature>),
     /// Re-evaluate at this midnight, in the tick that is running: a month
     /// close changed the tier, which the warning's severity and the risk
     /// depend on.
@@ -223,8 +226,8 @@ impl Engine {
         } else {
             let cause = Cause::Event(event.event_id.clone());
             self.reassess_tier(&mut profile, &pyramid, event.ts, &cause, out);
-            self.reassess_loyalty(&mut profile, event.ts, &cause, out);
-            Settled::At(event.ts)
+            let signature = self.reassess_loyalty(&mut profile, event.ts, &cause, out);
+            Settled::At(event.ts, signature)
         };
         profile.timers = self.schedule(&profile, &pyramid, stream_time, settled);
         let cause = Cause::Event(event.event_id.clone());
@@ -346,8 +349,8 @@ impl Engine {
                 if profile.tier.is_none() {
                     self.reassess_tier(&mut profile, &pyramid, midnight, &cause, out);
                 }
-                self.reassess_loyalty(&mut profile, midnight, &cause, out);
-                Settled::Ticked(midnight)
+                let signature = self.reassess_loyalty(&mut profile, midnight, &cause, out);
+                Settled::Ticked(midnight, signature)
             }
         };
         profile.timers = self.schedule(&profile, &pyramid, midnight, settled);
@@ -716,9 +719,11 @@ impl Engine {
             None
         } else {
             match settled {
-                Settled::At(t0) => Some(self.next_loyalty_change(profile, t0, now, 1)),
-                Settled::Ticked(t0) => {
-                    Some(self.next_loyalty_change(profile, t0, now, LOOK_AHEAD_MONTHS))
+                Settled::At(t0, reference) => {
+                    Some(self.next_loyalty_change(profile, t0, reference, now, 1))
+                }
+                Settled::Ticked(t0, reference) => {
+                    Some(self.next_loyalty_change(profile, t0, reference, now, LOOK_AHEAD_MONTHS))
                 }
                 Settled::Due(at) => Some(at),
                 Settled::Unsettled => Some(next_midnight(now)),
@@ -729,7 +734,8 @@ impl Engine {
     }
 
     /// The first coming midnight at which re-evaluating a profile settled at
-    /// `t0` could change its quadrant or warning, searched for up to
+    /// `t0` (with signature `reference` there, when the caller has it)
+    /// could change its quadrant or warning, searched for up to
     /// `months` month starts ahead (the last of them when nothing changes
     /// before).
     ///
@@ -749,6 +755,7 @@ impl Engine {
         &self,
         profile: &Profile,
         t0: Millis,
+        reference: Option<Signature>,
         now: Millis,
         months: i32,
     ) -> Millis {
@@ -756,7 +763,7 @@ impl Engine {
         if month_of(first) != month_of(t0) {
             return first;
         }
-        let reference = self.signature(profile, t0);
+        let reference = reference.unwrap_or_else(|| self.signature(profile, t0));
         let differs = |at: Millis| self.signature(profile, at) != reference;
         let limit = month_start(month_of(first) + months);
         // The first segment starts at t0 (its signature is the reference
@@ -806,17 +813,28 @@ impl Engine {
 
     fn signature(&self, profile: &Profile, at: Millis) -> Signature {
         let s = self.scores_at(profile, at);
+        let risk = (self.policy.loyalty.risk.open_on == OpenOn::Risk)
+            .then(|| self.risk_value_at(profile, &s, at));
+        self.signature_of(profile, &s, risk, at)
+    }
+
+    /// The signature at `at` of a profile whose scores there are `s` and
+    /// whose risk (under the risk rule) is `risk`.
+    fn signature_of(
+        &self,
+        profile: &Profile,
+        s: &Scores,
+        risk: Option<f64>,
+        at: Millis,
+    ) -> Signature {
         let rp = &self.policy.loyalty.risk;
         Signature {
-            sides: next_sides(&self.policy.loyalty.quadrant, profile.sides, &s),
+            sides: next_sides(&self.policy.loyalty.quadrant, profile.sides, s),
             past_gap: s.past_gap,
             open_complaint: s.open_complaint,
-            codes: codes(&reasons(&s)),
+            codes: codes(&reasons(s)),
             cooldown_passed: self.cooldown_passed(profile, at),
-            risk: (rp.open_on == OpenOn::Risk).then(|| {
-                let r = self.risk_value_at(profile, &s, at);
-                (self.risk_on_warning_side(profile, r), r >= rp.escalate_risk)
-            }),
+            risk: risk.map(|r| (self.risk_on_warning_side(profile, r), r >= rp.escalate_risk)),
         }
     }
 
@@ -911,16 +929,17 @@ impl Engine {
 
     /// Re-evaluates loyalty at `at`: scores, quadrant, and the warning
     /// lifecycle. Customers without attitudinal evidence have no attitude,
-    /// no quadrant and no warning.
+    /// no quadrant and no warning. Returns the profile's signature at `at`
+    /// after the evaluation (`None` without an attitude).
     fn reassess_loyalty(
         &self,
         profile: &mut Profile,
         at: Millis,
         cause: &Cause,
         out: &mut Vec<Output>,
-    ) {
+    ) -> Option<Signature> {
         if !profile.evidence.any {
-            return;
+            return None;
         }
         let s = self.scores_at(profile, at);
         let sides = next_sides(&self.policy.loyalty.quadrant, profile.sides, &s);
@@ -950,7 +969,7 @@ impl Engine {
             self.policy.loyalty.warning_cooldown,
         );
         let action = match step {
-            Transition::None => return,
+            Transition::None => return Some(self.signature_of(profile, &s, value, at)),
             Transition::Open => {
                 profile.warning = Some(OpenWarning {
                     warning_id: output_id(&profile.customer_id, profile.seq + 1),
@@ -977,6 +996,8 @@ impl Engine {
             _ => profile.warning.clone(),
         }
         .expect("a warning output has a warning");
+        profile.last_warning_at = Some(at);
+        let signature = self.signature_of(profile, &s, value, at);
         let body = ChurnWarning {
             action,
             warning_id: open.warning_id,
@@ -994,7 +1015,6 @@ impl Engine {
             risk: Some(r),
             stake: Some(stake),
         };
-        profile.last_warning_at = Some(at);
         Self::emit(
             profile,
             at,
@@ -1002,6 +1022,7 @@ impl Engine {
             OutputBody::ChurnWarning(Box::new(body)),
             out,
         );
+        Some(signature)
     }
 
     /// A forgotten customer's open warning is cleared before its state goes.
