@@ -780,7 +780,9 @@ impl Engine {
                 return start;
             }
             let days = (end - start) / DAY_MS;
-            if days > 0 && differs(start + (days - 1) * DAY_MS) {
+            // (A later segment's first midnight was looked at just now.)
+            let last_seen = start != first && days == 1;
+            if days > 0 && !last_seen && differs(start + (days - 1) * DAY_MS) {
                 // Changed by the last midnight: the first change is no later.
                 let (mut lo, mut hi) = (0, days - 1);
                 while lo < hi {
