@@ -24,15 +24,13 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 /// A replay writes its state to the store after this many records, or
-/// once this many profiles are waiting to be written, whichever comes
-/// first: that bounds memory on large replays (month-close ticks can dirty
-/// many profiles at once), and writing less often lets a hot customer's
-/// many updates reach RocksDB as one. (Every flush encodes and writes each
-/// profile it holds: at 100 000 records and 50 000 profiles that was an
-/// eighth of a heavy-tailed replay; these bounds took a sixth off its CPU
-/// time, and its peak RSS of 1M events grew from 330 to 370 MB.)
+/// once a task's profiles waiting to be written take its share of
+/// `state.cache_mb`, whichever comes first: that bounds memory on large
+/// replays (month-close ticks can dirty many profiles at once), and writing
+/// less often lets a hot customer's many updates reach RocksDB as one.
+/// (Every flush encodes and writes each profile it holds: flushing every
+/// 100 000 records was an eighth of a heavy-tailed replay.)
 const FLUSH_EVERY: usize = 1_000_000;
-const FLUSH_DIRTY_PROFILES: usize = 200_000;
 
 /// Counters of one replay run, printed as the summary.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -562,14 +560,7 @@ impl Lane<'_> {
             return Ok(Some(month));
         }
         self.since_flush += 1;
-        if self.since_flush >= FLUSH_EVERY
-            || self
-                .tasks
-                .iter()
-                .map(TaskState::dirty_profiles)
-                .sum::<usize>()
-                >= FLUSH_DIRTY_PROFILES
-        {
+        if self.since_flush >= FLUSH_EVERY || self.tasks.iter().any(TaskState::dirty_over_budget) {
             self.finish()?;
         }
         Ok(None)

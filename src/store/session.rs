@@ -39,6 +39,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 const ENTRY_OVERHEAD: usize = 256;
 /// Decoded profiles are larger than their encoding by about this factor.
 const DECODED_FACTOR: usize = 3;
+/// The least a task may gather in writes before `dirty_over_budget`, so
+/// that a cache of 0 (every read from RocksDB) does not mean a write per
+/// record.
+const MIN_DIRTY_BUDGET: usize = 16 << 20;
 
 /// One cached profile.
 #[derive(Debug)]
@@ -66,6 +70,10 @@ pub struct TaskState {
     profiles: LruCache<String, Cached>,
     /// Customers written since the last drain (each once).
     dirty: Vec<String>,
+    /// What the profiles written since the last drain will be charged,
+    /// as far as known before they are encoded: their charge when last
+    /// drained or read (a new customer: the entry overhead).
+    dirty_bytes: usize,
     /// What `profiles` is charged now, and the most it may be after a drain.
     cached_bytes: usize,
     cache_budget: usize,
@@ -109,6 +117,7 @@ impl TaskState {
             ranking,
             profiles: LruCache::unbounded(),
             dirty: Vec::new(),
+            dirty_bytes: 0,
             cached_bytes: 0,
             cache_budget: cache_bytes,
             timers: Default::default(),
@@ -121,9 +130,12 @@ impl TaskState {
         Session { state: self, store }
     }
 
-    /// Profiles written since the last drain.
-    pub fn dirty_profiles(&self) -> usize {
-        self.dirty.len()
+    /// Whether the profiles written since the last drain are estimated to
+    /// take the task's cache budget: a driver that chooses when to drain
+    /// (a replay) drains then, so the state held in memory stays within
+    /// twice `state.cache_mb` (clean and dirty).
+    pub fn dirty_over_budget(&self) -> bool {
+        self.dirty_bytes >= self.cache_budget.max(MIN_DIRTY_BUDGET)
     }
 
     /// Takes the pending writes (profiles, timers, stream time) as one
@@ -131,6 +143,7 @@ impl TaskState {
     /// leave once the cache is over its budget.
     pub fn drain(&mut self) -> Vec<Write> {
         let task = self.task;
+        self.dirty_bytes = 0;
         let mut writes = Vec::with_capacity(self.dirty.len());
         for id in std::mem::take(&mut self.dirty) {
             // `peek`: draining is not a use, the LRU order stays.
@@ -328,6 +341,7 @@ impl Session<'_> {
         let state = &mut *self.state;
         if let Some(c) = state.profiles.get_mut(&id) {
             if !c.dirty {
+                state.dirty_bytes += c.bytes;
                 state.dirty.push(id);
             }
             state.cached_bytes -= c.bytes;
@@ -339,6 +353,7 @@ impl Session<'_> {
             };
             return;
         }
+        state.dirty_bytes += charge(0, &id);
         state.dirty.push(id.clone());
         let cached = Cached {
             profile,
@@ -392,6 +407,33 @@ mod tests {
             assert_eq!(s.load(&id).unwrap().unwrap().customer_id, id);
         }
         assert_eq!(s.load("nobody").unwrap(), None);
+    }
+
+    #[test]
+    fn waiting_writes_count_against_the_budget_until_drained() {
+        let store = MemoryStore::new();
+        // A cache of 0: the floor applies.
+        let mut task = TaskState::open(TaskId::new(0), &store, 0).unwrap();
+        let fits = MIN_DIRTY_BUDGET / charge(0, "c000000");
+        let save = |task: &mut TaskState, ids: std::ops::Range<usize>| {
+            let mut s = task.session(&store);
+            for i in ids {
+                s.save(
+                    Box::new(Profile::new(&format!("c{i:06}"))),
+                    Timers::default(),
+                )
+                .unwrap();
+            }
+        };
+        save(&mut task, 0..fits - 1);
+        assert!(!task.dirty_over_budget());
+        // Saving a waiting profile again adds nothing.
+        save(&mut task, 0..10);
+        assert!(!task.dirty_over_budget());
+        save(&mut task, fits - 1..fits + 1);
+        assert!(task.dirty_over_budget());
+        store.write(task.drain()).unwrap();
+        assert!(!task.dirty_over_budget());
     }
 
     #[test]
