@@ -9,13 +9,14 @@ use crate::domain::event::Minor;
 use crate::domain::lifetime::StakePolicy;
 use crate::domain::loyalty::{AttitudePolicy, BehaviourPolicy, QuadrantPolicy};
 use crate::domain::ranking::Shares;
-use crate::domain::risk::{Feature, OpenOn, RiskModel, RiskPolicy, FEATURES};
+use crate::domain::risk::{Feature, OpenOn, RiskModel, RiskPolicy, Shape, FEATURES};
 use crate::domain::tier::{TierPolicy, TierSettings};
 use crate::domain::time::DAY_MS;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use rust_decimal::prelude::*;
 use serde::Deserialize;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -155,6 +156,14 @@ pub struct WarningsConfig {
     pub risk_horizon_days: f64,
     /// The logistic model: `intercept` and one coefficient per feature.
     pub risk_coefficients: BTreeMap<String, f64>,
+    /// The map of the summed logit to the final one, as `[[logit,
+    /// calibrated], ...]` (piecewise linear, flat beyond the ends, never
+    /// falling); `[]` for none.
+    pub risk_calibration: Vec<[f64; 2]>,
+    /// `[warnings.risk_shapes]`: a feature's contribution as
+    /// `[[value, contribution], ...]` (piecewise linear, flat beyond the
+    /// ends) instead of coefficient x value; `[]` for none.
+    pub risk_shapes: BTreeMap<String, Vec<[f64; 2]>>,
     /// `[warnings.priority]`: value-at-risk floors of the priorities.
     pub priority: PriorityConfig,
 }
@@ -390,7 +399,7 @@ pub enum ConfigError {
     #[error("invalid configuration: `{key}` {problem}")]
     Invalid {
         /// Dotted key, e.g. `tiers.gold`.
-        key: &'static str,
+        key: Cow<'static, str>,
         /// What is wrong with it.
         problem: String,
     },
@@ -418,8 +427,13 @@ fn describe(e: figment::Error) -> ConfigError {
 }
 
 fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
+    invalid_owned(key, problem)
+}
+
+/// [`invalid`] for a key built at run time (a table entry's name).
+fn invalid_owned(key: impl Into<Cow<'static, str>>, problem: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
-        key,
+        key: key.into(),
         problem: problem.into(),
     }
 }
@@ -488,12 +502,16 @@ fn fraction(key: &'static str, x: f64) -> Result<(), ConfigError> {
     }
 }
 
-/// `[warnings.risk_coefficients]` as a model: every feature named, nothing
-/// else, all finite, and the purchase-gap coefficient not negative (the
-/// gap is the one feature that grows with time alone; a non-negative
-/// coefficient is what keeps the risk monotone between evidence, so the
-/// engine can compute when it crosses a threshold instead of scanning).
-fn risk_model(c: &BTreeMap<String, f64>) -> Result<RiskModel, ConfigError> {
+/// `[warnings.risk_coefficients]` and `[warnings.risk_shapes]` as a
+/// model: every feature named, nothing else, all finite, and the
+/// purchase gap's pull not falling as the gap grows (the gap is the one
+/// feature that grows with time alone; a pull that never falls is what
+/// keeps the risk monotone between evidence, so the engine can compute
+/// when it crosses a threshold instead of scanning).
+fn risk_model(
+    c: &BTreeMap<String, f64>,
+    shapes: &BTreeMap<String, Vec<[f64; 2]>>,
+) -> Result<RiskModel, ConfigError> {
     const KEY: &str = "warnings.risk_coefficients";
     let known = || {
         std::iter::once(INTERCEPT)
@@ -501,6 +519,18 @@ fn risk_model(c: &BTreeMap<String, f64>) -> Result<RiskModel, ConfigError> {
             .collect::<Vec<_>>()
             .join(", ")
     };
+    if let Some(unknown) = shapes.keys().find(|k| k.parse::<Feature>().is_err()) {
+        return Err(invalid(
+            "warnings.risk_shapes",
+            format!(
+                "unknown feature {unknown:?} (known: {})",
+                Feature::all()
+                    .map(Feature::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
     if let Some(unknown) = c
         .keys()
         .find(|k| k.as_str() != INTERCEPT && k.parse::<Feature>().is_err())
@@ -518,20 +548,89 @@ fn risk_model(c: &BTreeMap<String, f64>) -> Result<RiskModel, ConfigError> {
             format!("{name} is missing (needed: {})", known()),
         )),
     };
-    let mut weights = [0.0; FEATURES];
+    let mut model = RiskModel::linear(get(INTERCEPT)?, [0.0; FEATURES]);
     for f in Feature::all() {
-        weights[f as usize] = get(f.as_str())?;
+        model.weights[f as usize] = get(f.as_str())?;
+        model.shapes[f as usize] = match shapes.get(f.as_str()) {
+            None => None,
+            Some(points) if points.is_empty() => None,
+            Some(points) => Some(risk_shape(f, points, model.weights[f as usize])?),
+        };
     }
-    if weights[Feature::PurchaseGap as usize] < 0.0 {
+    let gap = Feature::PurchaseGap as usize;
+    if model.weights[gap] < 0.0 {
         return Err(invalid(
             KEY,
             "purchase_gap must be >= 0 (the risk must not fall while a customer stays away)",
         ));
     }
-    Ok(RiskModel {
-        intercept: get(INTERCEPT)?,
-        weights,
+    if model.shapes[gap]
+        .as_ref()
+        .is_some_and(|s| !s.is_non_decreasing())
+    {
+        return Err(invalid(
+            "warnings.risk_shapes.purchase_gap",
+            "its contributions must not fall as the gap grows (the risk must not fall while \
+             a customer stays away)",
+        ));
+    }
+    Ok(model)
+}
+
+/// `[[x, y], ...]` as a [`Shape`]: at least two points, finite, `x`
+/// strictly increasing.
+fn shape(key: &str, points: &[[f64; 2]]) -> Result<Shape, ConfigError> {
+    let fail = |why: &str| Err(invalid_owned(key.to_owned(), why));
+    if points.len() < 2 {
+        return fail("needs at least two [x, y] points, or [] for none");
+    }
+    if points.iter().flatten().any(|v| !v.is_finite()) {
+        return fail("points must be finite numbers");
+    }
+    if points.windows(2).any(|w| w[1][0] <= w[0][0]) {
+        return fail("point x values must be strictly increasing");
+    }
+    Ok(Shape {
+        points: points.iter().map(|[x, y]| (*x, *y)).collect(),
     })
+}
+
+/// One feature's `[warnings.risk_shapes]` entry, with no coefficient
+/// beside it (a shape replaces the coefficient; a config that merged a
+/// coefficient over a shipped shape would otherwise mean something nobody
+/// wrote).
+fn risk_shape(f: Feature, points: &[[f64; 2]], weight: f64) -> Result<Shape, ConfigError> {
+    let key = format!("warnings.risk_shapes.{}", f.as_str());
+    let s = shape(&key, points)?;
+    if weight != 0.0 {
+        return Err(invalid_owned(
+            key,
+            format!(
+                "has a shape and warnings.risk_coefficients.{} = {weight}: give one of the two \
+                 (the other 0, or the shape [])",
+                f.as_str()
+            ),
+        ));
+    }
+    Ok(s)
+}
+
+/// `warnings.risk_calibration`: none, or a map that never falls (a
+/// falling one would reorder customers and let the risk fall while a
+/// customer stays away).
+fn risk_calibration(points: &[[f64; 2]]) -> Result<Option<Shape>, ConfigError> {
+    const KEY: &str = "warnings.risk_calibration";
+    if points.is_empty() {
+        return Ok(None);
+    }
+    let s = shape(KEY, points)?;
+    if !s.is_non_decreasing() {
+        return Err(invalid(
+            KEY,
+            "must not fall: its y values must be non-decreasing",
+        ));
+    }
+    Ok(Some(s))
 }
 
 /// The name of the model's constant term among its coefficients.
@@ -897,7 +996,10 @@ impl Sections {
             open_risk: w.open_risk,
             clear_risk: w.clear_risk,
             escalate_risk: w.escalate_risk,
-            model: risk_model(&w.risk_coefficients)?,
+            model: RiskModel {
+                calibration: risk_calibration(&w.risk_calibration)?,
+                ..risk_model(&w.risk_coefficients, &w.risk_shapes)?
+            },
             stake: StakePolicy {
                 horizon_days: w.risk_horizon_days,
                 priority_floors: priority_floors(&w.priority)?,
@@ -948,6 +1050,18 @@ mod tests {
             .unwrap()
             .policy();
         assert_eq!(c.loyalty.risk.model.weights[Feature::Tenure as usize], -0.5);
+        let shaped = with(
+            "[warnings.risk_coefficients]\ntier_gold = 0\n\
+             [warnings.risk_shapes]\ntier_gold = [[0, 0], [1, 0.5]]",
+        )
+        .unwrap()
+        .policy();
+        assert_eq!(
+            shaped.loyalty.risk.model.shapes[Feature::TierGold as usize],
+            Some(Shape {
+                points: vec![(0.0, 0.0), (1.0, 0.5)]
+            })
+        );
         assert_eq!(
             p.loyalty.risk.stake.priority_floors,
             [20_000_000, 2_500_000, 250_000],
@@ -984,6 +1098,38 @@ mod tests {
                 "[warnings.risk_coefficients]\npurchase_gap = -1",
                 "warnings.risk_coefficients",
                 "purchase_gap must be >= 0",
+            ),
+            (
+                "[warnings]\nrisk_calibration = [[0, 1], [1, 0]]",
+                "warnings.risk_calibration",
+                "must not fall",
+            ),
+            (
+                "[warnings.risk_shapes]\nmood = []",
+                "warnings.risk_shapes",
+                "mood",
+            ),
+            (
+                "[warnings.risk_shapes]\ncomplaint_surge = [[0, 1]]",
+                "warnings.risk_shapes.complaint_surge",
+                "at least two",
+            ),
+            (
+                "[warnings.risk_shapes]\ncomplaint_surge = [[1, 0], [0, 1]]",
+                "warnings.risk_shapes.complaint_surge",
+                "strictly increasing",
+            ),
+            (
+                "[warnings.risk_coefficients]\nsignal_surge = 1\n\
+                 [warnings.risk_shapes]\nsignal_surge = [[0, 0], [1, 1]]",
+                "warnings.risk_shapes.signal_surge",
+                "give one of the two",
+            ),
+            (
+                "[warnings.risk_coefficients]\npurchase_gap = 0\n\
+                 [warnings.risk_shapes]\npurchase_gap = [[0, 1], [1, 0]]",
+                "warnings.risk_shapes.purchase_gap",
+                "must not fall",
             ),
             (
                 "[warnings.priority]\np2 = 500000",

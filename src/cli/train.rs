@@ -5,7 +5,7 @@
 
 use crate::config::{Config, INTERCEPT};
 use crate::domain::engine::Engine;
-use crate::domain::risk::{Feature, RiskModel};
+use crate::domain::risk::{Feature, RiskModel, Shape};
 use crate::domain::time::DAY_MS;
 use crate::workload::generate::Truth;
 use crate::workload::samples::{collect, Sample, Samples};
@@ -45,7 +45,7 @@ pub struct TrainArgs {
     /// Write the fit and its figures as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Write every labelled sample (month start, quadrant, label, feature
+    /// Write every labelled sample (customer, month start, quadrant, label, feature
     /// values by name) as JSONL to this file, to study the features in
     /// other tools.
     #[arg(long)]
@@ -55,6 +55,17 @@ pub struct TrainArgs {
     /// joined at its start, so tenure would only measure the calendar.
     #[arg(long, value_delimiter = ',')]
     pub exclude: Vec<String>,
+    /// Points of each shaped feature's contribution, at evenly spaced
+    /// quantiles of its values (a piecewise-linear shape instead of one
+    /// coefficient; the purchase gap and the tiers stay linear); 0 fits
+    /// every feature linear.
+    #[arg(long, default_value_t = 4)]
+    pub knots: usize,
+    /// Points of the calibration map of the fitted logit (a monotone,
+    /// piecewise-linear recalibration, at evenly spaced quantiles of the
+    /// logits); 0 for none.
+    #[arg(long, default_value_t = 6)]
+    pub calibration_knots: usize,
     /// Which customers' samples to fit on: `spurious` (in the spurious
     /// quadrant at the month start: the customers a warning can open for,
     /// so the coefficients rank them best) or `all` with an attitude.
@@ -148,17 +159,40 @@ impl TrainReport {
         ));
         s.push_str("held-out reliability of the fitted model:\n");
         s.push_str(&self.held_out.calibration.render());
-        s.push_str("coefficients:\n");
+        s.push_str("model:\n");
         s.push_str(&fragment_body(&self.fitted.model));
         s
     }
 }
 
-/// `key = value` lines of a model, intercept first.
+/// A model as config: `warnings.risk_calibration`,
+/// `[warnings.risk_coefficients]` (intercept first) and
+/// `[warnings.risk_shapes]` naming every feature, `[]` for a linear one,
+/// so the fragment replaces whatever model a config had before.
 fn fragment_body(m: &RiskModel) -> String {
-    let mut s = format!("{INTERCEPT} = {:.4}\n", m.intercept);
+    let points = |shape: Option<&Shape>| {
+        let p: Vec<String> = shape
+            .iter()
+            .flat_map(|s| &s.points)
+            .map(|(x, y)| format!("[{x}, {y:.4}]"))
+            .collect();
+        format!("[{}]", p.join(", "))
+    };
+    let mut s = format!(
+        "[warnings]\nrisk_calibration = {}\n\n[warnings.risk_coefficients]\n{INTERCEPT} = {:.4}\n",
+        points(m.calibration.as_ref()),
+        m.intercept
+    );
     for f in Feature::all() {
         s.push_str(&format!("{} = {:.4}\n", f.as_str(), m.weights[f as usize]));
+    }
+    s.push_str("\n[warnings.risk_shapes]\n");
+    for f in Feature::all() {
+        s.push_str(&format!(
+            "{} = {}\n",
+            f.as_str(),
+            points(m.shapes[f as usize].as_ref())
+        ));
     }
     s
 }
@@ -168,8 +202,7 @@ fn write_fragment(path: &Path, input: &Path, r: &TrainReport) -> Result<()> {
     write!(
         out,
         "# Fitted by `tierstream train` on {}: {} samples, churn within {} days;\n\
-         # held out {}: log loss {}, AUC {}, Brier {}, calibration error {}.\n\
-         [warnings.risk_coefficients]\n{}",
+         # held out {}: log loss {}, AUC {}, Brier {}, calibration error {}.\n{}",
         input.display(),
         r.train.samples + r.held_out.samples,
         r.horizon_days,
@@ -236,6 +269,8 @@ pub(super) fn run_train(a: TrainArgs) -> Result<()> {
     let options = FitOptions {
         ridge: a.ridge,
         excluded,
+        knots: a.knots,
+        calibration_knots: a.calibration_knots,
         ..FitOptions::default()
     };
     let fitted = fit(&kept, &options);
@@ -266,6 +301,7 @@ pub(super) fn run_train(a: TrainArgs) -> Result<()> {
 /// One line of `--samples`.
 #[derive(Serialize)]
 struct SampleLine<'a> {
+    customer_id: &'a str,
     at: String,
     spurious: bool,
     churned: bool,
@@ -276,6 +312,7 @@ fn write_samples(path: &Path, samples: &[Sample]) -> Result<()> {
     super::write_jsonl(
         path,
         samples.iter().map(|s| SampleLine {
+            customer_id: &s.customer_id,
             at: chrono::DateTime::from_timestamp_millis(s.at)
                 .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
                 .unwrap_or_default(),

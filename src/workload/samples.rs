@@ -31,6 +31,8 @@ pub struct Sample {
     pub spurious: bool,
     /// Whether it stopped buying in `(at, at + horizon]`.
     pub churned: bool,
+    /// The customer, so a sample can be joined to the user's own data.
+    pub customer_id: String,
     /// A hash of the customer id: a held-out split by customer keeps one
     /// customer's months on one side.
     pub customer_hash: u64,
@@ -133,6 +135,7 @@ pub fn collect(
                     x,
                     spurious: p.sides.map(|s| s.quadrant()) == Some(Quadrant::Spurious),
                     churned: false,
+                    customer_id: id.clone(),
                     customer_hash: xxhash_rust::xxh3::xxh3_64(id.as_bytes()),
                 };
                 pending.push((sample, churned_at));

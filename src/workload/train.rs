@@ -5,17 +5,16 @@
 //! when the risk crosses a threshold), and the fit's figures on a split of
 //! customers it did not see.
 //!
-//! Eleven parameters need an 11 x 11 solve per iteration: a hand-written
-//! Cholesky is smaller than any linear-algebra crate and, unlike the
-//! logistic-regression crates, the sign constraint fits in it.
+//! A shaped feature is fitted as hinge columns at knots (a piecewise-linear
+//! contribution), so the fit stays one logistic regression of a few dozen
+//! columns: a hand-written Cholesky is smaller than any linear-algebra
+//! crate and, unlike the logistic-regression crates, the sign constraint
+//! fits in it.
 
 use super::backtest::{calibration, Calibration};
 use super::samples::Sample;
-use crate::domain::risk::{Feature, RiskModel, FEATURES};
+use crate::domain::risk::{Feature, RiskModel, Shape, FEATURES};
 use serde::Serialize;
-
-/// Parameters: the intercept, then one weight per feature.
-const P: usize = FEATURES + 1;
 
 /// How the fit runs.
 #[derive(Debug, Clone)]
@@ -30,6 +29,12 @@ pub struct FitOptions {
     pub tolerance: f64,
     /// Features left out (coefficient 0).
     pub excluded: Vec<Feature>,
+    /// Points of each shaped feature's contribution (at quantiles of its
+    /// values); below 2, every feature is linear.
+    pub knots: usize,
+    /// Points of the calibration map (at quantiles of the fitted logits);
+    /// below 2, none.
+    pub calibration_knots: usize,
 }
 
 impl Default for FitOptions {
@@ -39,11 +44,159 @@ impl Default for FitOptions {
             max_iterations: 100,
             tolerance: 1e-7,
             excluded: Vec::new(),
+            knots: 0,
+            calibration_knots: 0,
         }
     }
 }
 
-/// A fitted model and how the fit went.
+/// Whether a feature may be given a shape: not the purchase gap (its pull
+/// must never fall as it grows, which one non-negative coefficient keeps
+/// simply), not a 0/1 tier (a line through two points is already any
+/// shape).
+fn shapeable(f: Feature) -> bool {
+    !matches!(
+        f,
+        Feature::PurchaseGap | Feature::TierPlatinum | Feature::TierGold | Feature::TierIron
+    )
+}
+
+/// Evenly spaced quantiles (`n` of them, both ends included) of
+/// `values`, rounded to six decimals — what a config fragment writes, so
+/// the model in force is exactly the model fitted (`+ 0.0`: no `-0`) —
+/// with repeats merged: mostly-0 values get fewer.
+fn quantile_knots(mut values: Vec<f64>, n: usize) -> Vec<f64> {
+    if n < 2 || values.is_empty() {
+        return Vec::new();
+    }
+    values.sort_by(f64::total_cmp);
+    let mut knots: Vec<f64> = (0..n)
+        .map(|i| values[(i * (values.len() - 1)) / (n - 1)])
+        .map(|k| (k * 1e6).round() / 1e6 + 0.0)
+        .collect();
+    knots.dedup();
+    knots
+}
+
+/// The columns of value `v` over `knots` (at least two): `v` clamped to
+/// the outer knots, then `max(0, v - knot)` per inner knot.
+fn hinge_columns(knots: &[f64], v: f64, out: &mut Vec<f64>) {
+    let c = v.clamp(knots[0], knots[knots.len() - 1]);
+    out.push(c);
+    out.extend(knots[1..knots.len() - 1].iter().map(|k| (c - k).max(0.0)));
+}
+
+/// The piecewise-linear function coefficients `b` of [`hinge_columns`]
+/// make, as its values at the knots.
+fn hinge_shape(knots: &[f64], b: &[f64]) -> Shape {
+    let at = |x: f64| {
+        b[0] * x
+            + knots[1..knots.len() - 1]
+                .iter()
+                .zip(&b[1..])
+                .map(|(k, h)| h * (x - k).max(0.0))
+                .sum::<f64>()
+    };
+    Shape {
+        points: knots.iter().map(|x| (*x, at(*x))).collect(),
+    }
+}
+
+/// The columns a fit solves for: the intercept, then per feature either
+/// its value (linear), or — shaped — its value clamped to its outer knots
+/// and one hinge `max(0, value - knot)` per inner knot. A combination of
+/// those columns is exactly a piecewise-linear contribution through the
+/// knots, flat beyond them: a [`Shape`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Basis {
+    /// Knots per feature, increasing; empty for a linear feature.
+    knots: [Vec<f64>; FEATURES],
+}
+
+impl Basis {
+    /// Every feature linear.
+    pub fn linear() -> Basis {
+        Basis {
+            knots: Default::default(),
+        }
+    }
+
+    /// Shapes every shapeable feature not in `excluded` through `n` knots
+    /// at evenly spaced quantiles of its values in `samples` (repeated
+    /// quantiles merge: a feature that is mostly 0 gets fewer); a feature
+    /// with fewer than two distinct knots stays linear.
+    pub fn quantiles(samples: &[&Sample], n: usize, excluded: &[Feature]) -> Basis {
+        let mut b = Basis::linear();
+        if n < 2 || samples.is_empty() {
+            return b;
+        }
+        for f in Feature::all().filter(|f| shapeable(*f) && !excluded.contains(f)) {
+            let knots = quantile_knots(samples.iter().map(|s| s.x[f as usize]).collect(), n);
+            if knots.len() >= 2 {
+                b.knots[f as usize] = knots;
+            }
+        }
+        b
+    }
+
+    /// The columns of feature `f` (after the intercept's).
+    fn width_of(&self, f: Feature) -> usize {
+        self.knots[f as usize].len().saturating_sub(1).max(1)
+    }
+
+    /// Columns in all, the intercept's included.
+    fn width(&self) -> usize {
+        1 + Feature::all().map(|f| self.width_of(f)).sum::<usize>()
+    }
+
+    /// The first column of each feature, in [`Feature`] order.
+    fn offsets(&self) -> [usize; FEATURES] {
+        let mut at = 1;
+        let mut out = [0; FEATURES];
+        for f in Feature::all() {
+            out[f as usize] = at;
+            at += self.width_of(f);
+        }
+        out
+    }
+
+    /// Appends the columns of feature values `x` to `out`.
+    fn row(&self, x: &[f64; FEATURES], out: &mut Vec<f64>) {
+        out.push(1.0);
+        for f in Feature::all() {
+            let v = x[f as usize];
+            match self.knots[f as usize].as_slice() {
+                [] => out.push(v),
+                k => hinge_columns(k, v, out),
+            }
+        }
+    }
+
+    /// The model of parameters `beta`. A shape is moved so that a value
+    /// of 0 contributes 0 (its level there goes to the intercept): no
+    /// evidence, no pull, so a warning's factors name only what is there.
+    fn model(&self, beta: &[f64]) -> RiskModel {
+        let offsets = self.offsets();
+        let mut m = RiskModel::linear(beta[0], [0.0; FEATURES]);
+        for f in Feature::all() {
+            let b = &beta[offsets[f as usize]..offsets[f as usize] + self.width_of(f)];
+            let k = &self.knots[f as usize];
+            if k.is_empty() {
+                m.weights[f as usize] = b[0];
+                continue;
+            }
+            let shape = hinge_shape(k, b);
+            let level = shape.at(0.0);
+            m.intercept += level;
+            m.shapes[f as usize] = Some(Shape {
+                points: shape.points.iter().map(|(x, y)| (*x, y - level)).collect(),
+            });
+        }
+        m
+    }
+}
+
+/// A fitted model and how the fit went./// A fitted model and how the fit went.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Fitted {
     /// The model.
@@ -74,25 +227,51 @@ pub struct Figures {
     pub calibration: Calibration,
 }
 
-fn design(x: &[f64; FEATURES]) -> [f64; P] {
-    let mut z = [1.0; P];
-    z[1..].copy_from_slice(x);
-    z
-}
-
 fn sigmoid(t: f64) -> f64 {
     1.0 / (1.0 + (-t).exp())
 }
 
+/// The samples' columns, row after row, and their labels.
+struct Design {
+    width: usize,
+    rows: Vec<f64>,
+    churned: Vec<bool>,
+}
+
+impl Design {
+    /// `width` columns per sample, appended by `row`.
+    fn new(
+        samples: &[&Sample],
+        width: usize,
+        mut row: impl FnMut(&Sample, &mut Vec<f64>),
+    ) -> Design {
+        let mut rows = Vec::with_capacity(width * samples.len());
+        for s in samples {
+            row(s, &mut rows);
+        }
+        Design {
+            width,
+            rows,
+            churned: samples.iter().map(|s| s.churned).collect(),
+        }
+    }
+
+    fn rows(&self) -> impl Iterator<Item = (&[f64], bool)> {
+        self.rows
+            .chunks_exact(self.width)
+            .zip(self.churned.iter().copied())
+    }
+}
+
 /// Penalised log-likelihood of `beta` (higher is better).
-fn objective(samples: &[&Sample], beta: &[f64; P], ridge: f64) -> f64 {
-    let ll: f64 = samples
-        .iter()
-        .map(|s| {
-            let t: f64 = design(&s.x).iter().zip(beta).map(|(z, b)| z * b).sum();
+fn objective(d: &Design, beta: &[f64], ridge: f64) -> f64 {
+    let ll: f64 = d
+        .rows()
+        .map(|(z, churned)| {
+            let t: f64 = z.iter().zip(beta).map(|(z, b)| z * b).sum();
             // log p = -ln(1 + e^-t), log (1 - p) = -ln(1 + e^t), stably
             let softplus = |u: f64| u.max(0.0) + (-u.abs()).exp().ln_1p();
-            if s.churned {
+            if churned {
                 -softplus(-t)
             } else {
                 -softplus(t)
@@ -104,7 +283,7 @@ fn objective(samples: &[&Sample], beta: &[f64; P], ridge: f64) -> f64 {
 
 /// Solves `a x = b` for the symmetric positive-definite `a` restricted to
 /// the indices `free`; `None` when it is not positive definite.
-fn solve(a: &[[f64; P]; P], b: &[f64; P], free: &[usize]) -> Option<[f64; P]> {
+fn solve(a: &[Vec<f64>], b: &[f64], free: &[usize]) -> Option<Vec<f64>> {
     let n = free.len();
     let mut l = vec![vec![0.0; n]; n];
     for i in 0..n {
@@ -125,7 +304,7 @@ fn solve(a: &[[f64; P]; P], b: &[f64; P], free: &[usize]) -> Option<[f64; P]> {
         let s: f64 = (0..i).map(|k| l[i][k] * y[k]).sum();
         y[i] = (b[free[i]] - s) / l[i][i];
     }
-    let mut x = [0.0; P];
+    let mut x = vec![0.0; b.len()];
     for i in (0..n).rev() {
         let s: f64 = (i + 1..n).map(|k| l[k][i] * x[free[k]]).sum();
         x[free[i]] = (y[i] - s) / l[i][i];
@@ -135,26 +314,28 @@ fn solve(a: &[[f64; P]; P], b: &[f64; P], free: &[usize]) -> Option<[f64; P]> {
 
 /// Newton's method over the free parameters (the others stay 0); returns
 /// the parameters, the iterations and whether it converged.
-fn newton(samples: &[&Sample], free: &[usize], o: &FitOptions) -> ([f64; P], usize, bool) {
-    let mut beta = [0.0; P];
+fn newton(d: &Design, free: &[usize], o: &FitOptions) -> (Vec<f64>, usize, bool) {
+    let p = d.width;
+    let mut beta = vec![0.0; p];
     // Start at the base rate, so the first step is a small one.
-    let churned = samples.iter().filter(|s| s.churned).count() as f64;
-    let n = samples.len() as f64;
+    let churned = d.churned.iter().filter(|c| **c).count() as f64;
+    let n = d.churned.len() as f64;
     beta[0] = ((churned + 0.5) / (n - churned + 0.5)).ln();
-    let mut current = objective(samples, &beta, o.ridge);
+    let mut current = objective(d, &beta, o.ridge);
     for iteration in 1..=o.max_iterations {
-        let mut grad = [0.0; P];
-        let mut hess = [[0.0; P]; P];
-        for s in samples {
-            let z = design(&s.x);
+        let mut grad = vec![0.0; p];
+        let mut hess = vec![vec![0.0; p]; p];
+        for (z, churned) in d.rows() {
             let t: f64 = z.iter().zip(&beta).map(|(z, b)| z * b).sum();
-            let p = sigmoid(t);
-            let r = f64::from(u8::from(s.churned)) - p;
-            let w = (p * (1.0 - p)).max(1e-12);
-            for ((g, row), zi) in grad.iter_mut().zip(hess.iter_mut()).zip(&z) {
+            let prob = sigmoid(t);
+            let r = f64::from(u8::from(churned)) - prob;
+            let w = (prob * (1.0 - prob)).max(1e-12);
+            for ((g, row), zi) in grad.iter_mut().zip(hess.iter_mut()).zip(z) {
                 *g += r * zi;
-                for (h, zj) in row.iter_mut().zip(&z) {
-                    *h += w * zi * zj;
+                if *zi != 0.0 {
+                    for (h, zj) in row.iter_mut().zip(z) {
+                        *h += w * zi * zj;
+                    }
                 }
             }
         }
@@ -169,12 +350,12 @@ fn newton(samples: &[&Sample], free: &[usize], o: &FitOptions) -> ([f64; P], usi
         // Halve the step until the objective does not fall: Newton's
         // full step can overshoot far from the optimum.
         let mut scale = 1.0;
-        let mut next = beta;
+        let mut next = beta.clone();
         loop {
             for i in free {
                 next[*i] = beta[*i] + scale * step[*i];
             }
-            let value = objective(samples, &next, o.ridge);
+            let value = objective(d, &next, o.ridge);
             if value >= current || scale < 1e-6 {
                 current = value;
                 break;
@@ -193,37 +374,71 @@ fn newton(samples: &[&Sample], free: &[usize], o: &FitOptions) -> ([f64; P], usi
     (beta, o.max_iterations, false)
 }
 
-/// Fits the model to `samples`. Features whose coefficient must not be
-/// negative (the purchase gap) and come out negative are held at zero and
-/// the rest refitted.
+/// Fits the model to `samples`: shaped features through knots at
+/// quantiles of their values (`o.knots`), the others linear. A purchase
+/// gap coefficient that comes out negative is held at zero and the rest
+/// refitted.
 pub fn fit(samples: &[&Sample], o: &FitOptions) -> Fitted {
-    let gap = 1 + Feature::PurchaseGap as usize;
-    let mut free: Vec<usize> = (0..P)
-        .filter(|i| *i == 0 || !o.excluded.iter().any(|f| 1 + *f as usize == *i))
+    let basis = Basis::quantiles(samples, o.knots, &o.excluded);
+    let design = Design::new(samples, basis.width(), |s, out| basis.row(&s.x, out));
+    let offsets = basis.offsets();
+    let gap = offsets[Feature::PurchaseGap as usize];
+    let mut free: Vec<usize> = std::iter::once(0)
+        .chain(
+            Feature::all()
+                .filter(|f| !o.excluded.contains(f))
+                .flat_map(|f| offsets[f as usize]..offsets[f as usize] + basis.width_of(f)),
+        )
         .collect();
     let mut pinned = Vec::new();
     let mut iterations = 0;
     loop {
-        let (beta, used, converged) = newton(samples, &free, o);
+        let (beta, used, converged) = newton(&design, &free, o);
         iterations += used;
         if beta[gap] < 0.0 && free.contains(&gap) {
             free.retain(|i| *i != gap);
             pinned.push(Feature::PurchaseGap);
             continue;
         }
-        let mut weights = [0.0; FEATURES];
-        weights.copy_from_slice(&beta[1..]);
+        let mut model = basis.model(&beta);
+        model.calibration = calibration_map(&model, samples, o);
         return Fitted {
-            model: RiskModel {
-                intercept: beta[0],
-                weights,
-            },
+            model,
             iterations,
             converged,
             pinned,
             excluded: o.excluded.clone(),
         };
     }
+}
+
+/// A map of `model`'s logit to a calibrated one, through
+/// `o.calibration_knots` knots at quantiles of the samples' logits: a
+/// logistic regression of the labels on the hinge columns of the logit.
+/// Where the fitted map would fall between two knots, the later one is
+/// raised to the earlier (a calibration that fell would reorder
+/// customers). `None` with fewer than two knots.
+fn calibration_map(model: &RiskModel, samples: &[&Sample], o: &FitOptions) -> Option<Shape> {
+    let logits: Vec<f64> = samples.iter().map(|s| model.logit(&s.x)).collect();
+    let knots = quantile_knots(logits.clone(), o.calibration_knots);
+    if knots.len() < 2 {
+        return None;
+    }
+    let mut at = logits.iter();
+    let design = Design::new(samples, knots.len(), |_, out| {
+        out.push(1.0);
+        hinge_columns(&knots, *at.next().expect("one logit per sample"), out);
+    });
+    let free: Vec<usize> = (0..design.width).collect();
+    let (beta, _, _) = newton(&design, &free, o);
+    let mut shape = hinge_shape(&knots, &beta[1..]);
+    let mut floor = f64::NEG_INFINITY;
+    for (_, y) in &mut shape.points {
+        *y += beta[0];
+        floor = floor.max(*y);
+        *y = floor;
+    }
+    Some(shape)
 }
 
 /// The chance that a positive ranks above a negative (ties count half);
@@ -312,6 +527,7 @@ mod tests {
                     x,
                     spurious: true,
                     churned,
+                    customer_id: format!("c{i}"),
                     customer_hash: i as u64,
                 }
             })
@@ -324,10 +540,7 @@ mod tests {
         for (f, w) in named {
             weights[*f as usize] = *w;
         }
-        RiskModel {
-            intercept: -1.5,
-            weights,
-        }
+        RiskModel::linear(-1.5, weights)
     }
 
     #[test]
@@ -355,6 +568,50 @@ mod tests {
         let fig = figures(&f.model, &refs);
         assert!(fig.calibration.calibration_error.expect("deciles") < 0.03);
         assert!(fig.auc.expect("both classes") > 0.7);
+    }
+
+    #[test]
+    fn recovers_a_bent_contribution_through_its_knots() {
+        // complaint_surge pulls hard on its first step and little after it
+        let mut truth = model(&[(Feature::SignalSurge, 0.8)]);
+        truth.shapes[Feature::ComplaintSurge as usize] = Some(Shape {
+            points: vec![(-0.5, 0.0), (0.0, 0.0), (0.5, 2.0), (1.5, 2.5)],
+        });
+        let samples = drawn(&truth, 60_000);
+        let refs: Vec<&Sample> = samples.iter().collect();
+        let linear = fit(&refs, &FitOptions::default());
+        let shaped = fit(
+            &refs,
+            &FitOptions {
+                knots: 5,
+                ..FitOptions::default()
+            },
+        );
+        assert!(shaped.converged);
+        let m = &shaped.model;
+        let got = m.shapes[Feature::ComplaintSurge as usize]
+            .as_ref()
+            .expect("a shape");
+        assert!(got.at(0.0).abs() < 1e-9, "no evidence, no pull");
+        for x in [-0.4, 0.25, 0.5, 1.0, 1.4] {
+            let want = truth.contribution(Feature::ComplaintSurge, x);
+            assert!(
+                (got.at(x) - want).abs() < 0.35,
+                "at {x}: {} vs {want}",
+                got.at(x)
+            );
+        }
+        assert!((m.contribution(Feature::SignalSurge, 1.0) - 0.8).abs() < 0.15);
+        assert!(
+            m.shapes[Feature::PurchaseGap as usize].is_none(),
+            "never shaped"
+        );
+        assert!(
+            m.shapes[Feature::TierGold as usize].is_none(),
+            "0/1 stays linear"
+        );
+        let loss = |f: &Fitted| figures(&f.model, &refs).log_loss.expect("samples");
+        assert!(loss(&shaped) < loss(&linear), "the bend is worth its knots");
     }
 
     #[test]
@@ -388,6 +645,7 @@ mod tests {
             x: [0.0; FEATURES],
             spurious: false,
             churned: false,
+            customer_id: format!("c{h}"),
             customer_hash: h,
         };
         let held = (0..10_000u64).filter(|h| is_held_out(&s(*h), 0.2)).count();
