@@ -355,6 +355,11 @@ fn train_fits_coefficients_the_config_accepts_and_measures_them_held_out() {
     for key in ["intercept", "complaint_surge", "purchase_gap", "tier_iron"] {
         assert!(text.contains(&format!("\n{key} = ")), "{key}: {text}");
     }
+    // and the whole model: the calibration and every feature's shape, so
+    // it replaces the shipped one ([] for a feature fitted straight)
+    assert!(text.contains("\nrisk_calibration = [["), "{text}");
+    assert!(text.contains("[warnings.risk_shapes]"), "{text}");
+    assert!(text.contains("\npurchase_gap = []"), "never shaped: {text}");
     let out = dir.path().join("out.jsonl");
     let st = bin()
         .args(["replay", "--memory", "--config"])

@@ -655,6 +655,7 @@ proptest! {
         open_risk in 0.05f64..0.95,
         hysteresis in 0.0f64..0.3,
         gap_weight in 0.0f64..3.0,
+        gap_bend in prop::option::of((0.1f64..2.9, 0.0f64..3.0)),
     ) {
         let mut events: Vec<Event> = raw.into_iter().enumerate().map(|(n, r)| build(n, r)).collect();
         events.sort_by_key(|e| e.ts);
@@ -663,7 +664,18 @@ proptest! {
         r.open_risk = open_risk;
         r.clear_risk = (open_risk - hysteresis).max(0.0);
         r.escalate_risk = (open_risk + 0.1).min(1.0);
-        r.model.weights[super::risk::Feature::PurchaseGap as usize] = gap_weight;
+        let gap = super::risk::Feature::PurchaseGap as usize;
+        match gap_bend {
+            // a straight pull
+            None => r.model.weights[gap] = gap_weight,
+            // or a bent one that never falls (what the config allows)
+            Some((knee, rise)) => {
+                r.model.weights[gap] = 0.0;
+                r.model.shapes[gap] = Some(super::risk::Shape {
+                    points: vec![(0.0, 0.0), (knee, gap_weight), (3.0, gap_weight + rise)],
+                });
+            }
+        }
         let engine = Engine::new(p);
         let (naive, naive_store) = run_naive(&engine, &events);
         let (indexed, indexed_store) = run_indexed(&engine, &events);
