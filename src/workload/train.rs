@@ -108,14 +108,14 @@ fn hinge_shape(knots: &[f64], b: &[f64]) -> Shape {
 /// those columns is exactly a piecewise-linear contribution through the
 /// knots, flat beyond them: a [`Shape`].
 #[derive(Debug, Clone, PartialEq)]
-pub struct Basis {
+struct Basis {
     /// Knots per feature, increasing; empty for a linear feature.
     knots: [Vec<f64>; FEATURES],
 }
 
 impl Basis {
     /// Every feature linear.
-    pub fn linear() -> Basis {
+    fn linear() -> Basis {
         Basis {
             knots: Default::default(),
         }
@@ -125,7 +125,7 @@ impl Basis {
     /// at evenly spaced quantiles of its values in `samples` (repeated
     /// quantiles merge: a feature that is mostly 0 gets fewer); a feature
     /// with fewer than two distinct knots stays linear.
-    pub fn quantiles(samples: &[&Sample], n: usize, excluded: &[Feature]) -> Basis {
+    fn quantiles(samples: &[&Sample], n: usize, excluded: &[Feature]) -> Basis {
         let mut b = Basis::linear();
         if n < 2 || samples.is_empty() {
             return b;
