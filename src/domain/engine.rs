@@ -87,23 +87,58 @@ enum Settled {
     Unchanged,
 }
 
-/// Everything that decides a loyalty transition, except what cannot change
-/// between events inside one calendar month. Each part changes at most
-/// once between two month starts (scores are monotone there), so "differs
-/// from now" is monotone in time and the first midnight it holds can be
-/// found by bisection.
+/// Everything that decides a loyalty transition from where the profile
+/// stands, except what cannot change between events inside one calendar
+/// month. Each part changes at most once between two month starts (scores
+/// are monotone there), so "differs from now" is monotone in time and the
+/// first midnight it holds can be found by bisection.
+///
+/// Only what can decide something is watched. Without an open warning a
+/// customer outside `spurious` can get none, whatever its risk, reasons or
+/// severity, and a warning opens the moment its rule holds, whatever its
+/// cooldown; a deadline on anything else would be a visit that decides
+/// nothing (most customers have no warning, and their reason codes change
+/// whenever evidence ages). The evaluate-everyone-daily property test
+/// checks that skipping those visits changes no output.
 #[derive(Debug, Clone, PartialEq)]
 struct Signature {
     sides: Sides,
-    past_gap: bool,
-    open_complaint: bool,
-    codes: Vec<ReasonCode>,
-    cooldown_passed: bool,
-    /// With `open_on = "risk"`: the risk is on the warning side of its
-    /// threshold (open_risk, or clear_risk while a warning is open), and at
-    /// or above escalate_risk. The risk only rises between the instants
-    /// `RiskEvidence::next_change_after` names, so both flip at most once.
-    risk: Option<(bool, bool)>,
+    watch: Watch,
+}
+
+/// The part of a [`Signature`] beyond the quadrant's sides.
+#[derive(Debug, Clone, PartialEq)]
+enum Watch {
+    /// No warning is open and the customer is not `spurious`: only its
+    /// sides can lead to a warning.
+    Quiet,
+    /// No warning is open and the customer is `spurious`: under the risk
+    /// rule, whether the risk reaches `open_risk` (`None` under the
+    /// quadrant rule, where the warning opened already).
+    Opening(Option<bool>),
+    /// A warning is open: what its update, escalation or clearing depends on.
+    Open {
+        past_gap: bool,
+        open_complaint: bool,
+        codes: Vec<ReasonCode>,
+        cooldown_passed: bool,
+        /// With `open_on = "risk"`: the risk is on the warning side of
+        /// `clear_risk`, and at or above `escalate_risk`. The risk only
+        /// rises between the instants `RiskEvidence::next_change_after`
+        /// names, so both flip at most once.
+        risk: Option<(bool, bool)>,
+    },
+}
+
+impl Signature {
+    /// The signature of a customer whose evaluation can decide nothing
+    /// beyond its sides.
+    fn quiet(sides: Sides) -> Self {
+        Signature {
+            sides,
+            watch: Watch::Quiet,
+        }
+    }
 }
 
 /// Port through which the engine reads and writes one task's customers and
@@ -771,7 +806,9 @@ impl Engine {
         let (mut start, mut from) = (first, t0);
         loop {
             let mut end = month_start(month_of(start) + 1);
-            if self.policy.loyalty.risk.open_on == OpenOn::Risk {
+            // Only a watched risk splits a month (a quiet customer's
+            // signature is its sides, which move one way all month).
+            if self.policy.loyalty.risk.open_on == OpenOn::Risk && reference.watch != Watch::Quiet {
                 end = end.min(profile.evidence.risk.next_change_after(from));
             }
             // A segment that ended by the first midnight (an edge between
@@ -815,29 +852,44 @@ impl Engine {
 
     fn signature(&self, profile: &Profile, at: Millis) -> Signature {
         let s = self.scores_at(profile, at);
+        let sides = next_sides(&self.policy.loyalty.quadrant, profile.sides, &s);
+        if Self::quiet(profile, sides) {
+            return Signature::quiet(sides);
+        }
         let risk = (self.policy.loyalty.risk.open_on == OpenOn::Risk)
             .then(|| self.risk_value_at(profile, &s, at));
-        self.signature_of(profile, &s, risk, at)
+        self.signature_of(profile, sides, &s, risk, at)
     }
 
-    /// The signature at `at` of a profile whose scores there are `s` and
-    /// whose risk (under the risk rule) is `risk`.
+    /// Whether a profile with `sides` can decide nothing beyond them: no
+    /// warning is open and none can open outside `spurious`.
+    fn quiet(profile: &Profile, sides: Sides) -> bool {
+        profile.warning.is_none() && sides.quadrant() != Quadrant::Spurious
+    }
+
+    /// The signature at `at` of a profile that is not quiet there, whose
+    /// sides are `sides`, scores `s` and risk (under the risk rule) `risk`.
     fn signature_of(
         &self,
         profile: &Profile,
+        sides: Sides,
         s: &Scores,
         risk: Option<f64>,
         at: Millis,
     ) -> Signature {
         let rp = &self.policy.loyalty.risk;
-        Signature {
-            sides: next_sides(&self.policy.loyalty.quadrant, profile.sides, s),
-            past_gap: s.past_gap,
-            open_complaint: s.open_complaint,
-            codes: codes(&reasons(s)),
-            cooldown_passed: self.cooldown_passed(profile, at),
-            risk: risk.map(|r| (self.risk_on_warning_side(profile, r), r >= rp.escalate_risk)),
-        }
+        let watch = if profile.warning.is_none() {
+            Watch::Opening(risk.map(|r| self.risk_on_warning_side(profile, r)))
+        } else {
+            Watch::Open {
+                past_gap: s.past_gap,
+                open_complaint: s.open_complaint,
+                codes: codes(&reasons(s)),
+                cooldown_passed: self.cooldown_passed(profile, at),
+                risk: risk.map(|r| (self.risk_on_warning_side(profile, r), r >= rp.escalate_risk)),
+            }
+        };
+        Signature { sides, watch }
     }
 
     /// What the churn risk of a profile whose scores at `at` are `s` is
@@ -946,6 +998,9 @@ impl Engine {
         let s = self.scores_at(profile, at);
         let sides = next_sides(&self.policy.loyalty.quadrant, profile.sides, &s);
         profile.sides = Some(sides);
+        if Self::quiet(profile, sides) {
+            return Some(Signature::quiet(sides));
+        }
         let quadrant = sides.quadrant();
         let rp = &self.policy.loyalty.risk;
         let by_risk = rp.open_on == OpenOn::Risk;
@@ -971,7 +1026,7 @@ impl Engine {
             self.policy.loyalty.warning_cooldown,
         );
         let action = match step {
-            Transition::None => return Some(self.signature_of(profile, &s, value, at)),
+            Transition::None => return Some(self.signature_of(profile, sides, &s, value, at)),
             Transition::Open => {
                 profile.warning = Some(OpenWarning {
                     warning_id: output_id(&profile.customer_id, profile.seq + 1),
@@ -999,7 +1054,11 @@ impl Engine {
         }
         .expect("a warning output has a warning");
         profile.last_warning_at = Some(at);
-        let signature = self.signature_of(profile, &s, value, at);
+        let signature = if Self::quiet(profile, sides) {
+            Signature::quiet(sides)
+        } else {
+            self.signature_of(profile, sides, &s, value, at)
+        };
         let body = ChurnWarning {
             action,
             warning_id: open.warning_id,
