@@ -7,6 +7,7 @@
 //! this to commit state only after its Kafka transaction).
 
 pub mod checkpoint;
+mod clock_cache;
 pub mod keys;
 pub mod memory;
 pub mod owner;

@@ -8,7 +8,7 @@
 //!
 //! * **A profile cache across batches** (like Kafka Streams' record cache):
 //!   profiles read or written stay in memory after their batch, least
-//!   recently used first out once the task's share of `state.cache_mb` is
+//!   recently used first out (as a CLOCK tells, see `clock_cache`) once the task's share of `state.cache_mb` is
 //!   spent; RocksDB is read only on a miss. Entries are written through at
 //!   every `drain`, so the store is always current for other readers (the
 //!   HTTP customer lookup) and an evicted entry is never dirty.
@@ -20,6 +20,7 @@
 //!   of tombstones there, which every scan from the start would walk).
 
 use super::checkpoint::{read_i64, read_ranking, write_i64, write_ranking, STREAM_TIME};
+use super::clock_cache::ClockCache;
 use super::keys::{
     decode_profile, encode_profile, profile_key, timer_customer, timer_instant, timer_key,
     timers_due_range, timers_from_range,
@@ -31,7 +32,6 @@ use crate::domain::profile::{Profile, Timers};
 use crate::domain::ranking::Ranking;
 use crate::domain::time::Millis;
 use compact_str::CompactString;
-use lru::LruCache;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Bytes counted per cached entry beyond its encoded size (map slot, key,
@@ -68,7 +68,7 @@ pub struct TaskState {
     /// The task's part in percentile tiers, and what of it the store has.
     pub ranking: Ranking,
     ranking_stored: Ranking,
-    profiles: LruCache<Id, Cached>,
+    profiles: ClockCache<Id, Cached>,
     /// Customers written since the last drain (each once).
     dirty: Vec<Id>,
     /// What the profiles written since the last drain will be charged,
@@ -123,7 +123,7 @@ impl TaskState {
             },
             ranking_stored: ranking.clone(),
             ranking,
-            profiles: LruCache::unbounded(),
+            profiles: ClockCache::new(),
             dirty: Vec::new(),
             dirty_bytes: 0,
             cached_bytes: 0,
@@ -151,13 +151,13 @@ impl TaskState {
 
     /// Takes the pending writes (profiles, timers, stream time) as one
     /// batch; the profiles stay cached (clean), the least recently used
-    /// leave once the cache is over its budget.
+    /// (as a CLOCK tells) leave once the cache is over its budget.
     pub fn drain(&mut self) -> Vec<Write> {
         let task = self.task;
         self.dirty_bytes = 0;
         let mut writes = Vec::with_capacity(self.dirty.len());
         for id in std::mem::take(&mut self.dirty) {
-            // `peek`: draining is not a use, the LRU order stays.
+            // `peek`: draining is not a use.
             let Some(c) = self.profiles.peek_mut(&id) else {
                 continue;
             };
@@ -172,7 +172,7 @@ impl TaskState {
             });
         }
         while self.cached_bytes > self.cache_budget {
-            match self.profiles.pop_lru() {
+            match self.profiles.evict() {
                 Some((_, c)) => self.cached_bytes -= c.bytes,
                 None => break,
             }
@@ -281,7 +281,7 @@ impl Profiles for Session<'_> {
             bytes: charge(bytes.len(), customer_id),
         };
         self.state.cached_bytes += cached.bytes;
-        self.state.profiles.put(Id::from(customer_id), cached);
+        self.state.profiles.insert(Id::from(customer_id), cached);
         Ok(Some(profile))
     }
 
@@ -372,7 +372,7 @@ impl Session<'_> {
             dirty: true,
             bytes: 0,
         };
-        state.profiles.put(id, cached);
+        state.profiles.insert(id, cached);
     }
 }
 

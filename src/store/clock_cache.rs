@@ -1,0 +1,135 @@
+//! The map under a task's profile cache: a CLOCK (second-chance) cache.
+//!
+//! Why not an LRU list: with 100 000 customers cached, every hit on a
+//! linked LRU moved its node to the front, touching the node and both its
+//! neighbours — three cache misses on top of the hash lookup, the largest
+//! single item of a replay's profile (`LruCache::get_mut`, 9%). Here a hit
+//! sets a bit in the map's own slot, and the order in which entries leave
+//! is kept in a ring that is only walked when something must leave. The
+//! cache evicts only when asked (after a drain, when nothing is dirty or
+//! lent), which is why a self-evicting cache crate does not fit.
+
+use std::borrow::Borrow;
+use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
+
+/// A map whose entries leave, when asked, roughly least recently used
+/// first: each entry gets a second chance if it was used since the clock
+/// hand last passed it.
+#[derive(Debug)]
+pub struct ClockCache<K, V> {
+    map: HashMap<K, Slot<V>, foldhash::fast::RandomState>,
+    /// Every key of `map` once, in the order the hand visits them.
+    ring: VecDeque<K>,
+}
+
+#[derive(Debug)]
+struct Slot<V> {
+    value: V,
+    /// Used since the hand last passed.
+    referenced: bool,
+}
+
+impl<K: Hash + Eq + Clone, V> ClockCache<K, V> {
+    /// An empty cache (the caller bounds it).
+    pub fn new() -> Self {
+        ClockCache {
+            map: HashMap::default(),
+            ring: VecDeque::new(),
+        }
+    }
+
+    /// The entry for `key`, marked as used.
+    pub fn get_mut<Q>(&mut self, key: &Q) -> Option<&mut V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.map.get_mut(key).map(|s| {
+            s.referenced = true;
+            &mut s.value
+        })
+    }
+
+    /// The entry for `key`, without counting it as a use.
+    pub fn peek_mut<Q>(&mut self, key: &Q) -> Option<&mut V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.map.get_mut(key).map(|s| &mut s.value)
+    }
+
+    /// Adds or replaces the entry for `key`, marked as used.
+    pub fn insert(&mut self, key: K, value: V) {
+        let slot = Slot {
+            value,
+            referenced: true,
+        };
+        if self.map.insert(key.clone(), slot).is_none() {
+            self.ring.push_back(key);
+        }
+    }
+
+    /// Removes and returns the entry the hand stops at: the first not used
+    /// since it last passed (clearing the mark of each used one it passes).
+    pub fn evict(&mut self) -> Option<(K, V)> {
+        while let Some(key) = self.ring.pop_front() {
+            let slot = self
+                .map
+                .get_mut(&key)
+                .expect("the ring holds the map's keys");
+            if slot.referenced {
+                slot.referenced = false;
+                self.ring.push_back(key);
+            } else {
+                let slot = self.map.remove(&key).expect("just found");
+                return Some((key, slot.value));
+            }
+        }
+        None
+    }
+
+    /// How many entries are cached.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_used_since_the_hand_passed_gets_a_second_chance() {
+        let mut c = ClockCache::new();
+        for k in ["a", "b", "c"] {
+            c.insert(k.to_string(), k.len());
+        }
+        // All were used on insert: one full turn clears the marks, then
+        // the oldest leaves.
+        assert_eq!(c.evict().map(|(k, _)| k), Some("a".into()));
+        // b is used again: c leaves before it.
+        *c.get_mut("b").unwrap() += 1;
+        assert_eq!(c.evict().map(|(k, _)| k), Some("c".into()));
+        assert_eq!(c.evict(), Some(("b".into(), 2)));
+        assert_eq!(c.evict(), None);
+        assert_eq!(c.len(), 0);
+    }
+
+    #[test]
+    fn peeking_is_not_a_use_and_replacing_keeps_one_ring_entry() {
+        let mut c = ClockCache::new();
+        c.insert(1, "one");
+        c.insert(2, "two");
+        assert_eq!(c.evict(), Some((1, "one")));
+        c.insert(1, "one again");
+        c.insert(1, "one more");
+        // 2's mark was cleared by the turn above; peeking does not set it.
+        *c.peek_mut(&2).unwrap() = "two, peeked";
+        assert_eq!(c.evict(), Some((2, "two, peeked")));
+        assert_eq!(c.evict(), Some((1, "one more")));
+        assert_eq!(c.evict(), None);
+    }
+}
