@@ -171,6 +171,53 @@ fn parallel_replay_keeps_dead_letters_and_outputs_in_input_order() {
     assert_eq!(dlq1, dlq4);
 }
 
+/// A record whose JSON names `customer_id` twice decodes to the event of
+/// the last (as any JSON object's duplicate member reads), and `replay`
+/// must run it in that customer's task, as the Kafka pipeline does with a
+/// record keyed by its customer: the outputs equal those of the same
+/// events written plainly.
+#[test]
+fn a_record_naming_its_customer_twice_runs_in_that_customers_task() {
+    use tierstream::kafka::partitioner::partition_for;
+    let dir = tempfile::tempdir().unwrap();
+    // A customer outside task 0, where a line whose customer could not be
+    // read used to go.
+    let b = (0..)
+        .map(|i| format!("b{i}"))
+        .find(|b| partition_for(b.as_bytes(), 4) != 0)
+        .unwrap();
+    let purchase = |id: &str, day: u32, customer: &str| {
+        format!(
+            "{{\"type\":\"purchase\",\"event_id\":\"{id}\",{customer},\"ts\":\"2026-01-{day:02}T10:00:00Z\",\"amount\":900,\"margin\":300}}\n"
+        )
+    };
+    let plain = format!("\"customer_id\":\"{b}\"");
+    let twice = format!("\"customer_id\":\"someone else\",\"customer_id\":\"{b}\"");
+    let run = |name: &str, first: &str| {
+        let input = dir.path().join(format!("{name}.jsonl"));
+        let out = dir.path().join(format!("{name}-out.jsonl"));
+        let text = [
+            purchase("e1", 5, first),
+            purchase("e2", 6, &plain),
+            purchase("e3", 9, &plain),
+        ]
+        .concat();
+        std::fs::write(&input, text).unwrap();
+        let st = bin()
+            .args(["replay", "--memory", "--partitions", "4", "--input"])
+            .arg(&input)
+            .arg("--output")
+            .arg(&out)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        std::fs::read_to_string(out).unwrap()
+    };
+    let expected = run("plain", &plain);
+    assert!(!expected.is_empty());
+    assert_eq!(run("twice", &twice), expected);
+}
+
 #[test]
 fn bad_config_is_refused_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();

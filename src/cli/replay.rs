@@ -2,8 +2,10 @@
 //! pipeline, no Kafka. For trying policies, backtests and golden tests.
 
 use super::{open_rocks, processor, Unit};
+use crate::codec::input::Rejection;
 use crate::codec::output::to_bytes;
 use crate::config::Config;
+use crate::domain::event::Event;
 use crate::domain::output::Output;
 use crate::domain::ranking::{Shares, Summaries};
 use crate::domain::time::Millis;
@@ -122,6 +124,11 @@ pub fn replay(
     } = io;
     let want_dlq = dlq.is_some();
     let mut writer = Writer { output, dlq };
+    let router = Router {
+        processor,
+        partitions: shape.partitions,
+        now,
+    };
     let mut lanes: Vec<Lane<'_>> = tasks
         .into_iter()
         .map(|tasks| Lane {
@@ -129,14 +136,13 @@ pub fn replay(
             store,
             tasks,
             lanes,
-            now,
             want_dlq,
             since_flush: 0,
             outs: Vec::new(),
         })
         .collect();
     if let [lane] = lanes.as_mut_slice() {
-        let summary = read_lines(shape.partitions, input, on_bytes, |summary, line| {
+        let summary = read_lines(&router, input, on_bytes, |summary, line| {
             writer.write(summary, lane.line(line)?)
         })?;
         lane.finish()?;
@@ -166,7 +172,7 @@ pub fn replay(
                 lane.finish()
             }));
         }
-        let summary = read_lines(shape.partitions, input, on_bytes, |summary, line| {
+        let summary = read_lines(&router, input, on_bytes, |summary, line| {
             dispatch.push(line)?;
             dispatch.write_ready(&mut writer, summary, false)
         });
@@ -234,12 +240,7 @@ impl Dispatch {
     fn push(&mut self, line: Line<&[u8]>) -> Result<()> {
         let lane = line.task % self.lanes.len();
         let link = &mut self.lanes[lane];
-        // Only a line crossing to another thread is copied.
-        link.batch.push(Line {
-            task: line.task,
-            no: line.no,
-            record: line.record.to_vec(),
-        });
+        link.batch.push(line.into_owned());
         if link.batch.len() >= BATCH_LINES {
             link.send()?;
         }
@@ -301,7 +302,6 @@ fn replay_ranked(
             .map(|t| TaskState::open(t, store, cache))
             .collect::<Result<_, _>>()?,
         lanes: 1,
-        now,
         want_dlq: io.dlq.is_some(),
         since_flush: 0,
         outs: Vec::new(),
@@ -317,12 +317,13 @@ fn replay_ranked(
         next: 0,
     };
     let mut seq = 0;
-    let mut summary = read_lines(shape.partitions, io.input, io.on_bytes, |summary, line| {
-        let line = Line {
-            task: line.task,
-            no: line.no,
-            record: line.record.to_vec(),
-        };
+    let router = Router {
+        processor,
+        partitions: shape.partitions,
+        now,
+    };
+    let mut summary = read_lines(&router, io.input, io.on_bytes, |summary, line| {
+        let line = line.into_owned();
         let task = line.task;
         ranked.waiting[task].push_back((seq, line, LineOut::default()));
         seq += 1;
@@ -417,12 +418,64 @@ impl Ranked {
     }
 }
 
-/// One non-blank input line and its task (borrowed from the reader's
-/// buffer, or owned to cross to a worker thread).
+/// One non-blank input line, decoded, and its task. A rejected line keeps
+/// its bytes for the dead-letter file (borrowed from the reader's buffer,
+/// or owned to cross to a worker thread or wait for a month close).
 struct Line<R> {
     task: usize,
     no: u64,
-    record: R,
+    item: Item<R>,
+}
+
+enum Item<R> {
+    Event(Event),
+    Rejected(Rejection, R),
+}
+
+impl Line<&[u8]> {
+    /// The line with its bytes copied, if it still has them (only a
+    /// rejected line does).
+    fn into_owned(self) -> Line<Vec<u8>> {
+        Line {
+            task: self.task,
+            no: self.no,
+            item: match self.item {
+                Item::Event(e) => Item::Event(e),
+                Item::Rejected(r, record) => Item::Rejected(r, record.to_vec()),
+            },
+        }
+    }
+}
+
+/// Decodes lines and puts each in its task: the partition of its decoded
+/// `customer_id`, hashed like Kafka's default partitioner (so a record
+/// whose JSON names the customer twice goes where the event it decodes to
+/// belongs). A rejected line changes no state; it goes to task 0.
+struct Router<'a> {
+    processor: &'a Processor,
+    partitions: u32,
+    now: Millis,
+}
+
+impl Router<'_> {
+    fn line<'r>(&self, no: u64, record: &'r [u8]) -> Line<&'r [u8]> {
+        let raw = RawRecord {
+            bytes: record,
+            key: None,
+        };
+        let (task, item) = match self.processor.decode(raw, self.now) {
+            Ok(e) => (self.task_of(&e), Item::Event(e)),
+            Err(r) => (0, Item::Rejected(r, record)),
+        };
+        Line { task, no, item }
+    }
+
+    fn task_of(&self, event: &Event) -> usize {
+        if self.partitions <= 1 {
+            return 0;
+        }
+        partition_for(event.customer_id.as_bytes(), self.partitions) as usize
+    }
 }
 
 /// What one line produced, encoded for the output and DLQ files.
@@ -465,7 +518,7 @@ impl Writer<'_> {
 /// Reads every line, counts blanks, and hands the others to `each` with
 /// their task.
 fn read_lines(
-    partitions: u32,
+    router: &Router<'_>,
     input: &mut dyn BufRead,
     on_bytes: &dyn Fn(u64),
     mut each: impl FnMut(&mut ReplaySummary, Line<&[u8]>) -> Result<()>,
@@ -489,8 +542,7 @@ fn read_lines(
             continue;
         }
         summary.lines += 1;
-        let task = task_of(record, partitions);
-        each(&mut summary, Line { task, no, record })?;
+        each(&mut summary, router.line(no, record))?;
     }
     Ok(summary)
 }
@@ -502,7 +554,6 @@ struct Lane<'a> {
     store: &'a dyn KvStore,
     tasks: Vec<TaskState>,
     lanes: usize,
-    now: Millis,
     want_dlq: bool,
     since_flush: usize,
     outs: Vec<Output>,
@@ -525,30 +576,25 @@ impl Lane<'_> {
         out: &mut LineOut,
         cuts: Option<CutPointsOf<'_>>,
     ) -> Result<Option<Millis>> {
-        let record = line.record.as_ref();
+        let event = match &line.item {
+            Item::Event(e) => e,
+            Item::Rejected(r, record) => {
+                let mut d = Vec::new();
+                if self.want_dlq {
+                    let raw = String::from_utf8_lossy(record.as_ref());
+                    let rec = json!({"code": r.code.as_str(), "message": r.message, "line": line.no, "raw": raw});
+                    serde_json::to_writer(&mut d, &rec)?;
+                    d.push(b'\n');
+                }
+                out.dead_letter = Some(d);
+                return Ok(None);
+            }
+        };
         let task = &mut self.tasks[line.task / self.lanes];
         self.outs.clear();
-        let processed = self.processor.process_ranked(
-            task,
-            self.store,
-            RawRecord {
-                bytes: record,
-                key: None,
-            },
-            self.now,
-            &mut self.outs,
-            cuts,
-        )?;
-        if let Processed::Rejected(r) = &processed {
-            let mut d = Vec::new();
-            if self.want_dlq {
-                let raw = String::from_utf8_lossy(record);
-                let rec = json!({"code": r.code.as_str(), "message": r.message, "line": line.no, "raw": raw});
-                serde_json::to_writer(&mut d, &rec)?;
-                d.push(b'\n');
-            }
-            out.dead_letter = Some(d);
-        }
+        let processed =
+            self.processor
+                .apply_ranked(task, self.store, event, &mut self.outs, cuts)?;
         for o in &self.outs {
             let bytes = to_bytes(o)
                 .unwrap_or_else(|| serde_json::to_vec(&tombstone(o)).expect("serializes"));
@@ -590,25 +636,6 @@ fn trim_line_end(line: &[u8]) -> &[u8] {
         end -= 1;
     }
     &line[..end]
-}
-
-/// The task a line belongs to: its customer's partition, hashed like Kafka.
-/// Lines whose customer cannot be read go to task 0, where they are rejected.
-fn task_of(record: &[u8], partitions: u32) -> usize {
-    if partitions <= 1 {
-        return 0;
-    }
-    #[derive(serde::Deserialize)]
-    struct Key<'a> {
-        #[serde(borrow)]
-        customer_id: Option<std::borrow::Cow<'a, str>>,
-    }
-    match serde_json::from_slice::<Key>(record) {
-        Ok(Key {
-            customer_id: Some(id),
-        }) => partition_for(id.as_bytes(), partitions) as usize,
-        _ => 0,
-    }
 }
 
 /// Renders the summary for stderr.

@@ -3,7 +3,7 @@
 
 use crate::codec::input::{check_key, decode, DecodeRules, Rejection};
 use crate::domain::engine::{Engine, Outcome};
-use crate::domain::event::EventKind;
+use crate::domain::event::{Event, EventKind};
 use crate::domain::output::{Output, OutputBody};
 use crate::domain::ranking::MonthClose;
 use crate::domain::time::Millis;
@@ -89,19 +89,38 @@ impl Processor {
         out: &mut Vec<Output>,
         cuts: Option<CutPointsOf<'_>>,
     ) -> Result<Processed, StoreError> {
-        let event = match decode(record.bytes, &self.rules, now).and_then(|e| {
-            check_key(record.key, &e)?;
-            Ok(e)
-        }) {
-            Ok(e) => e,
-            Err(r) => {
+        match self.decode(record, now) {
+            Ok(event) => self.apply_ranked(task, store, &event, out, cuts),
+            Err(r) => Ok(Processed::Rejected(r)),
+        }
+    }
+
+    /// Decodes and checks one record, counting a rejection. A driver that
+    /// routes records by their customer (`replay`) decodes first, so a
+    /// record is parsed once and goes where its decoded `customer_id` says.
+    pub fn decode(&self, record: RawRecord<'_>, now: Millis) -> Result<Event, Rejection> {
+        decode(record.bytes, &self.rules, now)
+            .and_then(|e| {
+                check_key(record.key, &e)?;
+                Ok(e)
+            })
+            .inspect_err(|r| {
                 self.metrics
                     .rejected
                     .with_label_values(&[r.code.as_str()])
                     .inc();
-                return Ok(Processed::Rejected(r));
-            }
-        };
+            })
+    }
+
+    /// Applies a decoded event to `task` (see [`Self::process_ranked`]).
+    pub fn apply_ranked(
+        &self,
+        task: &mut TaskState,
+        store: &dyn KvStore,
+        event: &Event,
+        out: &mut Vec<Output>,
+        cuts: Option<CutPointsOf<'_>>,
+    ) -> Result<Processed, StoreError> {
         if let EventKind::Service(s) = &event.kind {
             self.metrics
                 .unknown_signals
@@ -118,7 +137,7 @@ impl Processor {
         let mut clock = task.clock;
         let outcome = self
             .engine
-            .apply(&mut clock, &mut task.session(store), &event, out)?;
+            .apply(&mut clock, &mut task.session(store), event, out)?;
         task.clock = clock;
         cutpoints_from_task_zero(task, out, first);
         self.events.inc(event.event_type(), outcome);
