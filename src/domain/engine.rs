@@ -853,6 +853,7 @@ impl Engine {
     fn signature(&self, profile: &Profile, at: Millis) -> Signature {
         let s = self.scores_at(profile, at);
         let sides = next_sides(&self.policy.loyalty.quadrant, profile.sides, &s);
+        // Asked before the risk is computed: a quiet customer's is not.
         if Self::quiet(profile, sides) {
             return Signature::quiet(sides);
         }
@@ -867,8 +868,8 @@ impl Engine {
         profile.warning.is_none() && sides.quadrant() != Quadrant::Spurious
     }
 
-    /// The signature at `at` of a profile that is not quiet there, whose
-    /// sides are `sides`, scores `s` and risk (under the risk rule) `risk`.
+    /// The signature at `at` of a profile whose sides there are `sides`,
+    /// scores `s` and risk (under the risk rule, when it is watched) `risk`.
     fn signature_of(
         &self,
         profile: &Profile,
@@ -877,6 +878,9 @@ impl Engine {
         risk: Option<f64>,
         at: Millis,
     ) -> Signature {
+        if Self::quiet(profile, sides) {
+            return Signature::quiet(sides);
+        }
         let rp = &self.policy.loyalty.risk;
         let watch = if profile.warning.is_none() {
             Watch::Opening(risk.map(|r| self.risk_on_warning_side(profile, r)))
@@ -1054,11 +1058,7 @@ impl Engine {
         }
         .expect("a warning output has a warning");
         profile.last_warning_at = Some(at);
-        let signature = if Self::quiet(profile, sides) {
-            Signature::quiet(sides)
-        } else {
-            self.signature_of(profile, sides, &s, value, at)
-        };
+        let signature = self.signature_of(profile, sides, &s, value, at);
         let body = ChurnWarning {
             action,
             warning_id: open.warning_id,

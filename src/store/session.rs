@@ -8,10 +8,11 @@
 //!
 //! * **A profile cache across batches** (like Kafka Streams' record cache):
 //!   profiles read or written stay in memory after their batch, least
-//!   recently used first out (as a CLOCK tells, see `clock_cache`) once the task's share of `state.cache_mb` is
-//!   spent; RocksDB is read only on a miss. Entries are written through at
-//!   every `drain`, so the store is always current for other readers (the
-//!   HTTP customer lookup) and an evicted entry is never dirty.
+//!   recently used first out (as a CLOCK tells, see `clock_cache`) once
+//!   the task's share of `state.cache_mb` is spent; RocksDB is read only
+//!   on a miss. Entries are written through at every `drain`, so the store
+//!   is always current for other readers (the HTTP customer lookup) and an
+//!   evicted entry is never dirty.
 //! * **A floor under each deadline index** (month closes, daily
 //!   re-evaluations): no timer of the task is earlier. A tick before the
 //!   floor has nothing due and touches no storage; a tick at or after it
