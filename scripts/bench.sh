@@ -8,6 +8,10 @@
 #   scripts/bench.sh [BINARY]
 #   env: SIZES="1000000 10000000"  events per replay workload
 #        KAFKA_EVENTS=1000000       events of the end-to-end run (0: skip it)
+#        LATENCY_RATE=75000         events/s of the steady stream whose
+#                                   event-to-commit latency is measured
+#                                   (0: skip it; 75 000 is half the target
+#                                   throughput of 150 000)
 #        PARTITIONS=4 SEED=7 DAYS=730 START=2024-09-01
 # Needs /usr/bin/time (Debian package `time`) and, for the end-to-end run,
 # a running broker (scripts/kafka.sh start). Not a test: these machines are
@@ -48,4 +52,9 @@ kafka_events="${KAFKA_EVENTS:-1000000}"
 if [ "$kafka_events" -gt 0 ]; then
   echo "run, exactly once, 3 input topics, ${kafka_events} events from a backlog (scripts/backlog_bench.sh):"
   PROFILE=heavy-tailed scripts/backlog_bench.sh "$bin" $((kafka_events / 10)) "$kafka_events"
+fi
+latency_rate="${LATENCY_RATE:-75000}"
+if [ "$kafka_events" -gt 0 ] && [ "$latency_rate" -gt 0 ]; then
+  echo "run, exactly once, a steady ${latency_rate} events/s (scripts/latency_bench.sh):"
+  PROFILE=heavy-tailed scripts/latency_bench.sh "$bin" "$latency_rate" "$kafka_events"
 fi

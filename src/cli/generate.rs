@@ -7,7 +7,8 @@ use crate::kafka::client_config;
 use crate::workload::generate::{generate, Activity, GenerateSpec};
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -39,6 +40,17 @@ pub struct GenerateArgs {
     /// the second, service events to the third) instead of a file.
     #[arg(long, conflicts_with = "output")]
     pub to_kafka: bool,
+    /// With --to-kafka: produce at most this many events per second, in
+    /// event-time order (0: as fast as the broker takes them) — a steady
+    /// stream to measure the pipeline's event-to-commit latency against,
+    /// where a backlog measures its throughput.
+    #[arg(
+        long,
+        default_value_t = 0,
+        requires = "to_kafka",
+        value_name = "EVENTS_PER_S"
+    )]
+    pub rate: u64,
     /// TOML config file, for --to-kafka.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -95,7 +107,7 @@ pub(super) fn run_generate(a: GenerateArgs) -> Result<()> {
             .enable_all()
             .build()
             .context("starting the async runtime")?;
-        return runtime.block_on(produce_generated(&cfg, &events));
+        return runtime.block_on(produce_generated(&cfg, &events, a.rate));
     }
     match &a.output {
         Some(p) => {
@@ -126,42 +138,95 @@ pub(super) fn run_generate(a: GenerateArgs) -> Result<()> {
     Ok(())
 }
 
+/// Records produced between two looks at the clock when paced: 10 ms
+/// slices, fine enough that a paced stream has no bursts a commit interval
+/// (100 ms by default) would notice.
+const PACE_SLICES_PER_S: u64 = 100;
+
 async fn produce_generated(
     cfg: &Config,
     events: &[crate::workload::generate::Generated],
+    rate: u64,
 ) -> Result<()> {
     if cfg.kafka.create_topics {
         crate::kafka::admin::ensure_topics(&cfg.kafka).await?;
     }
+    // A paced stream is sent as it is produced (each record's timestamp
+    // is when it was sent, which the pipeline's latency is measured from);
+    // a backlog lingers so librdkafka batches more.
+    let linger = if rate > 0 { "1" } else { "20" };
     let producer: FutureProducer = client_config(&cfg.kafka)
         // Java's default partitioner, so keys land where `replay --partitions` expects.
         .set("partitioner", "murmur2_random")
-        .set("linger.ms", "20")
+        .set("linger.ms", linger)
         .set("queue.buffering.max.messages", "1000000")
         .create()
         .context("creating the Kafka producer")?;
     let topics = &cfg.kafka.input_topics;
     let bar = progress(events.len() as u64, Unit::Events);
-    // Produce in chunks: every record of a chunk is enqueued before any
-    // acknowledgement is awaited, so librdkafka can batch them.
-    for chunk in events.chunks(10_000) {
-        let payloads: Vec<Vec<u8>> = chunk
-            .iter()
-            .map(|g| serde_json::to_vec(&g.json))
-            .collect::<Result<_, _>>()?;
-        let mut pending = Vec::with_capacity(chunk.len());
-        for (g, payload) in chunk.iter().zip(&payloads) {
+    let chunk_len = if rate > 0 {
+        (rate / PACE_SLICES_PER_S).max(1) as usize
+    } else {
+        10_000
+    };
+    let started = tokio::time::Instant::now();
+    let mut pending = Vec::new();
+    // Every record of a chunk is enqueued before any acknowledgement is
+    // awaited, so librdkafka can batch them; paced, the acknowledgements
+    // are awaited only at the end, so waiting for them never holds the
+    // pace back.
+    for (i, chunk) in events.chunks(chunk_len).enumerate() {
+        if rate > 0 {
+            let due = Duration::from_secs_f64((i * chunk_len) as f64 / rate as f64);
+            tokio::time::sleep_until(started + due).await;
+        }
+        for g in chunk {
+            let payload = serde_json::to_vec(&g.json)?;
             let record = FutureRecord::to(&topics[g.topic_rank(topics.len())])
                 .key(&g.customer_id)
-                .payload(payload);
-            pending.push(producer.send(record, Duration::from_secs(30)));
+                .payload(&payload);
+            pending.push(enqueue(&producer, record).await?);
         }
-        for p in futures::future::join_all(pending).await {
-            p.map_err(|(e, _)| anyhow::anyhow!("producing failed: {e}"))?;
+        if rate == 0 {
+            await_deliveries(std::mem::take(&mut pending)).await?;
         }
         bar.inc(chunk.len() as u64);
     }
+    await_deliveries(pending).await?;
     bar.finish_and_clear();
-    eprintln!("produced {} events", events.len());
+    let secs = started.elapsed().as_secs_f64().max(1e-3);
+    eprintln!(
+        "produced {} events in {secs:.1} s ({:.0} events/s)",
+        events.len(),
+        events.len() as f64 / secs
+    );
+    Ok(())
+}
+
+/// Enqueues one record, waiting while librdkafka's local queue is full.
+async fn enqueue(
+    producer: &FutureProducer,
+    mut record: FutureRecord<'_, String, Vec<u8>>,
+) -> Result<DeliveryFuture> {
+    loop {
+        match producer.send_result(record) {
+            Ok(delivery) => return Ok(delivery),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err((e, _)) => bail!("producing failed: {e}"),
+        }
+    }
+}
+
+async fn await_deliveries(pending: Vec<DeliveryFuture>) -> Result<()> {
+    for p in futures::future::join_all(pending).await {
+        match p {
+            Ok(Ok(_)) => {}
+            Ok(Err((e, _))) => bail!("producing failed: {e}"),
+            Err(_) => bail!("producing failed: the producer went away"),
+        }
+    }
     Ok(())
 }

@@ -50,6 +50,7 @@ use crate::kafka::sink::{self, KafkaSink};
 use crate::kafka::source::KafkaSource;
 use crate::kafka::summaries::SummaryReader;
 use crate::kafka::{admin, client_config, set_default};
+use crate::ops::metrics::Metrics;
 use crate::ops::status::Status;
 use crate::pipeline::processor::Processor;
 use crate::store::checkpoint::{input_offset_name, read_i64};
@@ -108,13 +109,22 @@ struct Throughput {
 }
 
 impl Throughput {
-    fn report(&self) {
+    /// Logs the throughput and, from the latency histogram, the bucket
+    /// bounds of the median and 99th percentile event-to-commit latency
+    /// (what `scripts/bench.sh` reports for a paced stream).
+    fn report(&self, metrics: &Metrics) {
         if let (Some(first), Some(last)) = (self.first, self.last) {
             let secs = (last - first).as_secs_f64().max(1e-3);
+            let bound = |q| {
+                Metrics::quantile_bound(&metrics.event_to_output_seconds, q)
+                    .map_or_else(|| "-".to_owned(), |b| format!("{b}"))
+            };
             tracing::info!(
                 records = self.records,
                 seconds = format!("{secs:.2}"),
                 records_per_second = format!("{:.0}", self.records as f64 / secs),
+                latency_p50_at_most_seconds = bound(0.5),
+                latency_p99_at_most_seconds = bound(0.99),
                 "throughput from the first record to the last commit"
             );
         }
@@ -409,7 +419,7 @@ impl<S: Source, K: Sink, R: Restore> Runner<S, K, R> {
                 self.commit_batch()?;
             }
             if self.stopping {
-                self.throughput.report();
+                self.throughput.report(&self.p.processor.metrics);
                 tracing::info!("stopped after the last batch was committed");
                 return Ok(());
             }

@@ -23,7 +23,7 @@
 use super::checkpoint::{read_i64, read_ranking, write_i64, write_ranking, STREAM_TIME};
 use super::clock_cache::ClockCache;
 use super::keys::{
-    decode_profile, encode_profile, profile_key, timer_customer, timer_instant, timer_key,
+    decode_profile, encode_profile_with, profile_key, timer_customer, timer_instant, timer_key,
     timers_due_range, timers_from_range,
 };
 use super::{Cf, KvStore, StoreError, TaskId, Write};
@@ -157,12 +157,16 @@ impl TaskState {
         let task = self.task;
         self.dirty_bytes = 0;
         let mut writes = Vec::with_capacity(self.dirty.len());
+        let mut scratch = Vec::new();
         for id in std::mem::take(&mut self.dirty) {
             // `peek`: draining is not a use.
             let Some(c) = self.profiles.peek_mut(&id) else {
                 continue;
             };
-            let value = c.profile.as_deref().map(encode_profile);
+            let value = c
+                .profile
+                .as_deref()
+                .map(|p| encode_profile_with(p, &mut scratch));
             c.bytes = charge(value.as_ref().map_or(0, Vec::len), &id);
             c.dirty = false;
             self.cached_bytes += c.bytes;
