@@ -219,7 +219,8 @@ pub struct KafkaConfig {
     pub replication_factor: i32,
     /// Largest batch processed and committed together.
     pub batch_max_records: usize,
-    /// Longest time a batch stays open.
+    /// Longest time a batch stays open, from its oldest record's Kafka
+    /// timestamp (a backlog's batch: from when it opened).
     pub commit_interval_ms: u64,
     /// How long a task waits for an empty input partition that has reached
     /// its end before it processes its other partitions without it (0: not

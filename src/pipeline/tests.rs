@@ -14,7 +14,7 @@ use super::ports::{
     Batch, CommitError, ConsumerFailed, Moves, Position, Restore, Sink, Source, TopicPartition,
 };
 use super::processor::Processor;
-use super::{Pipeline, Runner};
+use super::{open_for, Pipeline, Runner};
 use crate::config::{Config, DEFAULT_TOML};
 use crate::domain::engine::Engine;
 use crate::kafka::partitioner::partition_for;
@@ -464,4 +464,19 @@ fn parallel_tasks_commit_the_outputs_of_one_thread_in_the_same_order() {
     assert!(one.outputs.len() > 100);
     assert_eq!(one.outputs, three.outputs, "output by output, in order");
     assert_eq!(one.committed, three.committed);
+}
+
+#[test]
+fn a_batch_closes_an_interval_after_its_oldest_record_was_produced() {
+    let interval = Duration::from_millis(100);
+    let ms = Duration::from_millis;
+    // A steady stream: what waited 30 ms already has 70 ms left.
+    assert_eq!(open_for(Some(1_000), 1_030, interval), ms(70));
+    // Waited longer than the interval: the batch closes at once.
+    assert_eq!(open_for(Some(1_000), 1_150, interval), ms(0));
+    // A backlog (ten intervals old and more) keeps the whole interval.
+    assert_eq!(open_for(Some(1_000), 2_000, interval), interval);
+    // A producer clock ahead of ours, or no timestamp: the whole interval.
+    assert_eq!(open_for(Some(1_000), 900, interval), interval);
+    assert_eq!(open_for(None, 900, interval), interval);
 }
