@@ -330,19 +330,31 @@ pub struct Workload {
 /// there are); every `poison_every`-th record is replaced by a malformed
 /// one (a poison pill for the DLQ).
 pub fn workload(env: &TestEnv, spec: &GenerateSpec, poison_every: Option<usize>) -> Workload {
+    let poisoned = |i: usize| poison_every.is_some_and(|n| i % n == n - 1);
+    let mut w = workload_rewritten(env, spec, |i, bytes| {
+        if poisoned(i) {
+            format!("{{\"event_id\": \"poison-{i}\", \"type\": ").into_bytes()
+        } else {
+            bytes
+        }
+    });
+    w.poison = (0..w.records.len()).filter(|&i| poisoned(i)).count();
+    w
+}
+
+/// `workload` with each record's JSON passed through `rewrite` (with its
+/// index) before it is produced and replayed.
+pub fn workload_rewritten(
+    env: &TestEnv,
+    spec: &GenerateSpec,
+    rewrite: impl Fn(usize, Vec<u8>) -> Vec<u8>,
+) -> Workload {
     let events = generate(spec).events;
     let topics = env.config.kafka.input_topics.len();
     let mut jsonl = Vec::new();
     let mut records = Vec::new();
-    let mut poison = 0;
     for (i, g) in events.iter().enumerate() {
-        let bytes = match poison_every {
-            Some(n) if i % n == n - 1 => {
-                poison += 1;
-                format!("{{\"event_id\": \"poison-{i}\", \"type\": ").into_bytes()
-            }
-            _ => serde_json::to_vec(&g.json).unwrap(),
-        };
+        let bytes = rewrite(i, serde_json::to_vec(&g.json).unwrap());
         jsonl.extend_from_slice(&bytes);
         jsonl.push(b'\n');
         records.push((
@@ -354,7 +366,7 @@ pub fn workload(env: &TestEnv, spec: &GenerateSpec, poison_every: Option<usize>)
     Workload {
         records,
         expected: replay_expected(&env.config_path, jsonl),
-        poison,
+        poison: 0,
     }
 }
 
