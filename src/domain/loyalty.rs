@@ -10,6 +10,7 @@
 
 use super::event::{Complaint, Service, Severity, Signal};
 use super::penalties::{penalties, PenaltyCache};
+use super::profile::vec_bytes;
 use super::risk::RiskEvidence;
 use super::time::{month_start, Millis, DAY_MS};
 use super::value::{window_start, WindowTotals};
@@ -158,6 +159,20 @@ pub struct Evidence {
 }
 
 impl Evidence {
+    /// Bytes held on the heap (see `Profile::heap_bytes`).
+    pub fn heap_bytes(&self) -> usize {
+        vec_bytes(&self.complaints)
+            + vec_bytes(&self.resolved_refs)
+            + vec_bytes(&self.signals)
+            + self
+                .signals
+                .iter()
+                .map(|s| vec_bytes(&s.signals))
+                .sum::<usize>()
+            + self.risk.heap_bytes()
+            + self.penalty_cache.heap_bytes()
+    }
+
     /// Records a service event's answers and signals.
     pub fn record_service(&mut self, ts: Millis, tie: u64, s: &Service) {
         if s.recommend.is_some() || s.repurchase_intent.is_some() {

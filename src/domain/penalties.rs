@@ -19,6 +19,7 @@
 
 use super::event::{Severity, Signal};
 use super::loyalty::{AttitudePolicy, ComplaintRecord, Evidence, SignalRecord};
+use super::profile::vec_bytes;
 use super::time::{month_of, month_start, Millis, DAY_MS};
 use std::cell::RefCell;
 
@@ -226,6 +227,11 @@ impl PartialEq for PenaltyCache {
 }
 
 impl PenaltyCache {
+    /// Bytes held on the heap (see `Profile::heap_bytes`).
+    pub fn heap_bytes(&self) -> usize {
+        self.0.borrow().as_ref().map_or(0, |b| vec_bytes(&b.months))
+    }
+
     /// A record at `ts` was added: its month's sums are stale.
     pub fn record_added(&mut self, ts: Millis) {
         if let Some(built) = self.0.get_mut() {

@@ -18,6 +18,7 @@
 use super::event::{Complaint, Minor, Purchase, Service, Severity, Signal};
 use super::lifetime::StakePolicy;
 use super::loyalty::{satisfaction_score, survey_score, Dated, Scores, Survey, SurveySource};
+use super::profile::vec_bytes;
 use super::tier::Tier;
 use super::time::{Millis, MonthIndex, DAY_MS};
 use super::value::Buckets;
@@ -224,6 +225,11 @@ fn day_of(t: Millis) -> i32 {
 }
 
 impl RiskEvidence {
+    /// Bytes held on the heap (see `Profile::heap_bytes`).
+    pub fn heap_bytes(&self) -> usize {
+        vec_bytes(&self.days)
+    }
+
     fn day_mut(&mut self, ts: Millis) -> &mut DayCounts {
         let day = day_of(ts);
         let at = self.days.partition_point(|d| d.day < day);

@@ -4,6 +4,7 @@
 
 use super::event::{Severity, Signal};
 use super::loyalty::{Scores, SurveySource};
+use super::profile::vec_bytes;
 use super::risk::Feature;
 use super::tier::Tier;
 use super::time::Millis;
@@ -140,6 +141,13 @@ pub struct OpenWarning {
     pub severity: Severity,
     /// Reason codes last emitted, sorted.
     pub reasons: Vec<ReasonCode>,
+}
+
+impl OpenWarning {
+    /// Bytes held on the heap (see `Profile::heap_bytes`).
+    pub fn heap_bytes(&self) -> usize {
+        self.warning_id.capacity() + vec_bytes(&self.reasons)
+    }
 }
 
 /// Severity by tier (platinum critical ... lead low), one step higher when

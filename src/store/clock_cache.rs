@@ -74,7 +74,16 @@ impl<K: Hash + Eq + Clone, V> ClockCache<K, V> {
     /// Removes and returns the entry the hand stops at: the first not used
     /// since it last passed (clearing the mark of each used one it passes).
     pub fn evict(&mut self) -> Option<(K, V)> {
-        while let Some(key) = self.ring.pop_front() {
+        self.evict_where(|_| true)
+    }
+
+    /// `evict`, passing over entries that may not leave now: the hand
+    /// stops at the first that `may_leave` and was not used since it last
+    /// passed. `None` when none may leave (after two turns at most: one
+    /// clears the marks, the next finds an entry if there is one).
+    pub fn evict_where(&mut self, may_leave: impl Fn(&V) -> bool) -> Option<(K, V)> {
+        for _ in 0..=2 * self.ring.len() {
+            let key = self.ring.pop_front()?;
             let slot = self
                 .map
                 .get_mut(&key)
@@ -82,9 +91,11 @@ impl<K: Hash + Eq + Clone, V> ClockCache<K, V> {
             if slot.referenced {
                 slot.referenced = false;
                 self.ring.push_back(key);
-            } else {
+            } else if may_leave(&slot.value) {
                 let slot = self.map.remove(&key).expect("just found");
                 return Some((key, slot.value));
+            } else {
+                self.ring.push_back(key);
             }
         }
         None
@@ -116,6 +127,20 @@ mod tests {
         assert_eq!(c.evict(), Some(("b".into(), 2)));
         assert_eq!(c.evict(), None);
         assert_eq!(c.len(), 0);
+    }
+
+    #[test]
+    fn entries_that_may_not_leave_are_passed_over() {
+        let mut c = ClockCache::new();
+        for (k, pinned) in [("a", true), ("b", false), ("c", true)] {
+            c.insert(k.to_string(), pinned);
+        }
+        let unpinned = |pinned: &bool| !*pinned;
+        assert_eq!(c.evict_where(unpinned), Some(("b".into(), false)));
+        assert_eq!(c.evict_where(unpinned), None, "only pinned ones left");
+        assert_eq!(c.len(), 2);
+        *c.get_mut("a").unwrap() = false;
+        assert_eq!(c.evict_where(unpinned), Some(("a".into(), false)));
     }
 
     #[test]

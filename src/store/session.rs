@@ -35,12 +35,12 @@ use crate::domain::time::Millis;
 use compact_str::CompactString;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-/// Bytes counted per cached entry beyond its encoded size (map slot, key,
-/// the decoded profile's heap parts — an estimate; the decoded form is a
-/// few times the encoded one).
-const ENTRY_OVERHEAD: usize = 256;
-/// Decoded profiles are larger than their encoding by about this factor.
-const DECODED_FACTOR: usize = 3;
+/// Bytes an entry costs the cache beside its profile: its slot in the map
+/// (key, entry, the control byte and the table's spare room) and its key
+/// in the CLOCK's ring.
+const SLOT_BYTES: usize = 2 * size_of::<Id>() + size_of::<Cached>() + 16;
+/// Customer ids up to this long are held inline in an `Id`.
+const INLINE_ID: usize = 24;
 /// The least a task may gather in writes before `dirty_over_budget`, so
 /// that a cache of 0 (every read from RocksDB) does not mean a write per
 /// record.
@@ -72,11 +72,13 @@ pub struct TaskState {
     profiles: ClockCache<Id, Cached>,
     /// Customers written since the last drain (each once).
     dirty: Vec<Id>,
-    /// What the profiles written since the last drain will be charged,
-    /// as far as known before they are encoded: their charge when last
-    /// drained or read (a new customer: the entry overhead).
+    /// What the profiles written since the last drain are charged, as they
+    /// were at their first write since (a profile growing in the batch is
+    /// charged its growth at the drain).
     dirty_bytes: usize,
-    /// What `profiles` is charged now, and the most it may be after a drain.
+    /// What the clean entries of `profiles` (read or drained, not written
+    /// since) are charged. With `dirty_bytes`, kept to `cache_budget`
+    /// while clean entries are left to evict.
     cached_bytes: usize,
     cache_budget: usize,
     /// Timer writes of the open batch per kind, by instant then customer
@@ -108,8 +110,19 @@ fn kind_slot(kind: TimerKind) -> usize {
     }
 }
 
-fn charge(encoded_len: usize, id: &str) -> usize {
-    encoded_len * DECODED_FACTOR + id.len() + ENTRY_OVERHEAD
+/// What an entry is charged against the cache budget: its slot, its id's
+/// bytes when they are not inline, and the profile as it is in memory —
+/// its struct and its heap parts, counted. (An estimate from the encoded
+/// size charged a tenth of a light profile's 750 bytes as 300: a cache of
+/// 128 MB held 275 MB, and 10M events peaked 200 MB above the configured
+/// bound.)
+fn charge(profile: Option<&Profile>, id: &str) -> usize {
+    let id_heap = if id.len() > INLINE_ID {
+        2 * id.len()
+    } else {
+        0
+    };
+    SLOT_BYTES + id_heap + profile.map_or(0, |p| size_of::<Profile>() + p.heap_bytes())
 }
 
 impl TaskState {
@@ -139,15 +152,30 @@ impl TaskState {
         Session { state: self, store }
     }
 
-    /// Whether the profiles written since the last drain are estimated to
-    /// take the task's cache budget: a driver that chooses when to drain
-    /// (a replay) drains then, so waiting writes are bounded by config.
-    /// An estimate, not a guarantee: a profile is counted at its size when
-    /// it was last drained or read, not as it grows in the batch (10M
-    /// heavy-tailed events peaked at 905 MB on one thread against 612 MB
-    /// of configured caches and buffers plus 100 MB).
+    /// Whether the profiles written since the last drain take the task's
+    /// cache budget: a driver that chooses when to drain (a replay) drains
+    /// then, so waiting writes are bounded by config. (A profile is
+    /// counted as it was at its first write since, not as it grows.)
     pub fn dirty_over_budget(&self) -> bool {
         self.dirty_bytes >= self.cache_budget.max(MIN_DIRTY_BUDGET)
+    }
+
+    /// Lets clean entries leave, least recently used first (as the CLOCK
+    /// tells), while they, the waiting writes and `incoming` bytes about
+    /// to be cached are over the budget. What a batch wrote must stay until
+    /// it is drained, but what the store has already may go at any time;
+    /// evicting only at drains let the cache hold its budget in clean
+    /// entries plus as much again in waiting ones (10M events peaked
+    /// 200 MB above the configured bound).
+    fn keep_to_budget(&mut self, incoming: usize) {
+        while self.cached_bytes > 0
+            && self.cached_bytes + self.dirty_bytes + incoming > self.cache_budget
+        {
+            match self.profiles.evict_where(|c| !c.dirty && !c.lent) {
+                Some((_, c)) => self.cached_bytes -= c.bytes,
+                None => break,
+            }
+        }
     }
 
     /// Takes the pending writes (profiles, timers, stream time) as one
@@ -167,7 +195,7 @@ impl TaskState {
                 .profile
                 .as_deref()
                 .map(|p| encode_profile_with(p, &mut scratch));
-            c.bytes = charge(value.as_ref().map_or(0, Vec::len), &id);
+            c.bytes = charge(c.profile.as_deref(), &id);
             c.dirty = false;
             self.cached_bytes += c.bytes;
             writes.push(Write {
@@ -283,8 +311,10 @@ impl Profiles for Session<'_> {
             profile: None,
             lent: true,
             dirty: false,
-            bytes: charge(bytes.len(), customer_id),
+            bytes: charge(Some(&profile), customer_id),
         };
+        // Before the entry is in: it is lent, and may not leave.
+        self.state.keep_to_budget(cached.bytes);
         self.state.cached_bytes += cached.bytes;
         self.state.profiles.insert(Id::from(customer_id), cached);
         Ok(Some(profile))
@@ -352,12 +382,13 @@ impl Profiles for Session<'_> {
 }
 
 impl Session<'_> {
-    /// Caches a written profile as dirty (charged at drain, when encoded).
+    /// Caches a written profile as dirty (charged to the cache at drain;
+    /// to the waiting writes as it is at its first write in the batch).
     fn put(&mut self, id: Id, profile: Option<Box<Profile>>) {
         let state = &mut *self.state;
         if let Some(c) = state.profiles.get_mut(&id) {
             if !c.dirty {
-                state.dirty_bytes += c.bytes;
+                state.dirty_bytes += charge(profile.as_deref(), &id);
                 state.dirty.push(id);
             }
             state.cached_bytes -= c.bytes;
@@ -367,9 +398,10 @@ impl Session<'_> {
                 dirty: true,
                 bytes: 0,
             };
+            state.keep_to_budget(0);
             return;
         }
-        state.dirty_bytes += charge(0, &id);
+        state.dirty_bytes += charge(profile.as_deref(), &id);
         state.dirty.push(id.clone());
         let cached = Cached {
             profile,
@@ -378,6 +410,7 @@ impl Session<'_> {
             bytes: 0,
         };
         state.profiles.insert(id, cached);
+        state.keep_to_budget(0);
     }
 }
 
@@ -401,9 +434,58 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_is_charged_what_its_profile_holds_in_memory() {
+        let mut p = Profile::new("c1");
+        let fresh = charge(Some(&p), "c1");
+        assert!(fresh >= size_of::<Profile>() + SLOT_BYTES);
+        for i in 0..32 {
+            p.remember_event(i, 32);
+        }
+        let held = p.recent_events.capacity() * size_of::<u64>();
+        assert!(held >= 32 * 8);
+        assert_eq!(charge(Some(&p), "c1"), fresh + held);
+        let long = "c".repeat(40);
+        assert_eq!(charge(None, &long), SLOT_BYTES + 80, "a long id twice");
+    }
+
+    #[test]
+    fn clean_entries_leave_as_waiting_writes_take_their_room() {
+        let store = MemoryStore::new();
+        let one = charge(Some(&Profile::new("c00")), "c00");
+        let mut task = TaskState::open(TaskId::new(0), &store, 4 * one).unwrap();
+        let save = |task: &mut TaskState, ids: std::ops::Range<usize>| {
+            let mut s = task.session(&store);
+            for i in ids {
+                let p = Box::new(Profile::new(&format!("c{i:02}")));
+                s.save(p, Timers::default()).unwrap();
+            }
+        };
+        save(&mut task, 0..4);
+        store.write(task.drain()).unwrap();
+        assert_eq!(task.profiles.len(), 4, "four fit");
+        // Two written in the next batch: two clean ones leave at once, not
+        // at the drain, so clean and waiting stay within the budget.
+        save(&mut task, 10..12);
+        assert_eq!(task.profiles.len(), 4);
+        assert_eq!(task.cached_bytes + task.dirty_bytes, 4 * one);
+        // Waiting writes never leave: past the budget the cache holds them
+        // alone, and reads of the others still find them in the store.
+        save(&mut task, 20..24);
+        assert_eq!(task.profiles.len(), 6);
+        assert_eq!(task.cached_bytes, 0);
+        let mut s = task.session(&store);
+        assert_eq!(s.load("c01").unwrap().unwrap().customer_id, "c01");
+    }
+
+    #[test]
     fn the_cache_keeps_to_its_budget_and_misses_read_the_store() {
         let store = MemoryStore::new();
-        let mut task = TaskState::open(TaskId::new(0), &store, 3 * charge(40, "c00")).unwrap();
+        let mut task = TaskState::open(
+            TaskId::new(0),
+            &store,
+            3 * charge(Some(&Profile::new("c00")), "c00"),
+        )
+        .unwrap();
         {
             let mut s = task.session(&store);
             for i in 0..10 {
@@ -430,7 +512,7 @@ mod tests {
         let store = MemoryStore::new();
         // A cache of 0: the floor applies.
         let mut task = TaskState::open(TaskId::new(0), &store, 0).unwrap();
-        let fits = MIN_DIRTY_BUDGET / charge(0, "c000000");
+        let fits = MIN_DIRTY_BUDGET / charge(Some(&Profile::new("c000000")), "c000000");
         let save = |task: &mut TaskState, ids: std::ops::Range<usize>| {
             let mut s = task.session(&store);
             for i in ids {
