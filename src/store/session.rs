@@ -112,10 +112,10 @@ fn kind_slot(kind: TimerKind) -> usize {
 
 /// What an entry is charged against the cache budget: its slot, its id's
 /// bytes when they are not inline, and the profile as it is in memory —
-/// its struct and its heap parts, counted. (An estimate from the encoded
-/// size charged a tenth of a light profile's 750 bytes as 300: a cache of
-/// 128 MB held 275 MB, and 10M events peaked 200 MB above the configured
-/// bound.)
+/// its struct (688 bytes) and its heap parts, counted. (An estimate from
+/// the encoded size charged a light profile's 1 KB or so as about 300
+/// bytes: a cache of 128 MB held 275 MB, and 10M events peaked 200 MB
+/// above the configured bound.)
 fn charge(profile: Option<&Profile>, id: &str) -> usize {
     let id_heap = if id.len() > INLINE_ID {
         2 * id.len()
