@@ -3,11 +3,10 @@
 
 use super::{progress, write_jsonl, Unit};
 use crate::config::Config;
-use crate::kafka::client_config;
+use crate::kafka::{client_config, enqueue};
 use crate::workload::generate::{generate, Activity, GenerateSpec};
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
@@ -185,7 +184,7 @@ async fn produce_generated(
             let record = FutureRecord::to(&topics[g.topic_rank(topics.len())])
                 .key(&g.customer_id)
                 .payload(&payload);
-            pending.push(enqueue(&producer, record).await?);
+            pending.push(enqueue(&producer, record)?);
         }
         if rate == 0 {
             await_deliveries(std::mem::take(&mut pending)).await?;
@@ -201,23 +200,6 @@ async fn produce_generated(
         events.len() as f64 / secs
     );
     Ok(())
-}
-
-/// Enqueues one record, waiting while librdkafka's local queue is full.
-async fn enqueue(
-    producer: &FutureProducer,
-    mut record: FutureRecord<'_, String, Vec<u8>>,
-) -> Result<DeliveryFuture> {
-    loop {
-        match producer.send_result(record) {
-            Ok(delivery) => return Ok(delivery),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                record = back;
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            Err((e, _)) => bail!("producing failed: {e}"),
-        }
-    }
 }
 
 async fn await_deliveries(pending: Vec<DeliveryFuture>) -> Result<()> {

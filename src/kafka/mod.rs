@@ -19,9 +19,12 @@ pub mod tail;
 
 use crate::config::KafkaConfig;
 use rdkafka::error::KafkaError;
+use rdkafka::message::ToBytes;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::ClientConfig;
+use rdkafka::{ClientConfig, ClientContext};
+use std::time::Duration;
 
 /// The base client config every client shares: the bootstrap servers, then
 /// every pass-through property (so TLS/SASL settings reach all clients).
@@ -52,6 +55,30 @@ pub(crate) fn any_broker_up(statistics: &Statistics) -> bool {
         .brokers
         .values()
         .any(|b| b.nodeid >= 0 && b.state == "UP")
+}
+
+/// Enqueues one record, waiting out a full local queue (librdkafka's
+/// `queue.buffering.max.messages`) in 5 ms steps; the caller awaits the
+/// delivery when it needs it, so many records can be in flight at once.
+pub fn enqueue<C, K, P>(
+    producer: &FutureProducer<C>,
+    mut record: FutureRecord<'_, K, P>,
+) -> anyhow::Result<DeliveryFuture>
+where
+    C: ClientContext + 'static,
+    K: ToBytes + ?Sized,
+    P: ToBytes + ?Sized,
+{
+    loop {
+        match producer.send_result(record) {
+            Ok(delivery) => return Ok(delivery),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err((e, back)) => anyhow::bail!("producing to {} failed: {e}", back.topic),
+        }
+    }
 }
 
 /// Sets `key` unless the user passed it through `kafka.properties`: our

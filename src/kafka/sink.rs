@@ -27,7 +27,6 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::statistics::Statistics;
-use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -279,17 +278,8 @@ impl KafkaSink {
     }
 
     /// Enqueues one record, waiting out a full local queue.
-    fn send(&self, mut fr: FutureRecord<'_, Vec<u8>, Vec<u8>>) -> anyhow::Result<DeliveryFuture> {
-        loop {
-            match self.producer.send_result(fr) {
-                Ok(delivery) => return Ok(delivery),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    fr = back;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err((e, back)) => anyhow::bail!("producing to {} failed: {e}", back.topic),
-            }
-        }
+    fn send(&self, fr: FutureRecord<'_, Vec<u8>, Vec<u8>>) -> anyhow::Result<DeliveryFuture> {
+        super::enqueue(&self.producer, fr)
     }
 }
 

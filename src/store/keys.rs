@@ -104,8 +104,8 @@ pub fn encode_profile(p: &Profile) -> Vec<u8> {
 
 /// Encodes a profile record through `scratch`, which keeps its capacity
 /// between calls: the record is built there and copied out once, at its
-/// exact size, instead of growing from empty (a busy customer's record
-/// was reallocated and moved half a dozen times; a tenth of a commit).
+/// exact size, instead of growing from empty (which reallocates and
+/// moves a busy customer's record at every doubling).
 pub fn encode_profile_with(p: &Profile, scratch: &mut Vec<u8>) -> Vec<u8> {
     scratch.clear();
     scratch.push(PROFILE_VERSION);
