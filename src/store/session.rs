@@ -81,8 +81,8 @@ pub struct TaskState {
     /// while clean entries are left to evict.
     cached_bytes: usize,
     cache_budget: usize,
-    /// Timer writes of the open batch per kind, by instant then customer
-    /// (`true`: put, `false`: delete). Not by encoded key: a month start is
+    /// Timer writes of the open batch per kind, by instant then customer.
+    /// Not by encoded key: a month start is
     /// the deadline of most customers at once, and a sorted map of byte
     /// keys compared their common 13-byte prefix at every step of every
     /// insert (a tenth of a replay).
@@ -92,9 +92,34 @@ pub struct TaskState {
     floor: [Millis; 2],
 }
 
-/// One kind's pending timer writes: instant, then customer, then put or
-/// delete.
-type PendingTimers = BTreeMap<Millis, HashMap<Id, bool, foldhash::fast::RandomState>>;
+/// One kind's pending timer writes: instant, then customer, then what
+/// becomes of that timer.
+type PendingTimers = BTreeMap<Millis, HashMap<Id, TimerWrite, foldhash::fast::RandomState>>;
+
+/// What a batch does to one timer (an instant and a customer).
+///
+/// A busy customer's daily deadline moves with most of its events, so a
+/// batch puts and deletes many timers the store never had. The store has
+/// a customer's timer of a kind only where its last drained profile put
+/// it, and the batch deletes that one before it can put it again; so a
+/// timer with no pending write is the stored one when it is deleted, and
+/// a new one when it is put. Deleting a new timer again forgets it: no
+/// tombstone goes to RocksDB, the changelog or a later index scan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimerWrite {
+    /// Put a timer the store does not have.
+    New,
+    /// Put back a stored timer the batch had deleted.
+    Restore,
+    /// Delete a stored timer.
+    Delete,
+}
+
+impl TimerWrite {
+    fn present(self) -> bool {
+        self != TimerWrite::Delete
+    }
+}
 
 /// A customer id as the task's maps hold it: inline up to 24 bytes, so a
 /// lookup compares the key where the entry is instead of following a
@@ -212,10 +237,10 @@ impl TaskState {
         }
         for kind in [TimerKind::MonthClose, TimerKind::Daily] {
             for (at, ids) in std::mem::take(&mut self.timers[kind_slot(kind)]) {
-                writes.extend(ids.into_iter().map(|(id, present)| Write {
+                writes.extend(ids.into_iter().map(|(id, write)| Write {
                     cf: Cf::Timers,
                     key: timer_key(task, kind, at, &id),
-                    value: present.then(Vec::new),
+                    value: write.present().then(Vec::new),
                 }));
             }
         }
@@ -250,7 +275,7 @@ impl TaskState {
         };
         let pending = self.timers[kind_slot(kind)]
             .range(from..)
-            .find(|(_, ids)| ids.values().any(|put| *put))
+            .find(|(_, ids)| ids.values().any(|w| w.present()))
             .map(|(at, _)| *at);
         Ok(stored
             .unwrap_or(Millis::MAX)
@@ -263,16 +288,28 @@ impl TaskState {
         }
         let slot = kind_slot(kind);
         if let Some(at) = old {
-            self.timers[slot]
-                .entry(at)
-                .or_default()
-                .insert(Id::from(id), false);
+            let ids = self.timers[slot].entry(at).or_default();
+            match ids.get(id) {
+                Some(TimerWrite::New) => {
+                    ids.remove(id);
+                    if ids.is_empty() {
+                        self.timers[slot].remove(&at);
+                    }
+                }
+                _ => {
+                    ids.insert(Id::from(id), TimerWrite::Delete);
+                }
+            }
         }
         if let Some(at) = new {
-            self.timers[slot]
-                .entry(at)
-                .or_default()
-                .insert(Id::from(id), true);
+            let ids = self.timers[slot].entry(at).or_default();
+            match ids.get_mut(id) {
+                Some(w @ TimerWrite::Delete) => *w = TimerWrite::Restore,
+                Some(_) => {}
+                None => {
+                    ids.insert(Id::from(id), TimerWrite::New);
+                }
+            }
             let floor = &mut self.floor[slot];
             *floor = (*floor).min(at);
         }
@@ -356,9 +393,9 @@ impl Profiles for Session<'_> {
             due.insert((timer_instant(&k)?, timer_customer(&k)?));
         }
         for (&when, ids) in self.state.timers[slot].range(floor..=at) {
-            for (id, present) in ids {
+            for (id, write) in ids {
                 let entry = (when, id.to_string());
-                if *present {
+                if write.present() {
                     due.insert(entry);
                 } else {
                     due.remove(&entry);
@@ -563,5 +600,47 @@ mod tests {
         schedule(&mut s, "a", Some(500), None);
         assert!(s.due(TimerKind::Daily, 10_000).unwrap().is_empty());
         assert_eq!(s.state.floor[kind_slot(TimerKind::Daily)], Millis::MAX);
+    }
+
+    /// The timer writes a drain hands over: (instant, customer, put?).
+    fn timer_writes(writes: &[Write]) -> Vec<(Millis, String, bool)> {
+        writes
+            .iter()
+            .filter(|w| w.cf == Cf::Timers)
+            .map(|w| {
+                let at = timer_instant(&w.key).unwrap();
+                (at, timer_customer(&w.key).unwrap(), w.value.is_some())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_timer_put_and_moved_in_one_batch_writes_nothing() {
+        let store = MemoryStore::new();
+        let mut task = TaskState::open(TaskId::new(0), &store, 1 << 20).unwrap();
+        let mut s = task.session(&store);
+        schedule(&mut s, "a", None, Some(100));
+        schedule(&mut s, "a", Some(100), Some(200));
+        schedule(&mut s, "a", Some(200), Some(300));
+        let writes = task.drain();
+        assert_eq!(timer_writes(&writes), vec![(300, "a".into(), true)]);
+        store.write(writes).unwrap();
+        // The stored timer is deleted, put back, moved again: its tombstone
+        // must reach the store; the timers in between leave no trace.
+        let mut s = task.session(&store);
+        schedule(&mut s, "a", Some(300), Some(400));
+        schedule(&mut s, "a", Some(400), Some(300));
+        assert_eq!(s.due(TimerKind::Daily, 300).unwrap(), vec!["a"]);
+        schedule(&mut s, "a", Some(300), Some(500));
+        schedule(&mut s, "a", Some(500), Some(600));
+        let writes = task.drain();
+        assert_eq!(
+            timer_writes(&writes),
+            vec![(300, "a".into(), false), (600, "a".into(), true)]
+        );
+        store.write(writes).unwrap();
+        let mut s = task.session(&store);
+        assert!(s.due(TimerKind::Daily, 599).unwrap().is_empty());
+        assert_eq!(s.due(TimerKind::Daily, 600).unwrap(), vec!["a"]);
     }
 }
