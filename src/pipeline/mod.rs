@@ -342,6 +342,11 @@ impl Pipeline {
         // Bound the prefetch: memory stays flat however far behind. Every
         // input partition has its own queue, so this is per partition.
         set_default(&mut c, "queued.max.messages.kbytes", "4096");
+        // A partition whose queue is full is not fetched again for this
+        // long (librdkafka's default is a second). A backlog drains a
+        // 4 MB queue in about a second, and alignment waits for the
+        // partition that ran dry.
+        set_default(&mut c, "fetch.queue.backoff.ms", "100");
         // Statistics carry the per-partition consumer lag metric.
         set_default(&mut c, "statistics.interval.ms", "5000");
         c.create_with_context(RebalanceContext::new(
