@@ -88,7 +88,14 @@ impl RocksStore {
     }
 
     fn write_with(&self, writes: Vec<Write>, opts: &WriteOptions) -> Result<(), StoreError> {
-        let mut batch = WriteBatch::default();
+        // Sized up front: a commit's batch is tens of megabytes, and grown
+        // by doubling it was copied and page-faulted in again at each step.
+        // (Each entry adds a tag, a family id and two lengths: 16 bytes.)
+        let bytes = writes
+            .iter()
+            .map(|w| 16 + w.key.len() + w.value.as_ref().map_or(0, Vec::len))
+            .sum();
+        let mut batch = WriteBatch::with_capacity_bytes(bytes);
         for w in writes {
             let cf = self.handle(w.cf);
             match w.value {
