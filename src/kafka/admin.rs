@@ -82,7 +82,7 @@ pub async fn ensure_changelog(
         .set("cleanup.policy", "compact");
         create(cfg, &[new]).await?;
     }
-    match partition_count(probe, &topic).await? {
+    match partition_count(probe, &topic, cfg.create_topics).await? {
         0 => bail!("the state changelog topic {topic} does not exist (set kafka.create_topics = true or create it, compacted, with {partitions} partitions)"),
         n if n == partitions as usize => Ok(topic),
         n => bail!("the state changelog topic {topic} has {n} partitions but the input topics have {partitions}; they must match (one changelog partition per task)"),
@@ -113,21 +113,74 @@ async fn create(cfg: &KafkaConfig, new: &[NewTopic<'_>]) -> Result<()> {
     Ok(())
 }
 
-/// Partitions of `topic`, 0 when it does not exist.
-async fn partition_count(probe: &MetadataClient, topic: &str) -> Result<usize> {
+/// How often, and how far apart, a topic is looked up before it counts as
+/// missing (when it may have just been created) or as broken (when its
+/// metadata still carries an error): a topic created a moment ago on a
+/// broker started a moment ago can read as unknown, or without a leader,
+/// for a second or two.
+const LOOKUPS: u32 = 40;
+const LOOKUP_STEP: Duration = Duration::from_millis(250);
+
+/// What the metadata says of one topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum TopicLookup {
+    Partitions(usize),
+    /// The broker does not know the topic.
+    Unknown,
+    /// The topic exists but is not usable yet (no leader elected): why.
+    NotReady(String),
+}
+
+/// Partitions of `topic`, 0 when it does not exist. With `just_created`
+/// (the pipeline created what was missing) an unknown topic is looked up
+/// again for a while before it counts as missing.
+async fn partition_count(probe: &MetadataClient, topic: &str, just_created: bool) -> Result<usize> {
     let (probe, name) = (probe.clone(), topic.to_owned());
-    let md = tokio::task::spawn_blocking(move || {
-        probe.fetch_metadata(Some(&name), Duration::from_secs(30))
+    tokio::task::spawn_blocking(move || {
+        let look = || -> Result<TopicLookup> {
+            let md = probe
+                .fetch_metadata(Some(&name), Duration::from_secs(30))
+                .with_context(|| format!("fetching metadata of topic {name}"))?;
+            Ok(match md.topics().first() {
+                None => TopicLookup::Unknown,
+                Some(t) => match t.error().map(RDKafkaErrorCode::from) {
+                    Some(RDKafkaErrorCode::UnknownTopicOrPartition) => TopicLookup::Unknown,
+                    Some(e) => TopicLookup::NotReady(e.to_string()),
+                    None if t.partitions().is_empty() => {
+                        TopicLookup::NotReady("no partitions".into())
+                    }
+                    None => TopicLookup::Partitions(t.partitions().len()),
+                },
+            })
+        };
+        settle(&name, look, just_created, LOOKUPS, LOOKUP_STEP)
     })
     .await
     .context("the metadata lookup panicked")?
-    .with_context(|| format!("fetching metadata of topic {topic}"))?;
-    Ok(md
-        .topics()
-        .first()
-        .filter(|t| t.error().is_none())
-        .map(|t| t.partitions().len())
-        .unwrap_or(0))
+}
+
+/// Looks a topic up (`look`) until it has partitions, at most `lookups`
+/// times `step` apart: its partition count, 0 when it is unknown (at once
+/// unless `patient`), an error naming it when it never became usable.
+fn settle(
+    topic: &str,
+    mut look: impl FnMut() -> Result<TopicLookup>,
+    patient: bool,
+    lookups: u32,
+    step: Duration,
+) -> Result<usize> {
+    for attempt in 1..=lookups {
+        let last = attempt == lookups;
+        match look()? {
+            TopicLookup::Partitions(n) => return Ok(n),
+            TopicLookup::Unknown if !patient || last => return Ok(0),
+            TopicLookup::NotReady(why) if last => {
+                bail!("topic {topic} exists but is not usable: {why}")
+            }
+            TopicLookup::Unknown | TopicLookup::NotReady(_) => std::thread::sleep(step),
+        }
+    }
+    Ok(0)
 }
 
 /// Returns the common partition count of the input topics, or an error
@@ -135,7 +188,7 @@ async fn partition_count(probe: &MetadataClient, topic: &str) -> Result<usize> {
 pub async fn input_partitions(probe: &MetadataClient, cfg: &KafkaConfig) -> Result<u32> {
     let mut counts = Vec::new();
     for topic in &cfg.input_topics {
-        let n = partition_count(probe, topic).await?;
+        let n = partition_count(probe, topic, cfg.create_topics).await?;
         if n == 0 {
             bail!(
                 "input topic {topic} does not exist (set kafka.create_topics = true or create it)"
@@ -152,4 +205,46 @@ pub async fn input_partitions(probe: &MetadataClient, cfg: &KafkaConfig) -> Resu
         );
     }
     Ok(first as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `settle` over a scripted sequence of lookups: its result and how
+    /// many lookups it made.
+    fn settle_over(script: &[TopicLookup], patient: bool) -> (Result<usize>, usize) {
+        let mut made = 0;
+        let look = || {
+            made += 1;
+            Ok(script[made - 1].clone())
+        };
+        let result = settle("t", look, patient, script.len() as u32, Duration::ZERO);
+        (result, made)
+    }
+
+    #[test]
+    fn a_topic_just_created_is_waited_for_until_it_has_a_leader() {
+        use TopicLookup::*;
+        let not_ready = || NotReady("Broker: Leader not available".into());
+        let script = [Unknown, not_ready(), not_ready(), Partitions(3), Unknown];
+        let (n, made) = settle_over(&script, true);
+        assert_eq!((n.unwrap(), made), (3, 4));
+        // Not created by us: an unknown topic is missing at once...
+        let (n, made) = settle_over(&script, false);
+        assert_eq!((n.unwrap(), made), (0, 1));
+        // ...but one without a leader yet is still waited for.
+        let (n, made) = settle_over(&script[1..], false);
+        assert_eq!((n.unwrap(), made), (3, 3));
+        // Unknown to the end: missing, whoever created it.
+        assert_eq!(settle_over(&[Unknown, Unknown], true).0.unwrap(), 0);
+        // Never usable: an error naming the topic and why.
+        let e = settle_over(&[not_ready(), not_ready()], true)
+            .0
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "topic t exists but is not usable: Broker: Leader not available"
+        );
+    }
 }
