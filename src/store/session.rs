@@ -463,6 +463,11 @@ mod tests {
         }
     }
 
+    /// Task 0 over `store`, with room for every profile a test caches.
+    fn roomy_task(store: &MemoryStore) -> TaskState {
+        TaskState::open(TaskId::new(0), store, 1 << 20).unwrap()
+    }
+
     /// Saves `id` with a daily timer at `at` (moving it from `from`).
     fn schedule(s: &mut Session<'_>, id: &str, from: Option<Millis>, at: Option<Millis>) {
         let mut p = Box::new(Profile::new(id));
@@ -574,7 +579,7 @@ mod tests {
     #[test]
     fn the_deadline_floor_skips_empty_ticks_and_never_hides_a_timer() {
         let store = MemoryStore::new();
-        let mut task = TaskState::open(TaskId::new(0), &store, 1 << 20).unwrap();
+        let mut task = roomy_task(&store);
         let mut s = task.session(&store);
         schedule(&mut s, "a", None, Some(100));
         schedule(&mut s, "b", None, Some(300));
@@ -617,7 +622,7 @@ mod tests {
     #[test]
     fn a_timer_put_and_moved_in_one_batch_writes_nothing() {
         let store = MemoryStore::new();
-        let mut task = TaskState::open(TaskId::new(0), &store, 1 << 20).unwrap();
+        let mut task = roomy_task(&store);
         let mut s = task.session(&store);
         schedule(&mut s, "a", None, Some(100));
         schedule(&mut s, "a", Some(100), Some(200));
