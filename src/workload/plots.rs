@@ -13,6 +13,63 @@ fn err(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow!("drawing: {e}")
 }
 
+/// A chart over the unit square (both axes are shares).
+type UnitChart<'a, 'b> = ChartContext<
+    'a,
+    SVGBackend<'b>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
+/// The unit-square chart both diagrams are drawn on, its axes described.
+fn unit_chart<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, plotters::coord::Shift>,
+    caption: String,
+    (x_desc, y_desc): (String, String),
+) -> Result<UnitChart<'a, 'b>> {
+    root.fill(&WHITE).map_err(err)?;
+    let mut chart = ChartBuilder::on(root)
+        .caption(caption, ("sans-serif", 20))
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0f64..1f64, 0f64..1f64)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .draw()
+        .map_err(err)?;
+    Ok(chart)
+}
+
+/// A line through `points` in the legend as `label`, each point marked
+/// with a dot of `radius` and its text.
+fn labelled_line(
+    chart: &mut UnitChart<'_, '_>,
+    points: &[((f64, f64), String)],
+    colour: RGBColor,
+    radius: i32,
+    label: &str,
+) -> Result<()> {
+    chart
+        .draw_series(LineSeries::new(
+            points.iter().map(|(p, _)| *p),
+            colour.stroke_width(2),
+        ))
+        .map_err(err)?
+        .label(label)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
+    chart
+        .draw_series(points.iter().map(|(p, text)| {
+            EmptyElement::at(*p)
+                + Circle::new((0, 0), radius, colour.filled())
+                + Text::new(text.clone(), (radius + 2, radius + 1), ("sans-serif", 11))
+        }))
+        .map_err(err)?;
+    Ok(())
+}
+
 /// Precision–recall chart of a comparison: x is the share of churners
 /// warned at least L days ahead, y the precision; the risk sweep as a line
 /// (thresholds labelled), every other rule as a labelled point. Rules
@@ -39,42 +96,20 @@ pub fn precision_recall_svg(c: &Comparison, path: &Path) -> Result<()> {
         .collect();
 
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
-    root.fill(&WHITE).map_err(err)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption("Churn warnings: precision vs. recall", ("sans-serif", 20))
-        .margin(16)
-        .x_label_area_size(44)
-        .y_label_area_size(56)
-        .build_cartesian_2d(0f64..1f64, 0f64..1f64)
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .x_desc(format!(
-            "share of churners warned >= {} days ahead",
-            c.params.lead_days
-        ))
-        .y_desc(format!(
-            "precision (churned within {} days)",
-            c.params.horizon_days
-        ))
-        .draw()
-        .map_err(err)?;
+    let mut chart = unit_chart(
+        &root,
+        "Churn warnings: precision vs. recall".into(),
+        (
+            format!(
+                "share of churners warned >= {} days ahead",
+                c.params.lead_days
+            ),
+            format!("precision (churned within {} days)", c.params.horizon_days),
+        ),
+    )?;
     if !sweep.is_empty() {
-        chart
-            .draw_series(LineSeries::new(
-                sweep.iter().map(|(_, p)| *p),
-                BLUE.stroke_width(2),
-            ))
-            .map_err(err)?
-            .label("risk, threshold sweep")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(2)));
-        chart
-            .draw_series(sweep.iter().map(|(t, p)| {
-                EmptyElement::at(*p)
-                    + Circle::new((0, 0), 3, BLUE.filled())
-                    + Text::new(format!("{t:.2}"), (5, 4), ("sans-serif", 11))
-            }))
-            .map_err(err)?;
+        let points: Vec<_> = sweep.iter().map(|(t, p)| (*p, format!("{t:.2}"))).collect();
+        labelled_line(&mut chart, &points, BLUE, 3, "risk, threshold sweep")?;
     }
     for (i, (name, p)) in others.iter().enumerate() {
         let colour = Palette99::pick(i + 1).to_rgba();
@@ -88,47 +123,33 @@ pub fn precision_recall_svg(c: &Comparison, path: &Path) -> Result<()> {
             .label(*name)
             .legend(move |(x, y)| Circle::new((x + 10, y), 5, colour.filled()));
     }
-    if !sweep.is_empty() || !others.is_empty() {
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(err)?;
-    }
-    root.present()
-        .map_err(err)
-        .with_context(|| format!("writing {}", path.display()))
+    let legend =
+        (!sweep.is_empty() || !others.is_empty()).then_some(SeriesLabelPosition::MiddleRight);
+    finish(chart, &root, legend, path)
 }
 
 /// Reliability diagram: mean predicted risk against the observed churn
 /// share per non-empty decile (labelled with its count), and the diagonal
 /// of perfect calibration.
 pub fn reliability_svg(cal: &Calibration, path: &Path) -> Result<()> {
-    let points: Vec<((f64, f64), usize)> = cal
+    let points: Vec<((f64, f64), String)> = cal
         .deciles
         .iter()
-        .filter_map(|d| Some(((d.mean_predicted?, d.observed?), d.n)))
+        .filter_map(|d| Some(((d.mean_predicted?, d.observed?), format!("n={}", d.n))))
         .collect();
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
-    root.fill(&WHITE).map_err(err)?;
     let caption = match cal.brier {
         Some(b) => format!("Reliability of churn risk (Brier {b:.3})"),
         None => "Reliability of churn risk".to_string(),
     };
-    let mut chart = ChartBuilder::on(&root)
-        .caption(caption, ("sans-serif", 20))
-        .margin(16)
-        .x_label_area_size(44)
-        .y_label_area_size(56)
-        .build_cartesian_2d(0f64..1f64, 0f64..1f64)
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .x_desc("mean predicted risk (per decile)")
-        .y_desc("observed churn share")
-        .draw()
-        .map_err(err)?;
+    let mut chart = unit_chart(
+        &root,
+        caption,
+        (
+            "mean predicted risk (per decile)".into(),
+            "observed churn share".into(),
+        ),
+    )?;
     chart
         .draw_series(LineSeries::new(
             [(0.0, 0.0), (1.0, 1.0)],
@@ -137,28 +158,27 @@ pub fn reliability_svg(cal: &Calibration, path: &Path) -> Result<()> {
         .map_err(err)?
         .label("perfect calibration")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.4)));
-    chart
-        .draw_series(LineSeries::new(
-            points.iter().map(|(p, _)| *p),
-            RED.stroke_width(2),
-        ))
-        .map_err(err)?
-        .label("risk model")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(2)));
-    chart
-        .draw_series(points.iter().map(|(p, n)| {
-            EmptyElement::at(*p)
-                + Circle::new((0, 0), 4, RED.filled())
-                + Text::new(format!("n={n}"), (6, 6), ("sans-serif", 11))
-        }))
-        .map_err(err)?;
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(err)?;
+    labelled_line(&mut chart, &points, RED, 4, "risk model")?;
+    finish(chart, &root, Some(SeriesLabelPosition::UpperLeft), path)
+}
+
+/// Draws the legend (where `legend` says; none without series) and
+/// writes the file.
+fn finish<'a, 'b: 'a>(
+    mut chart: UnitChart<'a, 'b>,
+    root: &'a DrawingArea<SVGBackend<'b>, plotters::coord::Shift>,
+    legend: Option<SeriesLabelPosition>,
+    path: &Path,
+) -> Result<()> {
+    if let Some(position) = legend {
+        chart
+            .configure_series_labels()
+            .position(position)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(err)?;
+    }
     root.present()
         .map_err(err)
         .with_context(|| format!("writing {}", path.display()))
