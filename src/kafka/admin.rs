@@ -169,18 +169,21 @@ fn settle(
     lookups: u32,
     step: Duration,
 ) -> Result<usize> {
-    for attempt in 1..=lookups {
-        let last = attempt == lookups;
+    let mut attempt = 1;
+    loop {
+        let last = attempt >= lookups;
         match look()? {
             TopicLookup::Partitions(n) => return Ok(n),
             TopicLookup::Unknown if !patient || last => return Ok(0),
             TopicLookup::NotReady(why) if last => {
                 bail!("topic {topic} exists but is not usable: {why}")
             }
-            TopicLookup::Unknown | TopicLookup::NotReady(_) => std::thread::sleep(step),
+            TopicLookup::Unknown | TopicLookup::NotReady(_) => {
+                attempt += 1;
+                std::thread::sleep(step);
+            }
         }
     }
-    Ok(0)
 }
 
 /// Returns the common partition count of the input topics, or an error

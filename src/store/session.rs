@@ -82,10 +82,9 @@ pub struct TaskState {
     cached_bytes: usize,
     cache_budget: usize,
     /// Timer writes of the open batch per kind, by instant then customer.
-    /// Not by encoded key: a month start is
-    /// the deadline of most customers at once, and a sorted map of byte
-    /// keys compared their common 13-byte prefix at every step of every
-    /// insert (a tenth of a replay).
+    /// Not by encoded key: a month start is the deadline of most customers
+    /// at once, and a sorted map of byte keys compared their common
+    /// 13-byte prefix at every step of every insert (a tenth of a replay).
     timers: [PendingTimers; 2],
     /// Per timer kind: no timer of the task's index (store and pending) is
     /// earlier than this (`Millis::MAX`: none at all).
