@@ -1022,7 +1022,7 @@ impl Engine {
             && value.is_none_or(|v| self.risk_on_warning_side(profile, v));
         let step = transition(
             warn,
-            profile.warning.as_ref(),
+            profile.warning.as_deref(),
             sev,
             &codes,
             at,
@@ -1032,11 +1032,11 @@ impl Engine {
         let action = match step {
             Transition::None => return Some(self.signature_of(profile, sides, &s, value, at)),
             Transition::Open => {
-                profile.warning = Some(OpenWarning {
+                profile.warning = Some(Box::new(OpenWarning {
                     warning_id: output_id(&profile.customer_id, profile.seq + 1),
                     severity: sev,
                     reasons: codes,
-                });
+                }));
                 WarningAction::Opened
             }
             Transition::Update => {
@@ -1053,8 +1053,8 @@ impl Engine {
         let r = self.risk_at(profile, &s, at);
         let stake = self.stake_of(profile, r.value, at);
         let open = match action {
-            WarningAction::Cleared => profile.warning.take(),
-            _ => profile.warning.clone(),
+            WarningAction::Cleared => profile.warning.take().map(|w| *w),
+            _ => profile.warning.as_deref().cloned(),
         }
         .expect("a warning output has a warning");
         profile.last_warning_at = Some(at);
@@ -1128,7 +1128,7 @@ impl Snapshot {
         Snapshot {
             tier: p.tier,
             quadrant: p.sides.map(Sides::quadrant),
-            warning: p.warning.clone(),
+            warning: p.warning.as_deref().cloned(),
         }
     }
 }
@@ -1167,7 +1167,7 @@ impl Engine {
             scores: p.evidence.any.then(|| self.scores_at(p, at)),
             figures: Self::figures(&totals),
             fake_big_customer: self.policy.tiers.is_fake_big(totals.revenue, totals.margin),
-            warning: p.warning.clone(),
+            warning: p.warning.as_deref().cloned(),
         }
     }
 }

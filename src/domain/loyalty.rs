@@ -75,26 +75,33 @@ pub struct Dated<T> {
     pub value: T,
 }
 
+/// An answer slot, boxed: most customers never answer a survey, and the
+/// seven slots a profile has (latest survey, satisfaction and share of
+/// wallet, two earlier surveys and satisfactions) took 272 of its 688
+/// bytes inline, 56 boxed. A profile cache of the same size then holds
+/// half as many customers again. A box serializes as what it holds, so
+/// the stored profile format is unchanged.
+pub type Answer<T> = Option<Box<Dated<T>>>;
+
+/// Bytes an answer slot holds on the heap.
+pub fn answer_bytes<T>(slot: &Answer<T>) -> usize {
+    slot.as_ref().map_or(0, |_| size_of::<Dated<T>>())
+}
+
 impl<T> Dated<T> {
-    fn newer_than(&self, other: &Option<Dated<T>>) -> bool {
-        other
-            .as_ref()
-            .is_none_or(|o| (self.ts, self.tie) > (o.ts, o.tie))
+    fn newer_than(&self, other: Option<&Dated<T>>) -> bool {
+        other.is_none_or(|o| (self.ts, self.tie) > (o.ts, o.tie))
     }
 }
 
 /// Keeps the newest answer in `latest` and the ones before it in `older`
 /// (second newest first), whatever order the answers arrive in: the answer
 /// slides in at its place and the oldest falls off the end.
-fn newest_first<T: Copy>(
-    latest: &mut Option<Dated<T>>,
-    older: &mut [Option<Dated<T>>],
-    d: Dated<T>,
-) {
-    let mut carry = Some(d);
+fn newest_first<T>(latest: &mut Answer<T>, older: &mut [Answer<T>], d: Dated<T>) {
+    let mut carry = Some(Box::new(d));
     for slot in std::iter::once(latest).chain(older.iter_mut()) {
         match carry {
-            Some(c) if c.newer_than(slot) => carry = slot.replace(c),
+            Some(c) if c.newer_than(slot.as_deref()) => carry = slot.replace(c),
             Some(_) => {}
             None => return,
         }
@@ -140,11 +147,11 @@ pub struct Evidence {
     /// on the customer has an attitude (SPEC §4).
     pub any: bool,
     /// Latest survey with recommend/nps or repurchase intent.
-    pub survey: Option<Dated<Survey>>,
+    pub survey: Answer<Survey>,
     /// Latest satisfaction answer.
-    pub satisfaction: Option<Dated<f64>>,
+    pub satisfaction: Answer<f64>,
     /// Latest share-of-wallet answer.
-    pub share_of_wallet: Option<Dated<f64>>,
+    pub share_of_wallet: Answer<f64>,
     /// Complaints in the window.
     pub complaints: Vec<ComplaintRecord>,
     /// Event-id hashes of complaints named by a resolution (`ref`).
@@ -169,6 +176,9 @@ impl Evidence {
                 .iter()
                 .map(|s| vec_bytes(&s.signals))
                 .sum::<usize>()
+            + answer_bytes(&self.survey)
+            + answer_bytes(&self.satisfaction)
+            + answer_bytes(&self.share_of_wallet)
             + self.risk.heap_bytes()
             + self.penalty_cache.heap_bytes()
     }
@@ -197,8 +207,8 @@ impl Evidence {
         self.risk.record_service(ts, s);
         if let Some(v) = s.share_of_wallet {
             let d = Dated { ts, tie, value: v };
-            if d.newer_than(&self.share_of_wallet) {
-                self.share_of_wallet = Some(d);
+            if d.newer_than(self.share_of_wallet.as_deref()) {
+                self.share_of_wallet = Some(Box::new(d));
             }
         }
         if !s.signals.is_empty() {
@@ -363,8 +373,8 @@ pub fn survey_raw(p: &AttitudePolicy, s: &Survey) -> (f64, f64) {
 }
 
 /// `d` when it lies in the window of `at`, which starts at `window_from`.
-fn in_window<T>(d: &Option<Dated<T>>, window_from: Millis, at: Millis) -> Option<&Dated<T>> {
-    d.as_ref().filter(|d| d.ts <= at && d.ts >= window_from)
+fn in_window<T>(d: &Answer<T>, window_from: Millis, at: Millis) -> Option<&Dated<T>> {
+    d.as_deref().filter(|d| d.ts <= at && d.ts >= window_from)
 }
 
 /// Computes both scores at instant `at` from the evidence and the window
@@ -540,7 +550,7 @@ mod tests {
             value: ts as f64,
         };
         for order in [[1, 2, 3, 4], [4, 3, 2, 1], [2, 4, 1, 3], [1, 4, 3, 2]] {
-            let (mut latest, mut older) = (None, [None; 2]);
+            let (mut latest, mut older) = (None, [None, None]);
             for ts in order {
                 newest_first(&mut latest, &mut older, d(ts));
             }

@@ -33,8 +33,9 @@ pub struct Profile {
     pub evidence: Evidence,
     /// Sides of the quadrant thresholds (`None`: no attitude yet).
     pub sides: Option<Sides>,
-    /// The open churn warning, as last emitted.
-    pub warning: Option<OpenWarning>,
+    /// The open churn warning, as last emitted (boxed: most customers have
+    /// none, and inline it took 56 bytes of every profile).
+    pub warning: Option<Box<OpenWarning>>,
     /// `at` of the last churn-warning output (for the cooldown).
     pub last_warning_at: Option<Millis>,
     /// The month of its earliest event seen in a window (tenure).
@@ -102,7 +103,10 @@ impl Profile {
             + vec_bytes(&self.buckets.0)
             + self.recent_events.capacity() * size_of::<u64>()
             + self.evidence.heap_bytes()
-            + self.warning.as_ref().map_or(0, OpenWarning::heap_bytes)
+            + self
+                .warning
+                .as_deref()
+                .map_or(0, |w| size_of::<OpenWarning>() + w.heap_bytes())
     }
 }
 

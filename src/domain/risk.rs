@@ -17,7 +17,9 @@
 
 use super::event::{Complaint, Minor, Purchase, Service, Severity, Signal};
 use super::lifetime::StakePolicy;
-use super::loyalty::{satisfaction_score, survey_score, Dated, Scores, Survey, SurveySource};
+use super::loyalty::{
+    answer_bytes, satisfaction_score, survey_score, Answer, Scores, Survey, SurveySource,
+};
 use super::profile::vec_bytes;
 use super::tier::Tier;
 use super::time::{Millis, MonthIndex, DAY_MS};
@@ -214,9 +216,9 @@ pub struct RiskEvidence {
     /// Evidence counts per day, by day.
     pub days: Vec<DayCounts>,
     /// The two surveys answered before the latest one, newest first.
-    pub prior_surveys: [Option<Dated<Survey>>; 2],
+    pub prior_surveys: [Answer<Survey>; 2],
     /// The two satisfaction answers before the latest one, newest first.
-    pub prior_satisfactions: [Option<Dated<f64>>; 2],
+    pub prior_satisfactions: [Answer<f64>; 2],
 }
 
 fn day_of(t: Millis) -> i32 {
@@ -228,6 +230,12 @@ impl RiskEvidence {
     /// Bytes held on the heap (see `Profile::heap_bytes`).
     pub fn heap_bytes(&self) -> usize {
         vec_bytes(&self.days)
+            + self.prior_surveys.iter().map(answer_bytes).sum::<usize>()
+            + self
+                .prior_satisfactions
+                .iter()
+                .map(answer_bytes)
+                .sum::<usize>()
     }
 
     fn day_mut(&mut self, ts: Millis) -> &mut DayCounts {
@@ -452,12 +460,14 @@ fn prior_parts(
     let in_window = |ts: Millis| ts >= window_from && ts <= inputs.at;
     let e = inputs.evidence;
     match inputs.scores.survey_source {
-        SurveySource::Survey(_) => e.prior_surveys.map(|p| {
-            p.filter(|p| in_window(p.ts))
+        SurveySource::Survey(_) => e.prior_surveys.each_ref().map(|p| {
+            p.as_deref()
+                .filter(|p| in_window(p.ts))
                 .map(|p| survey_score(a, &p.value))
         }),
-        SurveySource::Satisfaction(_) => e.prior_satisfactions.map(|p| {
-            p.filter(|p| in_window(p.ts))
+        SurveySource::Satisfaction(_) => e.prior_satisfactions.each_ref().map(|p| {
+            p.as_deref()
+                .filter(|p| in_window(p.ts))
                 .map(|p| satisfaction_score(p.value))
         }),
         SurveySource::Prior => [None; 2],
