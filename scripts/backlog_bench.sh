@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A three-topic backlog end to end: produces a generated workload to fresh
 # topics, runs the pipeline over it until idle, and prints the output
-# counts of `run` and of `replay --partitions 3` side by side (checking
+# counts of `run` and of `replay --partitions N` side by side (checking
 # every output field by field) with the end-to-end throughput, and the
 # speed of a full restore from the changelog (state directory wiped).
 #   scripts/backlog_bench.sh [BINARY] [CUSTOMERS] [EVENTS]   (env SEED, DAYS, START, PROFILE)
@@ -34,5 +34,5 @@ grep -E "restored state from the changelog" "$work/restore.log" | sed 's/\x1b\[[
 "$bin" tail --config "$work/bench.toml" --idle-ms 5000 > "$work/kafka.jsonl" 2>/dev/null
 "$bin" generate "${workload[@]}" --output "$work/events.jsonl" 2>/dev/null
 "$bin" replay --config "$work/bench.toml" --input "$work/events.jsonl" \
-  --output "$work/replay.jsonl" --partitions 3 2>/dev/null
+  --output "$work/replay.jsonl" --partitions "$RUN_PARTITIONS" 2>/dev/null
 python3 scripts/compare_outputs.py "$work/kafka.jsonl" "$work/replay.jsonl" || true

@@ -37,8 +37,8 @@ echo "== some tier changes (customer, from -> to, direction, value_12m)"
 python3 scripts/show_changes.py < "$work/kafka.jsonl"
 echo "== counts by topic and schema"
 "$bin" tail --config "$work/demo.toml" --idle-ms 3000 --count-only
-echo "== the same workload through tierstream replay (3 tasks, no Kafka)"
+echo "== the same workload through tierstream replay ($RUN_PARTITIONS tasks, no Kafka)"
 "$bin" generate "${workload[@]}" --output "$work/events.jsonl" 2>/dev/null
 "$bin" replay --config "$work/demo.toml" --input "$work/events.jsonl" \
-  --output "$work/replay.jsonl" --partitions 3 --memory 2>/dev/null
+  --output "$work/replay.jsonl" --partitions "$RUN_PARTITIONS" --memory 2>/dev/null
 python3 scripts/compare_outputs.py "$work/kafka.jsonl" "$work/replay.jsonl"

@@ -1,6 +1,9 @@
 # Sourced by demo.sh and backlog_bench.sh: writes a config for a fresh run,
 # every topic and the consumer group named after the run, so runs never
 # share state.  Usage: write_run_config RUN_ID FILE STATE_DIR
+# RUN_PARTITIONS is the partition count of the topics the run creates (the
+# default config's), which `replay --partitions` must match.
+RUN_PARTITIONS="$(awk -F' *= *' '/^topic_partitions/ {print $2; exit}' "$(dirname "${BASH_SOURCE[0]}")/../config/default.toml")"
 write_run_config() {
   local id="$1" file="$2" state="$3"
   cat > "$file" <<TOML
