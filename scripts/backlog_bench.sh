@@ -4,7 +4,7 @@
 # counts of `run` and of `replay --partitions N` side by side (checking
 # every output field by field) with the end-to-end throughput, and the
 # speed of a full restore from the changelog (state directory wiped).
-#   scripts/backlog_bench.sh [BINARY] [CUSTOMERS] [EVENTS]   (env SEED, DAYS, START, PROFILE)
+#   scripts/backlog_bench.sh [BINARY] [CUSTOMERS] [EVENTS]   (env SEED, DAYS, START, PROFILE, KAFKA_SETTINGS)
 # Needs a running broker (scripts/kafka.sh start).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -5,7 +5,7 @@
 # throughput and the bucket bounds of its median and 99th percentile
 # latency (from an input record's Kafka timestamp to the commit of its
 # batch; the histogram's buckets are 25–100 ms apart there).
-#   scripts/latency_bench.sh [BINARY] [RATE] [EVENTS]   (env SEED, DAYS=20, START, PROFILE)
+#   scripts/latency_bench.sh [BINARY] [RATE] [EVENTS]   (env SEED, DAYS=20, START, PROFILE, KAFKA_SETTINGS)
 # Needs a running broker (scripts/kafka.sh start) and curl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
