@@ -1,4 +1,4 @@
-# Sourced by demo.sh and backlog_bench.sh: writes a config for a fresh run,
+# Sourced by demo.sh, backlog_bench.sh and latency_bench.sh: writes a config for a fresh run,
 # every topic and the consumer group named after the run, so runs never
 # share state.  Usage: write_run_config RUN_ID FILE STATE_DIR
 # KAFKA_SETTINGS adds lines to the [kafka] table, to compare settings in
@@ -20,7 +20,5 @@ ${KAFKA_SETTINGS:-}
 [state]
 dir = "$state"
 TOML
-  local set
-  set="$(awk -F' *= *' '/^topic_partitions/ {print $2; exit}' "$file" "$RUN_DEFAULTS")"
-  RUN_PARTITIONS="$set"
+  RUN_PARTITIONS="$(awk -F' *= *' '/^topic_partitions/ {print $2; exit}' "$file" "$RUN_DEFAULTS")"
 }

@@ -247,7 +247,7 @@ impl Engine {
         }
         let mut profile = loaded.unwrap_or_else(|| Box::new(Profile::new(&event.customer_id)));
         let previous = profile.timers;
-        let before = Snapshot::of(&profile);
+        let before = self.snapshot(&profile);
         let id_hash = xxhash_rust::xxh3::xxh3_64(event.event_id.as_bytes());
         if !profile.remember_event(id_hash, self.policy.dedup_window) {
             store.release(profile);
@@ -357,7 +357,7 @@ impl Engine {
             return Ok(());
         };
         let previous = profile.timers;
-        let before = Snapshot::of(&profile);
+        let before = self.snapshot(&profile);
         let cause = Cause::Timer(kind);
         let pyramid = self.pyramid(store);
         let settled = match kind {
@@ -1134,17 +1134,24 @@ impl Snapshot {
 }
 
 impl Engine {
+    /// What the profiles topic compares against, when profile snapshots
+    /// are wanted: without them nothing is taken (a snapshot clones the
+    /// open warning, on every event and visit of a warned customer).
+    fn snapshot(&self, p: &Profile) -> Option<Snapshot> {
+        self.policy.emit_profiles.then(|| Snapshot::of(p))
+    }
+
     /// Pushes the profile as it is now when tier, quadrant or warning
-    /// changed since `before` (and profile snapshots are wanted).
+    /// changed since `before` (taken by [`Engine::snapshot`]).
     fn snapshot_if_changed(
         &self,
         p: &Profile,
-        before: Snapshot,
+        before: Option<Snapshot>,
         at: Millis,
         cause: &Cause,
         out: &mut Vec<Output>,
     ) {
-        if !self.policy.emit_profiles || Snapshot::of(p) == before {
+        if before.is_none_or(|b| Snapshot::of(p) == b) {
             return;
         }
         out.push(Output {
