@@ -116,7 +116,10 @@ impl Harness {
                 payload: Some(format!("batch-{n}").into_bytes()),
                 headers: OwnedHeaders::new(),
             }],
-            state: vec![(TaskId::new(0), vec![write_i64(TaskId::new(0), MARK, n)])],
+            state: vec![(
+                TaskId::new(0),
+                vec![write_i64(TaskId::new(0), MARK, n)].into(),
+            )],
             offsets,
         }
     }

@@ -6,7 +6,9 @@
 //! batch's transaction begins after the batch is collected and ends before
 //! the next poll), so on revoke there is nothing to finish — the records
 //! of revoked partitions that were polled but not yet committed are simply
-//! dropped, and their new owner reads them from the committed offsets.
+//! dropped, and their new owner reads them from the committed offsets. (A
+//! batch processed but left to commit with the next one is dropped too,
+//! and every task rewound, see `Runner::apply_moves`.)
 //! Newly assigned partitions are paused right away, so no record of a task
 //! is handed out before the task's state is restored.
 

@@ -259,10 +259,10 @@ impl KafkaSink {
             .collect()
     }
 
-    fn produce_changelog(&self, state: &[(TaskId, Vec<Write>)]) -> anyhow::Result<Changelog> {
+    fn produce_changelog(&self, state: &[(TaskId, Arc<Vec<Write>>)]) -> anyhow::Result<Changelog> {
         let mut out = Vec::new();
         for (task, writes) in state {
-            for w in writes {
+            for w in writes.iter() {
                 let (key, value) = changelog::encode(w);
                 let mut fr: FutureRecord<'_, Vec<u8>, Vec<u8>> =
                     FutureRecord::to(&self.changelog_topic)
@@ -382,14 +382,14 @@ fn offsets_list(offsets: &BTreeMap<TopicPartition, i64>) -> anyhow::Result<Topic
 /// atomic write.
 fn write_state(
     store: &dyn KvStore,
-    state: Vec<(TaskId, Vec<Write>)>,
+    state: Vec<(TaskId, Arc<Vec<Write>>)>,
     positions: &HashMap<TaskId, i64>,
 ) -> anyhow::Result<()> {
-    let mut writes: Vec<Write> = state.into_iter().flat_map(|(_, w)| w).collect();
-    writes.extend(
-        positions
-            .iter()
-            .map(|(task, next)| write_i64(*task, CHANGELOG_NEXT, *next)),
-    );
-    store.write(writes).context("writing state")
+    let positions: Vec<Write> = positions
+        .iter()
+        .map(|(task, next)| write_i64(*task, CHANGELOG_NEXT, *next))
+        .collect();
+    let mut parts: Vec<&[Write]> = state.iter().map(|(_, w)| w.as_slice()).collect();
+    parts.push(&positions);
+    store.write_parts(&parts).context("writing state")
 }

@@ -17,6 +17,7 @@ use crate::store::session::TaskState;
 use crate::store::{KvStore, TaskId};
 use rdkafka::message::{BorrowedMessage, Message};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 /// One consumed record, copied out of librdkafka's buffer.
 pub struct InRecord {
@@ -206,7 +207,11 @@ pub fn process(
         for (topic, next) in offsets {
             writes.push(write_i64(task_id, &input_offset_name(topic), next));
         }
-        batch.state.push((task_id, writes));
+        // Sorted again, as `drain` leaves them, so the task can look keys
+        // up in them while they land (a stable sort merges the few
+        // appended in one pass).
+        writes.sort_by(|a, b| (a.cf, &a.key).cmp(&(b.cf, &b.key)));
+        batch.state.push((task_id, Arc::new(writes)));
     }
     Ok(batch)
 }

@@ -19,7 +19,8 @@
 //! 4. **Process and commit**: the engine runs over the batch, and the sink
 //!    commits outputs, changelog and the offsets of the records taken —
 //!    not of those merely fetched — (one transaction under exactly-once)
-//!    before the state is written to RocksDB.
+//!    before the state is written to RocksDB. In a backlog a batch's
+//!    commit runs while the next batch is processed (see `commit_batch`).
 //!
 //! A failed commit never kills the process and never commits past unsaved
 //! state: the batch is dropped, a fenced or broken producer is rebuilt,
@@ -28,7 +29,8 @@
 //!
 //! Backpressure is structural: the loop takes no new input while a batch is
 //! being committed, so the output path can never fall behind by more than
-//! one batch. Input memory is bounded per owned input partition: at most
+//! two batches (one committing, one processed meanwhile). Input memory is
+//! bounded per owned input partition: at most
 //! `kafka.buffered_records_per_partition` records in its alignment queue
 //! (a full queue is not read further, and paused when its task waits long
 //! for another partition) plus
@@ -62,7 +64,7 @@ use anyhow::{Context, Result};
 use batch::InRecord;
 use indicatif::ProgressBar;
 use month_gate::MonthGate;
-use ports::{CommitError, ConsumerFailed, Position, Restore, Sink, Source, TopicPartition};
+use ports::{Batch, CommitError, ConsumerFailed, Position, Restore, Sink, Source, TopicPartition};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -376,12 +378,41 @@ struct Runner<S: Source, K: Sink, R: Restore> {
     pending: Vec<InRecord>,
     /// Under percentile tiers: which records may pass a month close.
     gate: Option<MonthGate>,
+    /// A processed batch whose commit waits to run while the next batch
+    /// is processed (see `commit_batch`).
+    landing: Option<Landing>,
     /// When the last record was fetched (for `--stop-when-idle-ms`).
     last_input: Instant,
     stopping: bool,
     failures: u32,
     restore_failures: u32,
     throughput: Throughput,
+}
+
+/// A processed batch on its way to the sink, with what its commit
+/// reports once it is done.
+struct Landing {
+    batch: Batch,
+    report: BatchReport,
+}
+
+/// What a committed batch adds to the metrics.
+struct BatchReport {
+    /// When the batch began processing.
+    started: Instant,
+    /// The input records' timestamps (event-to-commit latency).
+    timestamps: Vec<Millis>,
+    records: u64,
+}
+
+impl BatchReport {
+    fn of(records: &[InRecord], started: Instant) -> Self {
+        BatchReport {
+            started,
+            timestamps: records.iter().filter_map(|r| r.timestamp).collect(),
+            records: records.len() as u64,
+        }
+    }
 }
 
 /// The task of a partition.
@@ -408,6 +439,7 @@ impl<S: Source, K: Sink, R: Restore> Runner<S, K, R> {
             restoring: BTreeSet::new(),
             pending: Vec::new(),
             gate: None,
+            landing: None,
             last_input: Instant::now(),
             stopping: false,
             failures: 0,
@@ -422,7 +454,7 @@ impl<S: Source, K: Sink, R: Restore> Runner<S, K, R> {
                 return Err(failed.into());
             }
             self.p.status.polled();
-            self.apply_moves();
+            self.apply_moves()?;
             if !self.restoring.is_empty() && !self.stopping {
                 // A restore that fails (a broker outage, a changelog read
                 // error) is retried with the same backoff as a failed
@@ -449,6 +481,8 @@ impl<S: Source, K: Sink, R: Restore> Runner<S, K, R> {
             }
             if !self.pending.is_empty() || self.gate.is_some() {
                 self.commit_batch()?;
+            } else {
+                self.settle()?;
             }
             if self.stopping {
                 self.throughput.report(&self.p.processor.metrics);
@@ -459,10 +493,10 @@ impl<S: Source, K: Sink, R: Restore> Runner<S, K, R> {
     }
 
     /// Acts on recorded rebalances.
-    fn apply_moves(&mut self) {
+    fn apply_moves(&mut self) -> Result<()> {
         let moves = self.source.take_moves();
         if moves.is_empty() {
-            return;
+            return Ok(());
         }
         // Revocations first: a partition revoked and assigned again (eager
         // rebalancing) restarts from its committed offset, so whatever was
@@ -495,6 +529,15 @@ impl<S: Source, K: Sink, R: Restore> Runner<S, K, R> {
             }
         }
         self.publish_tasks();
+        if self.landing.take().is_some() {
+            // The batch in flight may not commit now: a revoked
+            // partition's next owner, or this one for a partition given
+            // back, starts from the committed offsets it is past. Every
+            // task goes back to them.
+            tracing::info!("a rebalance came while a batch was in flight; rewinding");
+            self.recover()?;
+        }
+        Ok(())
     }
 
     /// `tp` by the rank of its topic (`None`: not an input topic).
@@ -561,7 +604,7 @@ impl<S: Source, K: Sink, R: Restore> Runner<S, K, R> {
         }
         self.restoring.retain(|t| !tasks.contains(t));
         self.publish_tasks();
-        self.apply_moves();
+        self.apply_moves()?;
         let resume = self.partitions(|task| tasks.contains(&task));
         if let Err(e) = self.source.resume(&resume) {
             tracing::warn!(error = %e, "could not resume restored partitions");
@@ -658,6 +701,11 @@ impl<S: Source, K: Sink, R: Restore> Runner<S, K, R> {
                 .buffered_records
                 .set(self.groups.buffered() as i64);
             if fetched == 0 && taken == 0 {
+                if self.landing.is_some() {
+                    // The backlog ran out: the batch in flight commits
+                    // now, not after another wait.
+                    return;
+                }
                 // Idle only counts once partitions are owned and restored:
                 // waiting for the group to hand some out is not idleness.
                 let idle = self.pending.is_empty()
@@ -779,7 +827,20 @@ impl<S: Source, K: Sink, R: Restore> Runner<S, K, R> {
         }
     }
 
-    /// Processes and commits the pending records.
+    /// Processes the pending records and commits them.
+    ///
+    /// A batch that filled up, or that left the partition queues half full
+    /// or more, was taken from a backlog, and the next one is already
+    /// there. Its commit (produce, transaction, state write) is left in
+    /// flight, to run on its own thread while the next batch is processed
+    /// instead of leaving the processing threads idle meanwhile. Its tasks
+    /// read its state writes until they land (`TaskState::land`); the next
+    /// batch's commit starts only after it succeeded, and if it fails, the
+    /// batch processed meanwhile is dropped with everything else
+    /// uncommitted. A steady stream leaves the queues nearly empty, and
+    /// its batches commit at once: waiting for the next collect would add
+    /// to their latency. Not under percentile tiers (their month closes
+    /// wait on other instances' summaries), nor when stopping.
     fn commit_batch(&mut self) -> Result<()> {
         let started = Instant::now();
         let steps = match &mut self.gate {
@@ -787,9 +848,15 @@ impl<S: Source, K: Sink, R: Restore> Runner<S, K, R> {
             None => Vec::new(),
         };
         if self.pending.is_empty() && steps.is_empty() {
-            return Ok(());
+            return self.settle();
         }
         let records = std::mem::take(&mut self.pending);
+        let k = &self.p.cfg.kafka;
+        let defer = self.gate.is_none()
+            && !self.stopping
+            && (records.len() >= k.batch_max_records
+                || 2 * self.groups.buffered()
+                    >= self.owned.len() * k.buffered_records_per_partition);
         self.throughput.first.get_or_insert(started);
         let p = &self.p;
         let summaries_topic = crate::kafka::summaries::topic(&p.cfg.kafka);
@@ -806,13 +873,19 @@ impl<S: Source, K: Sink, R: Restore> Runner<S, K, R> {
             store: p.store.as_ref(),
             now: wall_clock(),
         };
-        let processed = batch::process(
-            cx,
-            &mut self.tasks,
-            &records,
-            p.cfg.kafka.threads(),
-            months.as_ref(),
-        );
+        let (tasks, sink, landing) = (&mut self.tasks, &mut self.sink, self.landing.take());
+        let (processed, landed) = std::thread::scope(|scope| {
+            let committing = landing.map(|l| {
+                scope.spawn(move || {
+                    let t = Instant::now();
+                    (sink.commit(cx.store, l.batch), t.elapsed(), l.report)
+                })
+            });
+            let processed =
+                batch::process(cx, tasks, &records, p.cfg.kafka.threads(), months.as_ref());
+            let landed = committing.map(|h| h.join().expect("the committing thread panicked"));
+            (processed, landed)
+        });
         if let Some(g) = &mut self.gate {
             g.batch_done();
             for w in g.take_waits() {
@@ -822,30 +895,75 @@ impl<S: Source, K: Sink, R: Restore> Runner<S, K, R> {
                     .observe(w.as_secs_f64());
             }
         }
+        if let Some((result, took, report)) = landed {
+            for t in self.tasks.values_mut() {
+                t.landed();
+            }
+            if !self.committed(result, took, report)? {
+                // Rewound: the batch processed meanwhile is read again.
+                return Ok(());
+            }
+        }
         let batch = processed.context("processing a batch")?;
-        let committing = Instant::now();
-        match self.sink.commit(p.store.as_ref(), batch) {
-            Ok(()) => {
-                let m = &p.processor.metrics;
-                m.commits.inc();
-                m.commit_seconds.observe(committing.elapsed().as_secs_f64());
-                let now = wall_clock();
-                for r in records.iter() {
-                    if let Some(ts) = r.timestamp {
-                        m.event_to_output_seconds
-                            .observe((now - ts).max(0) as f64 / 1000.0);
-                    }
+        let report = BatchReport::of(&records, started);
+        if defer {
+            for (id, writes) in &batch.state {
+                if let Some(t) = self.tasks.get_mut(id) {
+                    t.land(Arc::clone(writes));
                 }
-                m.batch_seconds.observe(started.elapsed().as_secs_f64());
-                self.throughput.records += records.len() as u64;
+            }
+            self.landing = Some(Landing { batch, report });
+            return Ok(());
+        }
+        let committing = Instant::now();
+        let result = self.sink.commit(self.p.store.as_ref(), batch);
+        self.committed(result, committing.elapsed(), report)
+            .map(drop)
+    }
+
+    /// Commits the batch in flight, if any.
+    fn settle(&mut self) -> Result<()> {
+        let Some(l) = self.landing.take() else {
+            return Ok(());
+        };
+        let committing = Instant::now();
+        let result = self.sink.commit(self.p.store.as_ref(), l.batch);
+        for t in self.tasks.values_mut() {
+            t.landed();
+        }
+        self.committed(result, committing.elapsed(), l.report)
+            .map(drop)
+    }
+
+    /// Acts on a commit's outcome: counts a committed batch, and after a
+    /// failed one forgets everything uncommitted (`false`).
+    fn committed(
+        &mut self,
+        result: Result<(), CommitError>,
+        took: Duration,
+        report: BatchReport,
+    ) -> Result<bool> {
+        match result {
+            Ok(()) => {
+                let m = &self.p.processor.metrics;
+                m.commits.inc();
+                m.commit_seconds.observe(took.as_secs_f64());
+                let now = wall_clock();
+                for ts in report.timestamps {
+                    m.event_to_output_seconds
+                        .observe((now - ts).max(0) as f64 / 1000.0);
+                }
+                m.batch_seconds
+                    .observe(report.started.elapsed().as_secs_f64());
+                self.throughput.records += report.records;
                 self.throughput.last = Some(Instant::now());
                 self.failures = 0;
-                Ok(())
+                Ok(true)
             }
             Err(CommitError::Store(e)) => Err(e),
             Err(CommitError::Aborted(e)) => {
                 tracing::warn!(error = format!("{e:#}"), "batch not committed; rewinding");
-                self.recover()
+                self.recover().map(|()| false)
             }
             Err(CommitError::Fatal(e)) => {
                 tracing::warn!(
@@ -853,7 +971,7 @@ impl<S: Source, K: Sink, R: Restore> Runner<S, K, R> {
                     "producer failed; rebuilding it and rewinding"
                 );
                 self.rebuild_producer()?;
-                self.recover()
+                self.recover().map(|()| false)
             }
         }
     }
@@ -884,6 +1002,7 @@ impl<S: Source, K: Sink, R: Restore> Runner<S, K, R> {
     /// queues every task for restore.
     fn recover(&mut self) -> Result<()> {
         self.backoff();
+        self.landing = None;
         self.tasks.clear();
         self.pending.clear();
         self.groups.reset(Instant::now());

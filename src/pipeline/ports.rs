@@ -13,6 +13,7 @@ use crate::kafka::records::OutRecord;
 use crate::kafka::summaries::TaskSummary;
 use crate::store::{KvStore, TaskId, Write};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The consumer failed for good.
@@ -108,8 +109,10 @@ pub trait Source {
 pub struct Batch {
     /// Outputs and dead letters, in the order they were produced.
     pub records: Vec<OutRecord>,
-    /// State writes per task (the changelog partition is the task).
-    pub state: Vec<(TaskId, Vec<Write>)>,
+    /// State writes per task (the changelog partition is the task), each
+    /// sorted by family and key. Shared: the task reads them until they
+    /// are in the store (`TaskState::land`).
+    pub state: Vec<(TaskId, Arc<Vec<Write>>)>,
     /// Next input offset per (topic, partition).
     pub offsets: BTreeMap<TopicPartition, i64>,
 }
@@ -132,8 +135,9 @@ pub enum CommitError {
 }
 
 /// The output side: commits a batch's outputs, changelog and input
-/// offsets together, then its state to the local store.
-pub trait Sink {
+/// offsets together, then its state to the local store. `Send`: a batch's
+/// commit runs on its own thread while the next batch is processed.
+pub trait Sink: Send {
     /// Commits `batch`, then writes its state to `store`.
     fn commit(&mut self, store: &dyn KvStore, batch: Batch) -> Result<(), CommitError>;
     /// Replaces an unusable producer (after [`CommitError::Fatal`]).

@@ -26,10 +26,8 @@ use crate::store::{KvStore, TaskId, Write};
 use crate::workload::generate::{generate, GenerateSpec};
 use figment::providers::{Format, Toml};
 use figment::Figment;
-use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
-use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -102,7 +100,7 @@ impl Broker {
     }
 }
 
-type Shared = Rc<RefCell<Broker>>;
+type Shared = Arc<Mutex<Broker>>;
 
 struct FakeSource(Shared);
 struct FakeSink(Shared);
@@ -110,17 +108,17 @@ struct FakeRestore(Shared);
 
 impl Source for FakeSource {
     fn take_moves(&mut self) -> Moves {
-        std::mem::take(&mut self.0.borrow_mut().moves)
+        std::mem::take(&mut self.0.lock().unwrap().moves)
     }
 
     fn rebalance_pending(&self) -> bool {
-        !self.0.borrow().moves.is_empty()
+        !self.0.lock().unwrap().moves.is_empty()
     }
 
     fn track(&mut self, owned: &BTreeSet<TopicPartition>, _assigned: bool) {
         assert_eq!(
             owned,
-            &self.0.borrow().assigned,
+            &self.0.lock().unwrap().assigned,
             "the loop tracks exactly what the group assigned"
         );
     }
@@ -134,7 +132,7 @@ impl Source for FakeSource {
     }
 
     fn fill(&mut self, groups: &mut PartitionGroups, task: Option<i32>) -> usize {
-        let mut b = self.0.borrow_mut();
+        let mut b = self.0.lock().unwrap();
         let last_task = task == Some(PARTITIONS - 1);
         b.refills += usize::from(last_task);
         let n = b.refills;
@@ -176,14 +174,15 @@ impl Source for FakeSource {
 
     fn pause(&self, partitions: &[TopicPartition]) -> anyhow::Result<()> {
         self.0
-            .borrow_mut()
+            .lock()
+            .unwrap()
             .paused
             .extend(partitions.iter().cloned());
         Ok(())
     }
 
     fn resume(&self, partitions: &[TopicPartition]) -> anyhow::Result<()> {
-        let mut b = self.0.borrow_mut();
+        let mut b = self.0.lock().unwrap();
         for tp in partitions {
             b.paused.remove(tp);
         }
@@ -194,7 +193,7 @@ impl Source for FakeSource {
         &self,
         partitions: &[TopicPartition],
     ) -> anyhow::Result<Vec<(TopicPartition, Option<i64>)>> {
-        let b = self.0.borrow();
+        let b = self.0.lock().unwrap();
         Ok(partitions
             .iter()
             .map(|tp| (tp.clone(), b.committed.get(tp).copied()))
@@ -202,7 +201,7 @@ impl Source for FakeSource {
     }
 
     fn seek(&self, to: &[(TopicPartition, Position)]) -> anyhow::Result<()> {
-        let mut b = self.0.borrow_mut();
+        let mut b = self.0.lock().unwrap();
         for (tp, position) in to {
             let at = match position {
                 Position::Offset(o) => *o,
@@ -240,7 +239,7 @@ fn publish(b: &mut Broker, batch: &Batch) {
 
 impl Sink for FakeSink {
     fn commit(&mut self, store: &dyn KvStore, batch: Batch) -> Result<(), CommitError> {
-        let mut b = self.0.borrow_mut();
+        let mut b = self.0.lock().unwrap();
         b.attempts += 1;
         let n = b.attempts;
         match b.faults.remove(&n) {
@@ -257,7 +256,7 @@ impl Sink for FakeSink {
                 let mut writes: Vec<Write> = Vec::new();
                 for (task, w) in batch.state {
                     let next = b.changelog[&task].len() as i64;
-                    writes.extend(w);
+                    writes.extend(w.iter().cloned());
                     writes.push(write_i64(task, CHANGELOG_NEXT, next));
                 }
                 store
@@ -268,7 +267,7 @@ impl Sink for FakeSink {
     }
 
     fn rebuild(&mut self) -> anyhow::Result<()> {
-        self.0.borrow_mut().rebuilds += 1;
+        self.0.lock().unwrap().rebuilds += 1;
         Ok(())
     }
 }
@@ -282,7 +281,7 @@ impl Restore for FakeRestore {
         keepalive: &mut dyn FnMut(),
     ) -> anyhow::Result<()> {
         keepalive();
-        let b = self.0.borrow();
+        let b = self.0.lock().unwrap();
         for &task in tasks {
             let from = read_i64(store, task, CHANGELOG_NEXT)?.unwrap_or(0) as usize;
             let log = b.changelog.get(&task).map_or(&[][..], Vec::as_slice);
@@ -350,7 +349,7 @@ fn run_with(mut b: Broker, cfg: Config) -> Broker {
         revoked: vec![],
         assigned: all,
     });
-    let shared: Shared = Rc::new(RefCell::new(b));
+    let shared: Shared = Arc::new(Mutex::new(b));
     let processor = Arc::new(Processor::new(
         Engine::new(cfg.policy()),
         cfg.decode_rules(),
@@ -368,7 +367,7 @@ fn run_with(mut b: Broker, cfg: Config) -> Broker {
         FakeRestore(shared.clone()),
     );
     runner.run().unwrap();
-    Rc::try_unwrap(shared).ok().unwrap().into_inner()
+    Arc::try_unwrap(shared).ok().unwrap().into_inner().unwrap()
 }
 
 /// Committed outputs per key, in commit order (a customer's outputs must

@@ -69,13 +69,13 @@ impl KvStore for MemoryStore {
         Ok(())
     }
 
-    fn write(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+    fn write_parts(&self, parts: &[&[Write]]) -> Result<(), StoreError> {
         let mut families = self.families.lock().expect("store lock");
-        for w in writes {
+        for w in parts.iter().flat_map(|p| p.iter()) {
             let family = families.entry(w.cf).or_default();
-            match w.value {
+            match &w.value {
                 Some(v) => {
-                    family.insert(w.key, v);
+                    family.insert(w.key.clone(), v.clone());
                 }
                 None => {
                     family.remove(&w.key);
@@ -86,7 +86,7 @@ impl KvStore for MemoryStore {
     }
 
     fn write_unlogged(&self, writes: Vec<Write>) -> Result<(), StoreError> {
-        self.write(writes)
+        self.write_parts(&[&writes])
     }
 
     fn flush(&self) -> Result<(), StoreError> {

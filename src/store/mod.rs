@@ -116,7 +116,13 @@ pub trait KvStore: Send + Sync {
         f: &mut dyn FnMut(&[u8], &[u8]),
     ) -> Result<(), StoreError>;
     /// Applies all writes atomically.
-    fn write(&self, writes: Vec<Write>) -> Result<(), StoreError>;
+    fn write(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        self.write_parts(&[&writes])
+    }
+    /// Applies the writes of all `parts`, in order, atomically: a commit
+    /// writes each task's batch (which its task may still be reading, see
+    /// `TaskState::land`) and the changelog positions as one.
+    fn write_parts(&self, parts: &[&[Write]]) -> Result<(), StoreError>;
     /// Applies writes without the write-ahead log: for bulk restores from
     /// the changelog, which can always be redone, so durability is bought
     /// once with `flush` instead of per write.

@@ -95,20 +95,20 @@ impl RocksStore {
         })
     }
 
-    fn write_with(&self, writes: Vec<Write>, opts: &WriteOptions) -> Result<(), StoreError> {
+    fn write_with(&self, parts: &[&[Write]], opts: &WriteOptions) -> Result<(), StoreError> {
+        let writes = || parts.iter().flat_map(|p| p.iter());
         // Sized up front: a commit's batch is tens of megabytes, and grown
         // by doubling it was copied and page-faulted in again at each step.
         // (Each entry adds a tag, a family id and two lengths: 16 bytes.)
-        let bytes = writes
-            .iter()
+        let bytes = writes()
             .map(|w| 16 + w.key.len() + w.value.as_ref().map_or(0, Vec::len))
             .sum();
         let mut batch = WriteBatch::with_capacity_bytes(bytes);
-        for w in writes {
+        for w in writes() {
             let cf = self.handle(w.cf);
-            match w.value {
-                Some(v) => batch.put_cf(cf, w.key, v),
-                None => batch.delete_cf(cf, w.key),
+            match &w.value {
+                Some(v) => batch.put_cf(cf, &w.key, v),
+                None => batch.delete_cf(cf, &w.key),
             }
         }
         self.db.write_opt(batch, opts).map_err(|e| self.located(e))
@@ -175,14 +175,14 @@ impl KvStore for RocksStore {
         Ok(())
     }
 
-    fn write(&self, writes: Vec<Write>) -> Result<(), StoreError> {
-        self.write_with(writes, &WriteOptions::default())
+    fn write_parts(&self, parts: &[&[Write]]) -> Result<(), StoreError> {
+        self.write_with(parts, &WriteOptions::default())
     }
 
     fn write_unlogged(&self, writes: Vec<Write>) -> Result<(), StoreError> {
         let mut opts = WriteOptions::default();
         opts.disable_wal(true);
-        self.write_with(writes, &opts)
+        self.write_with(&[&writes], &opts)
     }
 
     fn stats(&self) -> StoreStats {

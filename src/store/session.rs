@@ -34,6 +34,7 @@ use crate::domain::ranking::Ranking;
 use crate::domain::time::Millis;
 use compact_str::CompactString;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 /// Bytes an entry costs the cache beside its profile: its slot in the map
 /// (key, entry, the control byte and the table's spare room) and its key
@@ -89,6 +90,9 @@ pub struct TaskState {
     /// Per timer kind: no timer of the task's index (store and pending) is
     /// earlier than this (`Millis::MAX`: none at all).
     floor: [Millis; 2],
+    /// The task's part of a drained batch that is being committed while
+    /// the next batch is processed (see `land`), sorted by family and key.
+    landing: Option<Arc<Vec<Write>>>,
 }
 
 /// One kind's pending timer writes: instant, then customer, then what
@@ -168,6 +172,7 @@ impl TaskState {
             cache_budget: cache_bytes,
             timers: Default::default(),
             floor: [Millis::MIN; 2],
+            landing: None,
         })
     }
 
@@ -257,6 +262,40 @@ impl TaskState {
         writes
     }
 
+    /// Lets reads see `writes` — what `drain` just took, sorted by family
+    /// and key, maybe with more of the task's own keys — as if the store
+    /// had them, until `landed`. A pipeline commits a batch while it
+    /// processes the next one, and that one may miss a profile the cache
+    /// let go, or look up deadlines, before the commit reaches the store.
+    pub fn land(&mut self, writes: Arc<Vec<Write>>) {
+        self.landing = Some(writes);
+    }
+
+    /// The writes `land` showed are in the store now (or were dropped
+    /// with the batch that follows them).
+    pub fn landed(&mut self) {
+        self.landing = None;
+    }
+
+    /// What the landing batch does to `key`: `Some(None)` deletes it.
+    fn landing_get(&self, cf: Cf, key: &[u8]) -> Option<&Option<Vec<u8>>> {
+        let w = self.landing.as_deref()?;
+        let i = w
+            .binary_search_by(|x| (x.cf, x.key.as_slice()).cmp(&(cf, key)))
+            .ok()?;
+        Some(&w[i].value)
+    }
+
+    /// The landing batch's writes with `from <= key < to` in `cf`.
+    fn landing_range(&self, cf: Cf, from: &[u8], to: &[u8]) -> &[Write] {
+        let Some(w) = self.landing.as_deref() else {
+            return &[];
+        };
+        let lo = w.partition_point(|x| (x.cf, x.key.as_slice()) < (cf, from));
+        let hi = w.partition_point(|x| (x.cf, x.key.as_slice()) < (cf, to));
+        &w[lo..hi.max(lo)]
+    }
+
     /// The earliest `kind` timer at or after `from`, as far as a floor
     /// goes: the store's first entry (which a pending delete may have
     /// removed — then the floor is merely early) and the pending puts;
@@ -272,13 +311,23 @@ impl TaskState {
             Some(k) => Some(timer_instant(&k)?),
             None => None,
         };
+        let landing = match self
+            .landing_range(Cf::Timers, &lo, &hi)
+            .iter()
+            .find(|w| w.value.is_some())
+        {
+            Some(w) => Some(timer_instant(&w.key)?),
+            None => None,
+        };
         let pending = self.timers[kind_slot(kind)]
             .range(from..)
             .find(|(_, ids)| ids.values().any(|w| w.present()))
             .map(|(at, _)| *at);
-        Ok(stored
-            .unwrap_or(Millis::MAX)
-            .min(pending.unwrap_or(Millis::MAX)))
+        Ok([stored, landing, pending]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(Millis::MAX))
     }
 
     fn set_timer(&mut self, kind: TimerKind, id: &str, old: Option<Millis>, new: Option<Millis>) {
@@ -336,13 +385,16 @@ impl Profiles for Session<'_> {
             c.lent = lent.is_some();
             return Ok(lent);
         }
-        let Some(bytes) = self
-            .store
-            .get(Cf::Profiles, &profile_key(self.state.task, customer_id))?
-        else {
-            return Ok(None);
+        let key = profile_key(self.state.task, customer_id);
+        let profile = match self.state.landing_get(Cf::Profiles, &key) {
+            Some(Some(bytes)) => decode_profile(bytes)?,
+            Some(None) => return Ok(None),
+            None => match self.store.get(Cf::Profiles, &key)? {
+                Some(bytes) => decode_profile(&bytes)?,
+                None => return Ok(None),
+            },
         };
-        let profile = Box::new(decode_profile(&bytes)?);
+        let profile = Box::new(profile);
         let cached = Cached {
             profile: None,
             lent: true,
@@ -390,6 +442,14 @@ impl Profiles for Session<'_> {
         let mut due = BTreeSet::new();
         for (k, _) in self.store.range(Cf::Timers, &from, &to)? {
             due.insert((timer_instant(&k)?, timer_customer(&k)?));
+        }
+        for w in self.state.landing_range(Cf::Timers, &from, &to) {
+            let entry = (timer_instant(&w.key)?, timer_customer(&w.key)?);
+            if w.value.is_some() {
+                due.insert(entry);
+            } else {
+                due.remove(&entry);
+            }
         }
         for (&when, ids) in self.state.timers[slot].range(floor..=at) {
             for (id, write) in ids {
@@ -646,5 +706,40 @@ mod tests {
         let mut s = task.session(&store);
         assert!(s.due(TimerKind::Daily, 599).unwrap().is_empty());
         assert_eq!(s.due(TimerKind::Daily, 600).unwrap(), vec!["a"]);
+    }
+
+    #[test]
+    fn a_landing_batch_reads_as_stored_until_it_has_landed() {
+        let store = MemoryStore::new();
+        // A cache of 0: drained profiles leave at once, so reads miss.
+        let mut task = TaskState::open(TaskId::new(0), &store, 0).unwrap();
+        let mut s = task.session(&store);
+        schedule(&mut s, "a", None, Some(100));
+        schedule(&mut s, "b", None, Some(200));
+        store.write(task.drain()).unwrap();
+        // The next batch moves a's deadline, erases b and adds c; its
+        // writes are committed while the batch after it is processed.
+        let mut s = task.session(&store);
+        schedule(&mut s, "a", Some(100), Some(300));
+        s.erase("b", timers(Some(200))).unwrap();
+        schedule(&mut s, "c", None, Some(150));
+        let landing = Arc::new(task.drain());
+        assert_eq!(task.profiles.len(), 0, "nothing left in the cache");
+        task.land(Arc::clone(&landing));
+        let expect = |task: &mut TaskState| {
+            let mut s = task.session(&store);
+            assert_eq!(s.load("a").unwrap().unwrap().timers, timers(Some(300)));
+            assert_eq!(s.load("b").unwrap(), None, "erased");
+            assert!(s.load("c").unwrap().is_some());
+            // a's timer at 100 and b's are deleted, c's put, a's moved.
+            assert!(s.due(TimerKind::Daily, 120).unwrap().is_empty());
+            assert_eq!(s.due(TimerKind::Daily, 300).unwrap(), vec!["c", "a"]);
+        };
+        expect(&mut task);
+        store.write_parts(&[&landing]).unwrap();
+        task.landed();
+        // Reads (and the cache they fill) were put back: start again.
+        let mut task = TaskState::open(TaskId::new(0), &store, 0).unwrap();
+        expect(&mut task);
     }
 }
