@@ -230,7 +230,7 @@ pub struct KafkaConfig {
     /// full partition of a waiting task is paused.
     pub buffered_records_per_partition: usize,
     /// Threads that process a batch's tasks in parallel (a task stays on
-    /// one thread); 0: one per core.
+    /// one thread); 0: twice the cores (see `threads`).
     pub stream_threads: usize,
     /// librdkafka properties passed through unchanged (TLS, SASL, tuning).
     pub properties: BTreeMap<String, String>,
