@@ -297,9 +297,9 @@ impl TaskState {
     }
 
     /// The earliest `kind` timer at or after `from`, as far as a floor
-    /// goes: the store's first entry (which a pending delete may have
-    /// removed — then the floor is merely early) and the pending puts;
-    /// `Millis::MAX` when there is none.
+    /// goes: the store's first entry (which a landing or pending delete
+    /// may have removed — then the floor is merely early), and the
+    /// landing and pending puts; `Millis::MAX` when there is none.
     fn earliest_from(
         &self,
         store: &dyn KvStore,
