@@ -278,7 +278,20 @@ fn tier_changes_and_dead_letters_through_a_real_broker() {
 
 #[test]
 fn pipeline_output_equals_replay_with_the_same_partitioning() {
-    output_equals_replay("replay-eq", 1, |_, bytes| bytes);
+    output_equals_replay("replay-eq", 1, &[], |_, bytes| bytes);
+}
+
+/// At least once, from a backlog in batches of 50: nearly every batch
+/// commits (produce, offsets, state) on its own thread while the next is
+/// processed, reading the landing state; without failures the outputs are
+/// the replay's, output by output.
+#[test]
+fn at_least_once_from_a_backlog_in_small_batches_equals_replay() {
+    let envs = [
+        ("TIERSTREAM_KAFKA__PROCESSING_GUARANTEE", "at_least_once"),
+        ("TIERSTREAM_KAFKA__BATCH_MAX_RECORDS", "50"),
+    ];
+    output_equals_replay("replay-alo", 3, &envs, |_, bytes| bytes);
 }
 
 /// Purchases, complaints and service events on three topics, produced in
@@ -289,7 +302,7 @@ fn pipeline_output_equals_replay_with_the_same_partitioning() {
 /// key's partition, and so must replay, which once ran it in task 0.
 #[test]
 fn three_input_topics_are_interleaved_in_event_time_order() {
-    output_equals_replay("replay-eq3", 3, |i, bytes| {
+    output_equals_replay("replay-eq3", 3, &[], |i, bytes| {
         if i % 40 != 39 {
             return bytes;
         }
@@ -298,7 +311,12 @@ fn three_input_topics_are_interleaved_in_event_time_order() {
     });
 }
 
-fn output_equals_replay(name: &str, inputs: usize, rewrite: fn(usize, Vec<u8>) -> Vec<u8>) {
+fn output_equals_replay(
+    name: &str,
+    inputs: usize,
+    envs: &[(&str, &str)],
+    rewrite: fn(usize, Vec<u8>) -> Vec<u8>,
+) {
     let env = TestEnv::new(name, inputs);
     env.create_topics();
     let w = workload_rewritten(&env, &spec(300, 6000, 11), rewrite);
@@ -316,7 +334,7 @@ fn output_equals_replay(name: &str, inputs: usize, rewrite: fn(usize, Vec<u8>) -
         .any(|v| v["schema"] == "tierstream.churn_warning.v1"));
 
     produce(&records);
-    let inst = env.spawn("a", &[], &[]);
+    let inst = env.spawn("a", envs, &[]);
     let k = &env.config.kafka;
     let got = env.consume_topics(&[&k.tier_topic, &k.warning_topic], expected.len());
     inst.stop();
