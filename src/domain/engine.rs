@@ -157,9 +157,17 @@ pub trait Profiles {
     fn save(&mut self, profile: Box<Profile>, previous: Timers) -> Result<(), Self::Error>;
     /// Deletes a profile and its index entries.
     fn erase(&mut self, customer_id: &str, previous: Timers) -> Result<(), Self::Error>;
-    /// Customers whose `kind` deadline is at or before `at`, in deadline then
-    /// customer-id order.
-    fn due(&mut self, kind: TimerKind, at: Millis) -> Result<Vec<String>, Self::Error>;
+    /// The `kind` entries of the index at or before `at` (deadline and
+    /// customer), in deadline then customer-id order.
+    fn due(&mut self, kind: TimerKind, at: Millis) -> Result<Vec<(Millis, String)>, Self::Error>;
+    /// Deletes an index entry that its customer's profile does not name
+    /// (see [`Engine::tick`]).
+    fn drop_timer(
+        &mut self,
+        kind: TimerKind,
+        at: Millis,
+        customer_id: &str,
+    ) -> Result<(), Self::Error>;
     /// The task's part in percentile tiers (its value summary and the cut
     /// points in force), kept with its customers.
     fn ranking(&mut self) -> &mut Ranking;
@@ -326,6 +334,12 @@ impl Engine {
     /// One midnight: month close first when it is the first of a month, then
     /// the daily re-evaluation (SPEC §7, Ticks). Only customers whose
     /// deadline is due are visited; everyone else provably has nothing to do.
+    ///
+    /// The profile, not the index, says when a customer is due: an entry
+    /// whose profile names another deadline (or which has no profile) is
+    /// dropped unvisited. The pipeline keeps the index out of its changelog
+    /// and a restore rebuilds it from the restored profiles, adding their
+    /// entries without looking for the ones older versions put.
     pub fn tick<P: Profiles>(
         &self,
         midnight: Millis,
@@ -334,17 +348,41 @@ impl Engine {
     ) -> Result<(), P::Error> {
         if is_month_start(midnight) {
             self.roll_ranking(store, midnight, out);
-            for id in store.due(TimerKind::MonthClose, midnight)? {
-                self.visit(&id, midnight, TimerKind::MonthClose, store, out)?;
+            for (at, id) in store.due(TimerKind::MonthClose, midnight)? {
+                self.fire(TimerKind::MonthClose, at, &id, midnight, store, out)?;
             }
         }
-        for id in store.due(TimerKind::Daily, midnight)? {
-            self.visit(&id, midnight, TimerKind::Daily, store, out)?;
+        for (at, id) in store.due(TimerKind::Daily, midnight)? {
+            self.fire(TimerKind::Daily, at, &id, midnight, store, out)?;
         }
         Ok(())
     }
 
-    /// Runs one timer for one customer and reschedules it.
+    /// Runs the index entry (`kind`, `at`, `customer_id`) at `midnight`, or
+    /// drops it when the customer's profile does not name it.
+    fn fire<P: Profiles>(
+        &self,
+        kind: TimerKind,
+        at: Millis,
+        customer_id: &str,
+        midnight: Millis,
+        store: &mut P,
+        out: &mut Vec<Output>,
+    ) -> Result<(), P::Error> {
+        match store.load(customer_id)? {
+            Some(profile) if profile.timers.of(kind) == Some(at) => {
+                self.run_timer(profile, midnight, kind, store, out)
+            }
+            stale => {
+                if let Some(profile) = stale {
+                    store.release(profile);
+                }
+                store.drop_timer(kind, at, customer_id)
+            }
+        }
+    }
+
+    /// Runs one timer for one customer, due or not, and reschedules it.
     pub fn visit<P: Profiles>(
         &self,
         customer_id: &str,
@@ -353,9 +391,20 @@ impl Engine {
         store: &mut P,
         out: &mut Vec<Output>,
     ) -> Result<(), P::Error> {
-        let Some(mut profile) = store.load(customer_id)? else {
-            return Ok(());
-        };
+        match store.load(customer_id)? {
+            Some(profile) => self.run_timer(profile, midnight, kind, store, out),
+            None => Ok(()),
+        }
+    }
+
+    fn run_timer<P: Profiles>(
+        &self,
+        mut profile: Box<Profile>,
+        midnight: Millis,
+        kind: TimerKind,
+        store: &mut P,
+        out: &mut Vec<Output>,
+    ) -> Result<(), P::Error> {
         let previous = profile.timers;
         let before = self.snapshot(&profile);
         let cause = Cause::Timer(kind);

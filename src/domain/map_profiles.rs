@@ -62,13 +62,17 @@ impl Profiles for MapProfiles {
     }
     /// A range of the index, not a scan: a tick with nothing due costs one
     /// lookup, as in the real store.
-    fn due(&mut self, kind: TimerKind, at: Millis) -> Result<Vec<String>, Infallible> {
+    fn due(&mut self, kind: TimerKind, at: Millis) -> Result<Vec<(Millis, String)>, Infallible> {
         Ok(self
             .timers
             .range((kind, Millis::MIN, String::new())..)
             .take_while(|(k, t, _)| *k == kind && *t <= at)
-            .map(|(_, _, id)| id.clone())
+            .map(|(_, t, id)| (*t, id.clone()))
             .collect())
+    }
+    fn drop_timer(&mut self, kind: TimerKind, at: Millis, id: &str) -> Result<(), Infallible> {
+        self.set(kind, id, Some(at), None);
+        Ok(())
     }
     fn ranking(&mut self) -> &mut Ranking {
         &mut self.ranking

@@ -25,6 +25,9 @@ pub enum TimerKind {
 }
 
 impl TimerKind {
+    /// Every kind, month closes first (the order a midnight runs them in).
+    pub const ALL: [TimerKind; 2] = [TimerKind::MonthClose, TimerKind::Daily];
+
     /// The wire name used in `cause`.
     pub fn as_str(self) -> &'static str {
         self.into()

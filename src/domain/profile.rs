@@ -3,6 +3,7 @@
 
 use super::event::Minor;
 use super::loyalty::{Evidence, Sides};
+use super::output::TimerKind;
 use super::tier::Tier;
 use super::time::{Millis, MonthIndex};
 use super::value::Buckets;
@@ -50,6 +51,16 @@ pub struct Timers {
     pub month_close: Option<Millis>,
     /// Next midnight at which a daily re-evaluation can change something.
     pub daily: Option<Millis>,
+}
+
+impl Timers {
+    /// The deadline of `kind`.
+    pub fn of(self, kind: TimerKind) -> Option<Millis> {
+        match kind {
+            TimerKind::MonthClose => self.month_close,
+            TimerKind::Daily => self.daily,
+        }
+    }
 }
 
 impl Profile {

@@ -631,6 +631,58 @@ proptest! {
     }
 }
 
+/// `run_indexed`, with index entries no profile names added once the
+/// first `at` events are applied — before, at and after every customer's
+/// deadlines, and of a customer without a profile: what a restore over an
+/// older local state leaves behind.
+fn run_littered(engine: &Engine, events: &[Event], at: usize, days: i64) -> Vec<Output> {
+    let mut store = MapProfiles::default();
+    let mut clock = StreamClock::default();
+    let mut out = Vec::new();
+    for (n, e) in events.iter().enumerate() {
+        if n == at {
+            let now = clock.stream_time.unwrap_or(e.ts);
+            let mut ids: Vec<String> = store.profiles.keys().cloned().collect();
+            ids.push("ghost".into());
+            for id in ids {
+                for kind in TimerKind::ALL {
+                    for offset in [-days, 0, days] {
+                        let t = super::time::next_midnight(now) + offset * DAY_MS;
+                        let named = store.profiles.get(&id).and_then(|p| p.timers.of(kind));
+                        if named != Some(t) {
+                            store.timers.insert((kind, t, id.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        engine.apply(&mut clock, &mut store, e, &mut out).unwrap();
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Index entries that no profile names change no output: the engine
+    /// drops them unvisited (a restore adds the index entries of the
+    /// profiles it restores, and leaves those of their older versions).
+    #[test]
+    fn index_entries_no_profile_names_change_nothing(
+        raw in prop::collection::vec(arb_event(6, 500), 2..80),
+        cut in 0.0f64..1.0,
+        days in 1i64..60,
+        by_risk in any::<bool>(),
+    ) {
+        let mut events: Vec<Event> = raw.into_iter().enumerate().map(|(n, r)| build(n, r)).collect();
+        events.sort_by_key(|e| e.ts);
+        let engine = Engine::new(if by_risk { risk_policy() } else { policy() });
+        let at = ((events.len() as f64 * cut) as usize).min(events.len() - 1);
+        let (clean, _) = run_indexed(&engine, &events);
+        prop_assert_eq!(run_littered(&engine, &events, at, days), clean);
+    }
+}
+
 /// Events of a few busy customers with a lot of negative evidence: what
 /// makes churn-risk warnings open, escalate and clear between events.
 fn arb_risky_event() -> impl Strategy<Value = (u8, i64, u8, i64, i64)> {

@@ -16,7 +16,8 @@ use crate::kafka::{changelog, client_config, log_client_error, set_default};
 use crate::ops::metrics::Metrics;
 use crate::pipeline::ports::Restore;
 use crate::store::checkpoint::{read_i64, write_i64, CHANGELOG_NEXT};
-use crate::store::{KvStore, TaskId, Write};
+use crate::store::keys::index_entries;
+use crate::store::{Cf, KvStore, StoreError, TaskId, Write};
 use anyhow::{bail, Context, Result};
 use indicatif::ProgressBar;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
@@ -188,12 +189,35 @@ impl Restorer {
 
     fn apply(&self, store: &dyn KvStore, chunk: &mut Vec<Write>) -> Result<()> {
         let n = chunk.len() as u64;
+        let writes =
+            restored_writes(std::mem::take(chunk)).context("rebuilding the deadline index")?;
         store
-            .write_unlogged(last_writes(std::mem::take(chunk)))
+            .write_unlogged(writes)
             .context("writing restored state")?;
         self.metrics.restored_records.inc_by(n);
         Ok(())
     }
+}
+
+/// What a chunk of changelog records leaves in the store: the last write
+/// of each logged key, and the deadline-index entries of the profiles
+/// among them (the index is not logged, see `changelog::is_logged`),
+/// sorted by family and key. An entry a profile's older version put stays
+/// behind; the engine drops such an entry when it comes due.
+fn restored_writes(chunk: Vec<Write>) -> Result<Vec<Write>, StoreError> {
+    let mut writes = last_writes(chunk);
+    writes.retain(|w| changelog::is_logged(w.cf));
+    let mut index = Vec::new();
+    for w in &writes {
+        if let (Cf::Profiles, Some(value)) = (w.cf, &w.value) {
+            index.extend(index_entries(&w.key, value)?);
+        }
+    }
+    index.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+    // Families sort as profiles, the index, metadata.
+    let at = writes.partition_point(|w| w.cf < Cf::Timers);
+    writes.splice(at..at, index);
+    Ok(writes)
 }
 
 /// The last write of each key in `chunk`, sorted by key: what the chunk
@@ -255,7 +279,6 @@ impl Restore for Restorer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Cf;
 
     fn w(cf: Cf, key: &str, value: Option<&str>) -> Write {
         Write {
@@ -263,6 +286,63 @@ mod tests {
             key: key.into(),
             value: value.map(Into::into),
         }
+    }
+
+    #[test]
+    fn a_chunk_rebuilds_the_index_entries_of_its_profiles() {
+        use crate::domain::output::TimerKind;
+        use crate::domain::profile::{Profile, Timers};
+        use crate::store::checkpoint::{write_i64, STREAM_TIME};
+        use crate::store::keys::{encode_profile, profile_key, timer_key};
+        let task = TaskId::new(3);
+        let profile = |id: &str, daily: Option<i64>, month_close: Option<i64>| {
+            let mut p = Profile::new(id);
+            p.timers = Timers { month_close, daily };
+            Write {
+                cf: Cf::Profiles,
+                key: profile_key(task, id),
+                value: Some(encode_profile(&p)),
+            }
+        };
+        let entry = |kind, at, id: &str| Write {
+            cf: Cf::Timers,
+            key: timer_key(task, kind, at, id),
+            value: Some(Vec::new()),
+        };
+        let chunk = vec![
+            // An index record of an older changelog: skipped.
+            entry(TimerKind::Daily, 5, "z"),
+            profile("b", Some(20), None),
+            profile("a", Some(10), Some(30)),
+            // b's later version names another deadline; c is forgotten.
+            profile("b", Some(40), None),
+            profile("c", Some(50), None),
+            Write {
+                cf: Cf::Profiles,
+                key: profile_key(task, "c"),
+                value: None,
+            },
+            write_i64(task, STREAM_TIME, 7),
+        ];
+        let expected = vec![
+            profile("a", Some(10), Some(30)),
+            profile("b", Some(40), None),
+            Write {
+                cf: Cf::Profiles,
+                key: profile_key(task, "c"),
+                value: None,
+            },
+            entry(TimerKind::MonthClose, 30, "a"),
+            entry(TimerKind::Daily, 10, "a"),
+            entry(TimerKind::Daily, 40, "b"),
+            write_i64(task, STREAM_TIME, 7),
+        ];
+        assert_eq!(restored_writes(chunk).unwrap(), expected);
+        let damaged = Write {
+            value: Some(vec![0xff]),
+            ..profile("d", None, None)
+        };
+        assert!(restored_writes(vec![damaged]).is_err());
     }
 
     #[test]

@@ -262,7 +262,7 @@ impl KafkaSink {
     fn produce_changelog(&self, state: &[(TaskId, Arc<Vec<Write>>)]) -> anyhow::Result<Changelog> {
         let mut out = Vec::new();
         for (task, writes) in state {
-            for w in writes.iter() {
+            for w in writes.iter().filter(|w| changelog::is_logged(w.cf)) {
                 let (key, value) = changelog::encode(w);
                 let mut fr: FutureRecord<'_, Vec<u8>, Vec<u8>> =
                     FutureRecord::to(&self.changelog_topic)

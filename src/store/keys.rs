@@ -3,7 +3,7 @@
 //! that can be dropped or restored as a unit. Values are compact postcard
 //! with a leading version byte, so the format can evolve without guessing.
 
-use super::{StoreError, TaskId};
+use super::{Cf, StoreError, TaskId, Write};
 use crate::domain::output::TimerKind;
 use crate::domain::profile::Profile;
 use crate::domain::time::Millis;
@@ -95,6 +95,25 @@ pub fn meta_key(task: TaskId, name: &str) -> Vec<u8> {
 /// The full key range of one task in any family.
 pub fn task_range(task: TaskId) -> (Vec<u8>, Vec<u8>) {
     (task.key_prefix().to_vec(), task.key_prefix_end().to_vec())
+}
+
+/// The deadline-index entries a stored profile (`key`, `value`) names:
+/// what a restore rebuilds the index from, since the index is not logged
+/// (`changelog::is_logged`).
+pub fn index_entries(key: &[u8], value: &[u8]) -> Result<Vec<Write>, StoreError> {
+    let task = TaskId::of_key(key).ok_or_else(|| StoreError::Corrupt("profile key".into()))?;
+    let profile = decode_profile(value)?;
+    Ok(TimerKind::ALL
+        .into_iter()
+        .filter_map(|kind| {
+            let at = profile.timers.of(kind)?;
+            Some(Write {
+                cf: Cf::Timers,
+                key: timer_key(task, kind, at, &profile.customer_id),
+                value: Some(Vec::new()),
+            })
+        })
+        .collect())
 }
 
 /// Encodes a profile record.

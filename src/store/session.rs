@@ -239,7 +239,7 @@ impl TaskState {
                 None => break,
             }
         }
-        for kind in [TimerKind::MonthClose, TimerKind::Daily] {
+        for kind in TimerKind::ALL {
             for (at, ids) in std::mem::take(&mut self.timers[kind_slot(kind)]) {
                 writes.extend(ids.into_iter().map(|(id, write)| Write {
                     cf: Cf::Timers,
@@ -432,7 +432,7 @@ impl Profiles for Session<'_> {
         Ok(())
     }
 
-    fn due(&mut self, kind: TimerKind, at: Millis) -> Result<Vec<String>, StoreError> {
+    fn due(&mut self, kind: TimerKind, at: Millis) -> Result<Vec<(Millis, String)>, StoreError> {
         let slot = kind_slot(kind);
         let floor = self.state.floor[slot];
         if at < floor {
@@ -469,7 +469,12 @@ impl Profiles for Session<'_> {
             None => self.state.earliest_from(self.store, kind, at + 1)?,
             Some((when, _)) => *when,
         };
-        Ok(due.into_iter().map(|(_, id)| id).collect())
+        Ok(due.into_iter().collect())
+    }
+
+    fn drop_timer(&mut self, kind: TimerKind, at: Millis, id: &str) -> Result<(), StoreError> {
+        self.state.set_timer(kind, id, Some(at), None);
+        Ok(())
     }
 
     fn ranking(&mut self) -> &mut Ranking {
@@ -525,6 +530,12 @@ mod tests {
     /// Task 0 over `store`, with room for every profile a test caches.
     fn roomy_task(store: &MemoryStore) -> TaskState {
         TaskState::open(TaskId::new(0), store, 1 << 20).unwrap()
+    }
+
+    /// The customers whose daily deadline is due at `at`.
+    fn due_ids(s: &mut Session<'_>, at: Millis) -> Vec<String> {
+        let due = s.due(TimerKind::Daily, at).unwrap();
+        due.into_iter().map(|(_, id)| id).collect()
     }
 
     /// Saves `id` with a daily timer at `at` (moving it from `from`).
@@ -642,11 +653,11 @@ mod tests {
         let mut s = task.session(&store);
         schedule(&mut s, "a", None, Some(100));
         schedule(&mut s, "b", None, Some(300));
-        assert_eq!(s.due(TimerKind::Daily, 50).unwrap(), Vec::<String>::new());
-        assert_eq!(s.due(TimerKind::Daily, 100).unwrap(), vec!["a"]);
+        assert_eq!(due_ids(&mut s, 50), Vec::<&str>::new());
+        assert_eq!(due_ids(&mut s, 100), vec!["a"]);
         // The caller moves a's deadline past the tick.
         schedule(&mut s, "a", Some(100), Some(500));
-        assert!(s.due(TimerKind::Daily, 200).unwrap().is_empty());
+        assert!(due_ids(&mut s, 200).is_empty());
         assert_eq!(
             s.state.floor[kind_slot(TimerKind::Daily)],
             300,
@@ -654,15 +665,15 @@ mod tests {
         );
         // A timer put below the floor (a late event) is still found.
         schedule(&mut s, "c", None, Some(150));
-        assert_eq!(s.due(TimerKind::Daily, 250).unwrap(), vec!["c"]);
+        assert_eq!(due_ids(&mut s, 250), vec!["c"]);
         schedule(&mut s, "c", Some(150), None);
         store.write(task.drain()).unwrap();
         let mut s = task.session(&store);
-        assert_eq!(s.due(TimerKind::Daily, 400).unwrap(), vec!["b"]);
+        assert_eq!(due_ids(&mut s, 400), vec!["b"]);
         schedule(&mut s, "b", Some(300), None);
-        assert_eq!(s.due(TimerKind::Daily, 600).unwrap(), vec!["a"]);
+        assert_eq!(due_ids(&mut s, 600), vec!["a"]);
         schedule(&mut s, "a", Some(500), None);
-        assert!(s.due(TimerKind::Daily, 10_000).unwrap().is_empty());
+        assert!(due_ids(&mut s, 10_000).is_empty());
         assert_eq!(s.state.floor[kind_slot(TimerKind::Daily)], Millis::MAX);
     }
 
@@ -676,6 +687,33 @@ mod tests {
                 (at, timer_customer(&w.key).unwrap(), w.value.is_some())
             })
             .collect()
+    }
+
+    #[test]
+    fn a_dropped_index_entry_is_deleted_from_the_store() {
+        let store = MemoryStore::new();
+        let mut task = roomy_task(&store);
+        // An entry no profile names, as a restore may leave behind.
+        let key = timer_key(TaskId::new(0), TimerKind::Daily, 100, "a");
+        store
+            .write(vec![Write {
+                cf: Cf::Timers,
+                key,
+                value: Some(Vec::new()),
+            }])
+            .unwrap();
+        let mut s = task.session(&store);
+        assert_eq!(
+            s.due(TimerKind::Daily, 150).unwrap(),
+            vec![(100, "a".to_string())]
+        );
+        s.drop_timer(TimerKind::Daily, 100, "a").unwrap();
+        assert!(due_ids(&mut s, 200).is_empty());
+        let writes = task.drain();
+        assert_eq!(timer_writes(&writes), vec![(100, "a".into(), false)]);
+        store.write(writes).unwrap();
+        let mut s = task.session(&store);
+        assert!(due_ids(&mut s, 200).is_empty());
     }
 
     #[test]
@@ -694,7 +732,7 @@ mod tests {
         let mut s = task.session(&store);
         schedule(&mut s, "a", Some(300), Some(400));
         schedule(&mut s, "a", Some(400), Some(300));
-        assert_eq!(s.due(TimerKind::Daily, 300).unwrap(), vec!["a"]);
+        assert_eq!(due_ids(&mut s, 300), vec!["a"]);
         schedule(&mut s, "a", Some(300), Some(500));
         schedule(&mut s, "a", Some(500), Some(600));
         let writes = task.drain();
@@ -704,8 +742,8 @@ mod tests {
         );
         store.write(writes).unwrap();
         let mut s = task.session(&store);
-        assert!(s.due(TimerKind::Daily, 599).unwrap().is_empty());
-        assert_eq!(s.due(TimerKind::Daily, 600).unwrap(), vec!["a"]);
+        assert!(due_ids(&mut s, 599).is_empty());
+        assert_eq!(due_ids(&mut s, 600), vec!["a"]);
     }
 
     #[test]
@@ -732,8 +770,8 @@ mod tests {
             assert_eq!(s.load("b").unwrap(), None, "erased");
             assert!(s.load("c").unwrap().is_some());
             // a's timer at 100 and b's are deleted, c's put, a's moved.
-            assert!(s.due(TimerKind::Daily, 120).unwrap().is_empty());
-            assert_eq!(s.due(TimerKind::Daily, 300).unwrap(), vec!["c", "a"]);
+            assert!(due_ids(&mut s, 120).is_empty());
+            assert_eq!(due_ids(&mut s, 300), vec!["c", "a"]);
         };
         expect(&mut task);
         store.write_parts(&[&landing]).unwrap();

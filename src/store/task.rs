@@ -35,6 +35,12 @@ impl TaskId {
         self.0.to_be_bytes()
     }
 
+    /// The task whose state `key` belongs to (`None`: too short a key).
+    pub fn of_key(key: &[u8]) -> Option<TaskId> {
+        let prefix = key.get(..4)?.try_into().ok()?;
+        Some(TaskId(u32::from_be_bytes(prefix)))
+    }
+
     /// The first key prefix after the task's: the exclusive end of its
     /// key range. (A task id is at most `i32::MAX`, so `+ 1` fits.)
     pub fn key_prefix_end(self) -> [u8; 4] {
