@@ -549,10 +549,20 @@ fn run_naive(engine: &Engine, events: &[Event]) -> (Vec<Output>, MapProfiles) {
 }
 
 fn run_indexed(engine: &Engine, events: &[Event]) -> (Vec<Output>, MapProfiles) {
+    run_indexed_with(engine, events, |_, _, _| {})
+}
+
+/// `run_indexed`, calling `before(n, clock, store)` before the `n`th event.
+fn run_indexed_with(
+    engine: &Engine,
+    events: &[Event],
+    mut before: impl FnMut(usize, &StreamClock, &mut MapProfiles),
+) -> (Vec<Output>, MapProfiles) {
     let mut store = MapProfiles::default();
     let mut clock = StreamClock::default();
     let mut out = Vec::new();
-    for e in events {
+    for (n, e) in events.iter().enumerate() {
+        before(n, &clock, &mut store);
         engine.apply(&mut clock, &mut store, e, &mut out).unwrap();
     }
     (out, store)
@@ -636,29 +646,26 @@ proptest! {
 /// deadlines, and of a customer without a profile: what a restore over an
 /// older local state leaves behind.
 fn run_littered(engine: &Engine, events: &[Event], at: usize, days: i64) -> Vec<Output> {
-    let mut store = MapProfiles::default();
-    let mut clock = StreamClock::default();
-    let mut out = Vec::new();
-    for (n, e) in events.iter().enumerate() {
-        if n == at {
-            let now = clock.stream_time.unwrap_or(e.ts);
-            let mut ids: Vec<String> = store.profiles.keys().cloned().collect();
-            ids.push("ghost".into());
-            for id in ids {
-                for kind in TimerKind::ALL {
-                    for offset in [-days, 0, days] {
-                        let t = super::time::next_midnight(now) + offset * DAY_MS;
-                        let named = store.profiles.get(&id).and_then(|p| p.timers.of(kind));
-                        if named != Some(t) {
-                            store.timers.insert((kind, t, id.clone()));
-                        }
+    let litter = |n: usize, clock: &StreamClock, store: &mut MapProfiles| {
+        if n != at {
+            return;
+        }
+        let now = clock.stream_time.unwrap_or(events[n].ts);
+        let mut ids: Vec<String> = store.profiles.keys().cloned().collect();
+        ids.push("ghost".into());
+        for id in ids {
+            for kind in TimerKind::ALL {
+                for offset in [-days, 0, days] {
+                    let t = super::time::next_midnight(now) + offset * DAY_MS;
+                    let named = store.profiles.get(&id).and_then(|p| p.timers.of(kind));
+                    if named != Some(t) {
+                        store.timers.insert((kind, t, id.clone()));
                     }
                 }
             }
         }
-        engine.apply(&mut clock, &mut store, e, &mut out).unwrap();
-    }
-    out
+    };
+    run_indexed_with(engine, events, litter).0
 }
 
 proptest! {

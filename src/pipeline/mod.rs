@@ -415,6 +415,25 @@ impl BatchReport {
     }
 }
 
+/// How a batch's commit went, and how long it took.
+struct Commit {
+    result: Result<(), CommitError>,
+    took: Duration,
+    report: BatchReport,
+}
+
+impl Landing {
+    /// Commits the batch through `sink` (on whichever thread calls it).
+    fn commit<K: Sink>(self, sink: &mut K, store: &dyn KvStore) -> Commit {
+        let started = Instant::now();
+        Commit {
+            result: sink.commit(store, self.batch),
+            took: started.elapsed(),
+            report: self.report,
+        }
+    }
+}
+
 /// The task of a partition.
 fn task_of((_, partition): &TopicPartition) -> TaskId {
     TaskId::of_partition(*partition)
@@ -875,12 +894,7 @@ impl<S: Source, K: Sink, R: Restore> Runner<S, K, R> {
         };
         let (tasks, sink, landing) = (&mut self.tasks, &mut self.sink, self.landing.take());
         let (processed, landed) = std::thread::scope(|scope| {
-            let committing = landing.map(|l| {
-                scope.spawn(move || {
-                    let t = Instant::now();
-                    (sink.commit(cx.store, l.batch), t.elapsed(), l.report)
-                })
-            });
+            let committing = landing.map(|l| scope.spawn(move || l.commit(sink, cx.store)));
             let processed =
                 batch::process(cx, tasks, &records, p.cfg.kafka.threads(), months.as_ref());
             let landed = committing.map(|h| h.join().expect("the committing thread panicked"));
@@ -895,54 +909,51 @@ impl<S: Source, K: Sink, R: Restore> Runner<S, K, R> {
                     .observe(w.as_secs_f64());
             }
         }
-        if let Some((result, took, report)) = landed {
-            for t in self.tasks.values_mut() {
-                t.landed();
-            }
-            if !self.committed(result, took, report)? {
+        if let Some(commit) = landed {
+            if !self.committed(commit)? {
                 // Rewound: the batch processed meanwhile is read again.
                 return Ok(());
             }
         }
         let batch = processed.context("processing a batch")?;
-        let report = BatchReport::of(&records, started);
+        let landing = Landing {
+            batch,
+            report: BatchReport::of(&records, started),
+        };
         if defer {
-            for (id, writes) in &batch.state {
+            for (id, writes) in &landing.batch.state {
                 if let Some(t) = self.tasks.get_mut(id) {
                     t.land(Arc::clone(writes));
                 }
             }
-            self.landing = Some(Landing { batch, report });
+            self.landing = Some(landing);
             return Ok(());
         }
-        let committing = Instant::now();
-        let result = self.sink.commit(self.p.store.as_ref(), batch);
-        self.committed(result, committing.elapsed(), report)
-            .map(drop)
+        let commit = landing.commit(&mut self.sink, self.p.store.as_ref());
+        self.committed(commit).map(drop)
     }
 
     /// Commits the batch in flight, if any.
     fn settle(&mut self) -> Result<()> {
-        let Some(l) = self.landing.take() else {
+        let Some(landing) = self.landing.take() else {
             return Ok(());
         };
-        let committing = Instant::now();
-        let result = self.sink.commit(self.p.store.as_ref(), l.batch);
+        let commit = landing.commit(&mut self.sink, self.p.store.as_ref());
+        self.committed(commit).map(drop)
+    }
+
+    /// Acts on a commit's outcome: the tasks read the store again instead
+    /// of a landing batch; a committed batch is counted, and after a
+    /// failed one everything uncommitted is forgotten (`false`).
+    fn committed(&mut self, commit: Commit) -> Result<bool> {
         for t in self.tasks.values_mut() {
             t.landed();
         }
-        self.committed(result, committing.elapsed(), l.report)
-            .map(drop)
-    }
-
-    /// Acts on a commit's outcome: counts a committed batch, and after a
-    /// failed one forgets everything uncommitted (`false`).
-    fn committed(
-        &mut self,
-        result: Result<(), CommitError>,
-        took: Duration,
-        report: BatchReport,
-    ) -> Result<bool> {
+        let Commit {
+            result,
+            took,
+            report,
+        } = commit;
         match result {
             Ok(()) => {
                 let m = &self.p.processor.metrics;
