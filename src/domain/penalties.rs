@@ -187,30 +187,32 @@ struct Month {
     sums: Option<MonthSums>,
 }
 
-/// The policy figures the sums were made with: a different policy
-/// (another engine, a test) rebuilds them.
-#[derive(Debug, Clone, PartialEq)]
-struct Weights {
-    half_life_days: f64,
-    complaint: [f64; 4],
-    resolved_factor: f64,
-    signal: f64,
-}
-
-impl Weights {
-    fn of(a: &AttitudePolicy) -> Self {
-        Weights {
-            half_life_days: a.penalty_half_life_days,
-            complaint: a.complaint_penalty,
-            resolved_factor: a.resolved_factor,
-            signal: a.signal_penalty,
-        }
+/// A fingerprint of the policy figures the sums were made with: a
+/// different policy (another engine, a test) rebuilds them. A hash, not
+/// the figures: every cached profile holds one, and the seven figures took
+/// 56 bytes of each (the cache is charged about 1 KB a light customer). Two
+/// policies that differ collide with odds of 2^-64.
+fn weights(a: &AttitudePolicy) -> u64 {
+    let figures = [
+        a.penalty_half_life_days,
+        a.complaint_penalty[0],
+        a.complaint_penalty[1],
+        a.complaint_penalty[2],
+        a.complaint_penalty[3],
+        a.resolved_factor,
+        a.signal_penalty,
+    ];
+    let mut bytes = [0u8; 56];
+    for (chunk, f) in bytes.chunks_exact_mut(8).zip(figures) {
+        chunk.copy_from_slice(&f.to_bits().to_le_bytes());
     }
+    xxhash_rust::xxh3::xxh3_64(&bytes)
 }
 
 #[derive(Debug, Clone)]
 struct Built {
-    weights: Weights,
+    /// [`weights`] of the policy the sums were made with.
+    weights: u64,
     /// Every month with evidence, in order.
     months: Vec<Month>,
 }
@@ -292,7 +294,7 @@ fn months_of(ev: &Evidence) -> Vec<Month> {
 /// `window_from` (a month start).
 pub fn penalties(ev: &Evidence, a: &AttitudePolicy, window_from: Millis, at: Millis) -> Penalties {
     let mut cache = ev.penalty_cache.0.borrow_mut();
-    let weights = Weights::of(a);
+    let weights = weights(a);
     if cache.as_ref().is_none_or(|b| b.weights != weights) {
         *cache = Some(Built {
             weights,
@@ -371,6 +373,70 @@ mod tests {
             add_distinct(&mut p.signals, &s.signals);
         }
         p
+    }
+
+    /// Sums made under one policy are not used under another: changing any
+    /// one figure the sums weigh by (the cache keeps a hash of them) gives
+    /// that policy's record-by-record penalties.
+    #[test]
+    fn sums_are_rebuilt_for_a_policy_that_weighs_differently() {
+        let base = crate::domain::tests::policy().loyalty.attitude;
+        let origin = month_start(2024 * 12);
+        let hash = |r: &str| xxhash_rust::xxh3::xxh3_64(r.as_bytes());
+        let mut ev = Evidence::default();
+        for (i, (severity, resolved)) in [
+            (Severity::Low, false),
+            (Severity::Medium, true),
+            (Severity::High, false),
+            (Severity::Critical, true),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let ts = origin + (i as i64) * 9 * DAY_MS;
+            let complaint = Complaint {
+                severity,
+                resolved,
+                reference: None,
+            };
+            ev.record_complaint(ts, hash(&format!("e{i}")), &complaint, hash);
+        }
+        ev.record_service(
+            origin + 40 * DAY_MS,
+            hash("s"),
+            &Service {
+                signals: vec![Signal::CompetitorOffer],
+                ..Service::default()
+            },
+        );
+        let changes: [fn(&mut AttitudePolicy); 7] = [
+            |a| a.penalty_half_life_days *= 2.0,
+            |a| a.complaint_penalty[0] += 1.0,
+            |a| a.complaint_penalty[1] += 1.0,
+            |a| a.complaint_penalty[2] += 1.0,
+            |a| a.complaint_penalty[3] += 1.0,
+            |a| a.resolved_factor /= 2.0,
+            |a| a.signal_penalty += 1.0,
+        ];
+        let at = origin + 70 * DAY_MS;
+        for change in changes {
+            // Built and cached under the base policy first.
+            penalties(&ev, &base, origin, at);
+            let mut other = base.clone();
+            change(&mut other);
+            let fast = penalties(&ev, &other, origin, at);
+            let slow = record_by_record(&ev, &other, origin, at);
+            let before = record_by_record(&ev, &base, origin, at);
+            assert!(
+                !close(
+                    before.complaint + before.signal,
+                    slow.complaint + slow.signal
+                ),
+                "the change must matter for the test to say anything"
+            );
+            assert!(close(fast.complaint, slow.complaint), "{fast:?} {slow:?}");
+            assert!(close(fast.signal, slow.signal), "{fast:?} {slow:?}");
+        }
     }
 
     const ALL: [Signal; 4] = [

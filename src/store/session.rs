@@ -140,7 +140,7 @@ fn kind_slot(kind: TimerKind) -> usize {
 
 /// What an entry is charged against the cache budget: its slot, its id's
 /// bytes when they are not inline, and the profile as it is in memory —
-/// its struct (424 bytes) and its heap parts, counted. (An estimate from
+/// its struct (376 bytes) and its heap parts, counted. (An estimate from
 /// the encoded size charged a light profile's 1 KB or so as about 300
 /// bytes: a cache of 128 MB held 275 MB, and 10M events peaked 200 MB
 /// above the configured bound.)
