@@ -52,6 +52,15 @@ impl<K: Hash + Eq + Clone, V> ClockCache<K, V> {
     }
 
     /// The entry for `key`, without counting it as a use.
+    pub fn peek<Q>(&self, key: &Q) -> Option<&V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.map.get(key).map(|s| &s.value)
+    }
+
+    /// The entry for `key`, without counting it as a use.
     pub fn peek_mut<Q>(&mut self, key: &Q) -> Option<&mut V>
     where
         K: Borrow<Q>,

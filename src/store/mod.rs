@@ -14,6 +14,7 @@ pub mod owner;
 pub mod rocks;
 pub mod session;
 mod task;
+mod timer_writes;
 
 pub use task::TaskId;
 

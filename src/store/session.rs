@@ -26,6 +26,7 @@ use super::keys::{
     decode_profile, encode_profile_with, profile_key, timer_customer, timer_instant, timer_key,
     timers_due_range, timers_from_range,
 };
+use super::timer_writes::{kind_slot, Deadlines, TimerWrites};
 use super::{Cf, KvStore, StoreError, TaskId, Write};
 use crate::domain::engine::{Profiles, StreamClock};
 use crate::domain::output::TimerKind;
@@ -33,7 +34,7 @@ use crate::domain::profile::{Profile, Timers};
 use crate::domain::ranking::Ranking;
 use crate::domain::time::Millis;
 use compact_str::CompactString;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 /// Bytes an entry costs the cache beside its profile: its slot in the map
@@ -58,6 +59,49 @@ struct Cached {
     dirty: bool,
     /// What the entry is charged against the budget.
     bytes: usize,
+    /// While `dirty`: the customer's timers as the store has them (where
+    /// its last drained profile put them), so the drain writes only where
+    /// the batch moved them from and to.
+    stored: Deadlines,
+    /// The timers its profile names (none erased), kept beside it: a tick
+    /// asks this of every timer the batch put, and the profile itself is
+    /// one more cache miss away.
+    now: Deadlines,
+}
+
+impl Cached {
+    /// An entry written in the open batch, found with `stored` timers.
+    /// An erased profile names no timers.
+    fn written(profile: Option<Box<Profile>>, stored: Deadlines) -> Self {
+        Cached {
+            now: profile
+                .as_deref()
+                .map_or(Timers::default(), |p| p.timers)
+                .into(),
+            profile,
+            lent: false,
+            dirty: true,
+            bytes: 0,
+            stored,
+        }
+    }
+}
+
+/// Whether the profile in `profiles` names `id`'s `kind` timer at `at`: a
+/// put entry of the open batch stands (its customer is written, so cached).
+fn names(profiles: &ClockCache<Id, Cached>, kind: TimerKind, at: Millis, id: &str) -> bool {
+    profiles
+        .peek(id)
+        .is_some_and(|c| c.now.of(kind) == Some(at))
+}
+
+/// The index write of (`kind`, `at`, `id`): a put or a delete.
+fn timer_write(task: TaskId, kind: TimerKind, at: Millis, id: &str, put: bool) -> Write {
+    Write {
+        cf: Cf::Timers,
+        key: timer_key(task, kind, at, id),
+        value: put.then(Vec::new),
+    }
 }
 
 /// The state of one task (a partition number across the input topics).
@@ -82,11 +126,8 @@ pub struct TaskState {
     /// while clean entries are left to evict.
     cached_bytes: usize,
     cache_budget: usize,
-    /// Timer writes of the open batch per kind, by instant then customer.
-    /// Not by encoded key: a month start is the deadline of most customers
-    /// at once, and a sorted map of byte keys compared their common
-    /// 13-byte prefix at every step of every insert (a tenth of a replay).
-    timers: [PendingTimers; 2],
+    /// What the open batch does to the deadline index.
+    timers: TimerWrites,
     /// Per timer kind: no timer of the task's index (store and pending) is
     /// earlier than this (`Millis::MAX`: none at all).
     floor: [Millis; 2],
@@ -95,48 +136,12 @@ pub struct TaskState {
     landing: Option<Arc<Vec<Write>>>,
 }
 
-/// One kind's pending timer writes: instant, then customer, then what
-/// becomes of that timer.
-type PendingTimers = BTreeMap<Millis, HashMap<Id, TimerWrite, foldhash::fast::RandomState>>;
-
-/// What a batch does to one timer (an instant and a customer).
-///
-/// A busy customer's daily deadline moves with most of its events, so a
-/// batch puts and deletes many timers the store never had. The store has
-/// a customer's timer of a kind only where its last drained profile put
-/// it, and the batch deletes that one before it can put it again; so a
-/// timer with no pending write is the stored one when it is deleted, and
-/// a new one when it is put. Deleting a new timer again forgets it: no
-/// tombstone goes to RocksDB, the changelog or a later index scan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TimerWrite {
-    /// Put a timer the store does not have.
-    New,
-    /// Put back a stored timer the batch had deleted.
-    Restore,
-    /// Delete a stored timer.
-    Delete,
-}
-
-impl TimerWrite {
-    fn present(self) -> bool {
-        self != TimerWrite::Delete
-    }
-}
-
 /// A customer id as the task's maps hold it: inline up to 24 bytes, so a
 /// lookup compares the key where the entry is instead of following a
 /// second pointer to its bytes (with 100 000 customers cached, every such
 /// pointer is a cache miss: key comparisons were a twelfth of a replay),
 /// and a timer write allocates nothing.
-type Id = CompactString;
-
-fn kind_slot(kind: TimerKind) -> usize {
-    match kind {
-        TimerKind::MonthClose => 0,
-        TimerKind::Daily => 1,
-    }
-}
+pub(super) type Id = CompactString;
 
 /// What an entry is charged against the cache budget: its slot, its id's
 /// bytes when they are not inline, and the profile as it is in memory —
@@ -214,6 +219,16 @@ impl TaskState {
         let task = self.task;
         self.dirty_bytes = 0;
         let mut writes = Vec::with_capacity(self.dirty.len());
+        // Before the moves are forgotten: a moved timer's own writes say
+        // what becomes of an entry it was or is at.
+        for (kind, at, id) in self.timers.take().collect::<Vec<_>>() {
+            let moved = self.moved(&id);
+            if !moved.is_some_and(|(stored, now)| {
+                stored.of(kind) == Some(at) || now.of(kind) == Some(at)
+            }) {
+                writes.push(timer_write(task, kind, at, &id, false));
+            }
+        }
         let mut scratch = Vec::new();
         for id in std::mem::take(&mut self.dirty) {
             // `peek`: draining is not a use.
@@ -232,20 +247,23 @@ impl TaskState {
                 key: profile_key(task, &id),
                 value,
             });
+            let now = c.now;
+            for kind in TimerKind::ALL {
+                let (from, to) = (c.stored.of(kind), now.of(kind));
+                if from == to {
+                    continue;
+                }
+                for (at, put) in [(from, false), (to, true)] {
+                    if let Some(at) = at {
+                        writes.push(timer_write(task, kind, at, &id, put));
+                    }
+                }
+            }
         }
         while self.cached_bytes > self.cache_budget {
             match self.profiles.evict() {
                 Some((_, c)) => self.cached_bytes -= c.bytes,
                 None => break,
-            }
-        }
-        for kind in TimerKind::ALL {
-            for (at, ids) in std::mem::take(&mut self.timers[kind_slot(kind)]) {
-                writes.extend(ids.into_iter().map(|(id, write)| Write {
-                    cf: Cf::Timers,
-                    key: timer_key(task, kind, at, &id),
-                    value: write.present().then(Vec::new),
-                }));
             }
         }
         if let Some(st) = self.clock.stream_time {
@@ -301,7 +319,7 @@ impl TaskState {
     /// may have removed — then the floor is merely early), and the
     /// landing and pending puts; `Millis::MAX` when there is none.
     fn earliest_from(
-        &self,
+        &mut self,
         store: &dyn KvStore,
         kind: TimerKind,
         from: Millis,
@@ -319,10 +337,11 @@ impl TaskState {
             Some(w) => Some(timer_instant(&w.key)?),
             None => None,
         };
-        let pending = self.timers[kind_slot(kind)]
-            .range(from..)
-            .find(|(_, ids)| ids.values().any(|w| w.present()))
-            .map(|(at, _)| *at);
+        let pending = {
+            let profiles = &self.profiles;
+            self.timers
+                .earliest_put(kind, from, |at, id| names(profiles, kind, at, id))
+        };
         Ok([stored, landing, pending]
             .into_iter()
             .flatten()
@@ -330,42 +349,37 @@ impl TaskState {
             .unwrap_or(Millis::MAX))
     }
 
-    fn set_timer(&mut self, kind: TimerKind, id: &str, old: Option<Millis>, new: Option<Millis>) {
-        if old == new {
-            return;
-        }
-        let slot = kind_slot(kind);
-        if let Some(at) = old {
-            let ids = self.timers[slot].entry(at).or_default();
-            match ids.get(id) {
-                Some(TimerWrite::New) => {
-                    ids.remove(id);
-                    if ids.is_empty() {
-                        self.timers[slot].remove(&at);
-                    }
+    /// Indexes where `id`'s timers moved (`old`: where its profile had
+    /// them); the drain writes the moves from the cache entry.
+    fn set_timers(&mut self, id: &str, old: Timers, new: Timers) {
+        for kind in TimerKind::ALL {
+            match new.of(kind) {
+                Some(at) if old.of(kind) != Some(at) => {
+                    self.timers.put(kind, at, id);
+                    let floor = &mut self.floor[kind_slot(kind)];
+                    *floor = (*floor).min(at);
                 }
-                _ => {
-                    ids.insert(Id::from(id), TimerWrite::Delete);
-                }
+                _ => {}
             }
-        }
-        if let Some(at) = new {
-            let ids = self.timers[slot].entry(at).or_default();
-            match ids.get_mut(id) {
-                Some(w @ TimerWrite::Delete) => *w = TimerWrite::Restore,
-                Some(_) => {}
-                None => {
-                    ids.insert(Id::from(id), TimerWrite::New);
-                }
-            }
-            let floor = &mut self.floor[slot];
-            *floor = (*floor).min(at);
         }
     }
 
-    fn set_timers(&mut self, id: &str, old: Timers, new: Timers) {
-        self.set_timer(TimerKind::MonthClose, id, old.month_close, new.month_close);
-        self.set_timer(TimerKind::Daily, id, old.daily, new.daily);
+    /// A customer the batch wrote: its timers as the store has them, and
+    /// as its profile names them now.
+    fn moved(&self, id: &str) -> Option<(Deadlines, Deadlines)> {
+        let c = self.profiles.peek(id).filter(|c| c.dirty)?;
+        Some((c.stored, c.now))
+    }
+
+    /// Whether an index entry the store (or the landing batch) has is
+    /// still there: the batch neither moved that timer away nor dropped
+    /// the entry.
+    fn keeps(&self, kind: TimerKind, at: Millis, id: &str) -> bool {
+        match self.moved(id) {
+            Some((_, now)) if now.of(kind) == Some(at) => true,
+            Some((stored, _)) if stored.of(kind) == Some(at) => false,
+            _ => !self.timers.dropped(kind, at, id),
+        }
     }
 }
 
@@ -400,6 +414,8 @@ impl Profiles for Session<'_> {
             lent: true,
             dirty: false,
             bytes: charge(Some(&profile), customer_id),
+            stored: profile.timers.into(),
+            now: profile.timers.into(),
         };
         // Before the entry is in: it is lent, and may not leave.
         self.state.keep_to_budget(cached.bytes);
@@ -412,7 +428,7 @@ impl Profiles for Session<'_> {
         self.state
             .set_timers(&profile.customer_id, previous, profile.timers);
         let id = Id::from(profile.customer_id.as_str());
-        self.put(id, Some(profile));
+        self.put(id, Some(profile), previous);
         Ok(())
     }
 
@@ -428,7 +444,7 @@ impl Profiles for Session<'_> {
     fn erase(&mut self, customer_id: &str, previous: Timers) -> Result<(), StoreError> {
         self.state
             .set_timers(customer_id, previous, Timers::default());
-        self.put(Id::from(customer_id), None);
+        self.put(Id::from(customer_id), None, previous);
         Ok(())
     }
 
@@ -451,16 +467,20 @@ impl Profiles for Session<'_> {
                 due.remove(&entry);
             }
         }
-        for (&when, ids) in self.state.timers[slot].range(floor..=at) {
-            for (id, write) in ids {
-                let entry = (when, id.to_string());
-                if write.present() {
-                    due.insert(entry);
-                } else {
-                    due.remove(&entry);
-                }
-            }
-        }
+        // What the batch moved away from or dropped is gone; what it put
+        // and its profile names is there.
+        let state = &mut *self.state;
+        due.retain(|(when, id)| state.keeps(kind, *when, id));
+        let profiles = &state.profiles;
+        state.timers.puts_in(
+            kind,
+            floor,
+            at,
+            |when, id| names(profiles, kind, when, id),
+            |when, id| {
+                due.insert((when, id.to_string()));
+            },
+        );
         // Nothing due: the index starts after `at`; one seek says where.
         // Something due: the caller moves those deadlines past `at`, so
         // the earliest of them is a floor (and the next tick reads only
@@ -473,7 +493,7 @@ impl Profiles for Session<'_> {
     }
 
     fn drop_timer(&mut self, kind: TimerKind, at: Millis, id: &str) -> Result<(), StoreError> {
-        self.state.set_timer(kind, id, Some(at), None);
+        self.state.timers.drop_entry(kind, at, id);
         Ok(())
     }
 
@@ -485,32 +505,28 @@ impl Profiles for Session<'_> {
 impl Session<'_> {
     /// Caches a written profile as dirty (charged to the cache at drain;
     /// to the waiting writes as it is at its first write in the batch).
-    fn put(&mut self, id: Id, profile: Option<Box<Profile>>) {
+    /// `previous`: the timers the profile had, which the store has when
+    /// this is the batch's first write of it.
+    fn put(&mut self, id: Id, profile: Option<Box<Profile>>, previous: Timers) {
         let state = &mut *self.state;
         if let Some(c) = state.profiles.get_mut(&id) {
-            if !c.dirty {
+            let stored = if c.dirty {
+                c.stored
+            } else {
                 state.dirty_bytes += charge(profile.as_deref(), &id);
                 state.dirty.push(id);
-            }
-            state.cached_bytes -= c.bytes;
-            *c = Cached {
-                profile,
-                lent: false,
-                dirty: true,
-                bytes: 0,
+                previous.into()
             };
+            state.cached_bytes -= c.bytes;
+            *c = Cached::written(profile, stored);
             state.keep_to_budget(0);
             return;
         }
         state.dirty_bytes += charge(profile.as_deref(), &id);
         state.dirty.push(id.clone());
-        let cached = Cached {
-            profile,
-            lent: false,
-            dirty: true,
-            bytes: 0,
-        };
-        state.profiles.insert(id, cached);
+        state
+            .profiles
+            .insert(id, Cached::written(profile, previous.into()));
         state.keep_to_budget(0);
     }
 }
@@ -714,6 +730,35 @@ mod tests {
         store.write(writes).unwrap();
         let mut s = task.session(&store);
         assert!(due_ids(&mut s, 200).is_empty());
+    }
+
+    #[test]
+    fn a_dropped_entry_the_profile_names_again_is_kept() {
+        let store = MemoryStore::new();
+        let mut task = roomy_task(&store);
+        let key = |at| timer_key(TaskId::new(0), TimerKind::Daily, at, "a");
+        // The store has a's timer at 300, and a stale entry at 100.
+        let mut s = task.session(&store);
+        schedule(&mut s, "a", None, Some(300));
+        store.write(task.drain()).unwrap();
+        store
+            .write(vec![Write {
+                cf: Cf::Timers,
+                key: key(100),
+                value: Some(Vec::new()),
+            }])
+            .unwrap();
+        let mut s = task.session(&store);
+        assert_eq!(due_ids(&mut s, 150), vec!["a"]);
+        s.drop_timer(TimerKind::Daily, 100, "a").unwrap();
+        // A late event brings a's deadline back to 100.
+        schedule(&mut s, "a", Some(300), Some(100));
+        assert_eq!(due_ids(&mut s, 150), vec!["a"]);
+        let writes = task.drain();
+        assert_eq!(
+            timer_writes(&writes),
+            vec![(100, "a".into(), true), (300, "a".into(), false)]
+        );
     }
 
     #[test]
