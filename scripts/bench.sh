@@ -19,6 +19,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="${1:-${CARGO_TARGET_DIR:-$HOME/.cache/tierstream/target}/release/tierstream}"
+# As the image runs it (deploy/Dockerfile): RocksDB's large glibc blocks
+# go back to the kernel when freed.
+export MALLOC_MMAP_THRESHOLD_="${MALLOC_MMAP_THRESHOLD_:-131072}"
 sizes="${SIZES:-1000000 10000000}"
 partitions="${PARTITIONS:-4}"
 cores="$(nproc)"
