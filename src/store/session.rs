@@ -221,7 +221,7 @@ impl TaskState {
         let mut writes = Vec::with_capacity(self.dirty.len());
         // Before the moves are forgotten: a moved timer's own writes say
         // what becomes of an entry it was or is at.
-        for (kind, at, id) in self.timers.take().collect::<Vec<_>>() {
+        for (kind, at, id) in self.timers.take() {
             let moved = self.moved(&id);
             if !moved.is_some_and(|(stored, now)| {
                 stored.of(kind) == Some(at) || now.of(kind) == Some(at)

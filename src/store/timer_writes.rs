@@ -21,6 +21,7 @@ use crate::domain::profile::Timers;
 use crate::domain::time::Millis;
 use foldhash::fast::RandomState;
 use std::collections::{BTreeMap, HashSet};
+use std::ops::{ControlFlow, RangeBounds};
 
 /// Where an open batch put timers, and the index entries it dropped.
 #[derive(Debug, Default)]
@@ -61,7 +62,7 @@ impl TimerWrites {
     }
 
     /// Calls `f` with each timer of `kind` put in `from..=to` that still
-    /// `stands`, in order of instant, and prunes the others there.
+    /// `stands`, in order of instant.
     pub fn puts_in(
         &mut self,
         kind: TimerKind,
@@ -70,43 +71,51 @@ impl TimerWrites {
         stands: impl Fn(Millis, &str) -> bool,
         mut f: impl FnMut(Millis, &Id),
     ) {
-        let puts = &mut self.puts[kind_slot(kind)];
-        let mut emptied = Vec::new();
-        for (&at, ids) in puts.range_mut(from..=to) {
-            ids.retain(|id| stands(at, id));
+        self.scan(kind, from..=to, stands, |at, ids| {
             ids.iter().for_each(|id| f(at, id));
-            if ids.is_empty() {
-                emptied.push(at);
-            }
-        }
-        for at in emptied {
-            puts.remove(&at);
-        }
+            ControlFlow::Continue(())
+        });
     }
 
     /// The earliest instant at or after `from` with a put timer of `kind`
-    /// that still `stands`; the stale entries before it are pruned.
+    /// that still `stands`.
     pub fn earliest_put(
         &mut self,
         kind: TimerKind,
         from: Millis,
         stands: impl Fn(Millis, &str) -> bool,
     ) -> Option<Millis> {
+        let mut found = None;
+        self.scan(kind, from.., stands, |at, _| {
+            found = Some(at);
+            ControlFlow::Break(())
+        });
+        found
+    }
+
+    /// Walks the instants of `kind` in `range` in order, pruning the
+    /// entries that no longer `stand` (and the instants left with none),
+    /// and hands `visit` each instant's standing customers until it breaks.
+    fn scan(
+        &mut self,
+        kind: TimerKind,
+        range: impl RangeBounds<Millis>,
+        stands: impl Fn(Millis, &str) -> bool,
+        mut visit: impl FnMut(Millis, &[Id]) -> ControlFlow<()>,
+    ) {
         let puts = &mut self.puts[kind_slot(kind)];
         let mut emptied = Vec::new();
-        let mut found = None;
-        for (&at, ids) in puts.range_mut(from..) {
+        for (&at, ids) in puts.range_mut(range) {
             ids.retain(|id| stands(at, id));
-            if !ids.is_empty() {
-                found = Some(at);
+            if ids.is_empty() {
+                emptied.push(at);
+            } else if visit(at, ids).is_break() {
                 break;
             }
-            emptied.push(at);
         }
         for at in emptied {
             puts.remove(&at);
         }
-        found
     }
 
     /// The dropped entries, as (kind, instant, customer); the batch's
