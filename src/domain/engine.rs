@@ -16,8 +16,10 @@ use super::profile::{Profile, Timers, ValueFigures};
 use super::ranking::{CutPoints, MonthClose, Ranking, ValueHistogram};
 use super::risk::{features, risk, OpenOn, Risk, RiskInputs, RiskPolicy, FEATURES};
 use super::tier::{MonthCloseDecision, Pyramid, Tier, TierPolicy};
-use super::time::{is_month_start, month_of, month_start, next_midnight, Millis, DAY_MS};
-use super::value::{window_start, WindowTotals};
+use super::time::{
+    is_month_start, month_of, month_start, next_midnight, Millis, MonthIndex, DAY_MS,
+};
+use super::value::{window_start, WindowTotals, WINDOW_MONTHS};
 use super::warning::{
     action_for, reasons, recommended_action, severity, transition, OpenWarning, Reason, ReasonCode,
     Transition, WarningAction,
@@ -743,7 +745,7 @@ impl Engine {
         now: Millis,
     ) -> impl Iterator<Item = (Minor, Millis)> + '_ {
         let month = month_of(now);
-        let first_window = month + 1 - (super::value::WINDOW_MONTHS - 1);
+        let first_window = month + 1 - (WINDOW_MONTHS - 1);
         profile
             .buckets
             .values_from(first_window)
@@ -825,7 +827,12 @@ impl Engine {
     ///
     /// Time splits into segments at month starts (the 12-month window
     /// moves there, and scores may jump) and, under the risk rule, at the
-    /// midnights `RiskEvidence::next_change_after` names. Within a segment
+    /// midnights `RiskEvidence::next_change_after` names. For a quiet
+    /// customer, past its current month, only the month starts at which
+    /// the window drops evidence split it ([`Self::next_departure`]): a
+    /// visit of a light customer looked at two midnights per month for
+    /// 13 months, and these signatures were a fifth of a replay's
+    /// instructions. Within a segment
     /// every part of the signature changes at most once and never back
     /// (scores move one way, the cooldown passes, complaints age out),
     /// which is what makes a bisection exact; it also means that a
@@ -855,9 +862,17 @@ impl Engine {
         let (mut start, mut from) = (first, t0);
         loop {
             let mut end = month_start(month_of(start) + 1);
-            // Only a watched risk splits a month (a quiet customer's
-            // signature is its sides, which move one way all month).
-            if self.policy.loyalty.risk.open_on == OpenOn::Risk && reference.watch != Watch::Quiet {
+            if reference.watch == Watch::Quiet {
+                // A quiet customer's signature is its sides, which move one
+                // way until the window drops some evidence: past the month
+                // of `now` (which may hold evidence, summed differently
+                // from a whole month) a segment runs to that month start.
+                if start != first {
+                    end = Self::next_departure(profile, month_of(start))
+                        .map_or(limit, |d| d.min(limit));
+                }
+            } else if self.policy.loyalty.risk.open_on == OpenOn::Risk {
+                // A watched risk splits a month.
                 end = end.min(profile.evidence.risk.next_change_after(from));
             }
             // A segment that ended by the first midnight (an edge between
@@ -886,6 +901,26 @@ impl Engine {
             }
             (start, from) = (end, end);
         }
+    }
+
+    /// The first month start after `month` at which the 12-month window
+    /// drops evidence the scores read (a value bucket, an answer, a
+    /// complaint or a signal); `None` when it never drops any again.
+    /// Between two such month starts the window moves over empty months
+    /// only, so the scores change with time alone: behaviour decays,
+    /// attitude recovers, each in one direction.
+    fn next_departure(profile: &Profile, month: MonthIndex) -> Option<Millis> {
+        let oldest = window_start(month_start(month));
+        let bucket = profile.buckets.first_month_from(oldest);
+        let record = profile
+            .evidence
+            .first_scored_from(month_start(oldest))
+            .map(month_of);
+        bucket
+            .into_iter()
+            .chain(record)
+            .min()
+            .map(|m| month_start(m + WINDOW_MONTHS))
     }
 
     fn scores_at(&self, profile: &Profile, at: Millis) -> Scores {
@@ -959,7 +994,7 @@ impl Engine {
             buckets: &profile.buckets,
             tier: profile.tier,
             first_month: profile.first_month,
-            month: window + (super::value::WINDOW_MONTHS - 1),
+            month: window + (WINDOW_MONTHS - 1),
             at,
         };
         (inputs, month_start(window))

@@ -183,6 +183,29 @@ impl Evidence {
             + self.penalty_cache.heap_bytes()
     }
 
+    /// The earliest instant at or after `from` of the evidence the scores
+    /// read besides the value buckets (the latest answers, complaints and
+    /// signals): where a moving window next drops some of it.
+    pub fn first_scored_from(&self, from: Millis) -> Option<Millis> {
+        let answers = [
+            self.survey.as_deref().map(|d| d.ts),
+            self.satisfaction.as_deref().map(|d| d.ts),
+            self.share_of_wallet.as_deref().map(|d| d.ts),
+        ];
+        let complaint = self.complaints[self.complaints.partition_point(|c| c.ts < from)..]
+            .first()
+            .map(|c| c.ts);
+        let signal = self.signals[self.signals.partition_point(|s| s.ts < from)..]
+            .first()
+            .map(|s| s.ts);
+        answers
+            .into_iter()
+            .chain([complaint, signal])
+            .flatten()
+            .filter(|&ts| ts >= from)
+            .min()
+    }
+
     /// Records a service event's answers and signals.
     pub fn record_service(&mut self, ts: Millis, tie: u64, s: &Service) {
         if s.recommend.is_some() || s.repurchase_intent.is_some() {
@@ -512,6 +535,31 @@ mod tests {
 
     fn attitude_policy() -> AttitudePolicy {
         crate::domain::tests::policy().loyalty.attitude
+    }
+
+    #[test]
+    fn first_scored_from_is_the_earliest_answer_complaint_or_signal() {
+        let mut ev = Evidence::default();
+        assert_eq!(ev.first_scored_from(0), None);
+        ev.signals.push(SignalRecord {
+            ts: 50,
+            signals: Vec::new(),
+        });
+        ev.complaints.push(ComplaintRecord {
+            ts: 30,
+            id: 1,
+            severity: Severity::Low,
+            resolved: false,
+        });
+        ev.satisfaction = Some(Box::new(Dated {
+            ts: 40,
+            tie: 0,
+            value: 0.5,
+        }));
+        assert_eq!(ev.first_scored_from(0), Some(30));
+        assert_eq!(ev.first_scored_from(31), Some(40));
+        assert_eq!(ev.first_scored_from(41), Some(50));
+        assert_eq!(ev.first_scored_from(51), None);
     }
 
     #[test]

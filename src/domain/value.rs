@@ -125,6 +125,13 @@ impl Buckets {
         &self.0[a..b.max(a)]
     }
 
+    /// The first month from `from` on that has a bucket.
+    pub fn first_month_from(&self, from: MonthIndex) -> Option<MonthIndex> {
+        self.0
+            .get(self.0.partition_point(|b| b.month < from))
+            .map(|b| b.month)
+    }
+
     /// Totals over every bucket from `from` on.
     pub fn totals_from(&self, from: MonthIndex) -> WindowTotals {
         let mut t = WindowTotals::default();
@@ -180,6 +187,19 @@ mod tests {
             margin,
             refund,
         }
+    }
+
+    #[test]
+    fn first_month_from_finds_the_first_bucket_at_or_after() {
+        let mut b = Buckets::default();
+        assert_eq!(b.first_month_from(0), None);
+        for m in [3, 7] {
+            b.add_purchase(month_start(2025 * 12 + m), &p(100, 10, false));
+        }
+        assert_eq!(b.first_month_from(2025 * 12), Some(2025 * 12 + 3));
+        assert_eq!(b.first_month_from(2025 * 12 + 3), Some(2025 * 12 + 3));
+        assert_eq!(b.first_month_from(2025 * 12 + 4), Some(2025 * 12 + 7));
+        assert_eq!(b.first_month_from(2025 * 12 + 8), None);
     }
 
     #[test]
