@@ -7,7 +7,7 @@
 use crate::domain::event::{
     Complaint, Event, EventKind, EventType, Minor, Purchase, Service, Severity, Signal,
 };
-use crate::domain::time::{Millis, DAY_MS};
+use crate::domain::time::{parse_utc_z, Millis, DAY_MS};
 use rust_decimal::prelude::*;
 use rust_decimal::RoundingStrategy;
 use serde::de::{Deserializer, MapAccess, Visitor};
@@ -341,6 +341,11 @@ impl<'a> Field<'a> {
             Some(b'n') => Field::Null,
             Some(b't') => Field::Bool(true),
             Some(b'f') => Field::Bool(false),
+            // A valid JSON string without escapes is its bytes between the
+            // quotes (the record was parsed, so control characters are out).
+            Some(b'"') if !text.contains('\\') => {
+                Field::String(Cow::Borrowed(&text[1..text.len() - 1]))
+            }
             Some(b'"') => match serde_json::from_str::<Key>(text) {
                 Ok(Key(s)) => Field::String(s),
                 Err(_) => Field::Object, // unreachable for valid JSON
@@ -350,6 +355,46 @@ impl<'a> Field<'a> {
             _ => Field::Number(text),
         }
     }
+}
+
+/// The minor units of a plain amount literal — digits, then at most two
+/// decimals (`855`, `855.0`, `362.79`), below the largest amount — read
+/// exactly without a decimal type; `None` for every other literal (a sign,
+/// an exponent, more decimals), which `Decimal` reads. Nearly every amount
+/// has this form, and the decimal path was a sixth of decoding.
+fn plain_minor(n: &str) -> Option<Minor> {
+    let (units, cents) = match n.split_once('.') {
+        Some((u, c)) if (1..=2).contains(&c.len()) => (u, c),
+        Some(_) => return None,
+        None => (n, ""),
+    };
+    // Twelve digits stay below `MAX_MONEY` (a valid JSON number has no
+    // leading zeros to pad them).
+    if units.is_empty() || units.len() > 12 {
+        return None;
+    }
+    let digits = |s: &str| {
+        s.bytes().try_fold(0i64, |v, c| {
+            c.is_ascii_digit().then(|| v * 10 + i64::from(c - b'0'))
+        })
+    };
+    let scale = if cents.len() == 1 { 10 } else { 1 };
+    Some(digits(units)? * 100 + digits(cents)? * scale)
+}
+
+/// Any number literal as minor units, exactly, rounded half-even; the
+/// error says what is wrong with it.
+fn decimal_minor(n: &str) -> Result<Minor, &'static str> {
+    let exact = Decimal::from_str_exact(n)
+        .or_else(|_| Decimal::from_scientific(n))
+        .map_err(|_| "is not a representable amount")?;
+    if exact.abs() > Decimal::from(MAX_MONEY) {
+        return Err("is too large");
+    }
+    (exact * Decimal::ONE_HUNDRED)
+        .round_dp_with_strategy(0, RoundingStrategy::MidpointNearestEven)
+        .to_i64()
+        .ok_or("is too large")
 }
 
 /// Typed access to the fields of one JSON object. A `null` counts as absent.
@@ -418,17 +463,10 @@ impl<'a> Fields<'a, '_> {
         let Some(n) = self.number(name)? else {
             return Ok(None);
         };
-        let exact = Decimal::from_str_exact(n)
-            .or_else(|_| Decimal::from_scientific(n))
-            .map_err(|_| invalid(name, "is not a representable amount"))?;
-        if exact.abs() > Decimal::from(MAX_MONEY) {
-            return Err(invalid(name, "is too large"));
-        }
-        let minor = (exact * Decimal::ONE_HUNDRED)
-            .round_dp_with_strategy(0, RoundingStrategy::MidpointNearestEven)
-            .to_i64()
-            .ok_or_else(|| invalid(name, "is too large"))?;
-        Ok(Some(minor))
+        plain_minor(n)
+            .map_or_else(|| decimal_minor(n), Ok)
+            .map(Some)
+            .map_err(|what| invalid(name, what))
     }
 
     /// `ts`: RFC 3339 with an offset, or integer epoch milliseconds; not
@@ -436,14 +474,17 @@ impl<'a> Fields<'a, '_> {
     fn timestamp(&self, name: &str, now: Millis) -> Result<Millis, Rejection> {
         let ts = match self.get(name) {
             None => return Err(missing(name)),
-            Some(Field::String(s)) => chrono::DateTime::parse_from_rfc3339(&s)
-                .map_err(|_| {
-                    invalid(
-                        name,
-                        "must be RFC 3339 with an offset, or epoch milliseconds",
-                    )
-                })?
-                .timestamp_millis(),
+            Some(Field::String(s)) => match parse_utc_z(&s) {
+                Some(ts) => ts,
+                None => chrono::DateTime::parse_from_rfc3339(&s)
+                    .map_err(|_| {
+                        invalid(
+                            name,
+                            "must be RFC 3339 with an offset, or epoch milliseconds",
+                        )
+                    })?
+                    .timestamp_millis(),
+            },
             Some(Field::Number(n)) => n
                 .parse::<i64>()
                 .map_err(|_| invalid(name, "must be an integer number of epoch milliseconds"))?,
@@ -490,6 +531,27 @@ mod tests {
 
     fn with(body: &str) -> String {
         format!("{{{BASE},{body}}}")
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn plain_amounts_read_as_the_decimal_path_reads_them(
+            n in "(0|[1-9][0-9]{0,13})(\\.[0-9]{1,3})?|-?[0-9]{1,3}(\\.[0-9]{1,2})?(e-?[0-9])?",
+        ) {
+            if let Some(minor) = plain_minor(&n) {
+                proptest::prop_assert_eq!(Ok(minor), decimal_minor(&n), "{}", n);
+            }
+        }
+    }
+
+    #[test]
+    fn plain_amounts_are_read_without_the_decimal_path() {
+        for (n, minor) in [("0", 0), ("0.1", 10), ("855.0", 85_500), ("362.79", 36_279)] {
+            assert_eq!(plain_minor(n), Some(minor), "{n}");
+        }
+        for n in ["-1.0", "1e2", "10.005", "1000000000000", "1."] {
+            assert_eq!(plain_minor(n), None, "{n}");
+        }
     }
 
     #[test]
