@@ -10,9 +10,10 @@ use crate::domain::event::{
 use crate::domain::time::{parse_utc_z, Millis, DAY_MS};
 use rust_decimal::prelude::*;
 use rust_decimal::RoundingStrategy;
-use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
+use strum::EnumCount;
 
 /// Why an input record was rejected (the `tierstream.error.code` header).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::IntoStaticStr)]
@@ -136,10 +137,10 @@ pub fn decode(bytes: &[u8], rules: &DecodeRules, now: Millis) -> Result<Event, R
         });
     };
     let f = Fields(&fields);
-    let event_id = f.id("event_id")?;
-    let type_name = f.required_str("type")?;
-    let customer_id = f.id("customer_id")?;
-    let ts = f.timestamp("ts", now)?;
+    let event_id = f.id(Member::EventId)?;
+    let type_name = f.required_str(Member::Type)?;
+    let customer_id = f.id(Member::CustomerId)?;
+    let ts = f.timestamp(Member::Ts, now)?;
     let Ok(event_type) = type_name.parse::<EventType>() else {
         return Err(reject(
             ErrorCode::UnknownType,
@@ -161,19 +162,21 @@ pub fn decode(bytes: &[u8], rules: &DecodeRules, now: Millis) -> Result<Event, R
 }
 
 fn purchase(f: &Fields, rules: &DecodeRules) -> Result<Purchase, Rejection> {
-    let amount = f.money("amount")?.ok_or_else(|| missing("amount"))?;
+    let amount = f
+        .money(Member::Amount)?
+        .ok_or_else(|| missing(Member::Amount))?;
     if amount < 0 {
-        return Err(invalid("amount", "must be >= 0"));
+        return Err(invalid(Member::Amount, "must be >= 0"));
     }
-    let margin = match f.money("margin")? {
+    let margin = match f.money(Member::Margin)? {
         Some(m) => m,
         None => (Decimal::from(amount) * rules.default_margin_rate)
             .round_dp_with_strategy(0, RoundingStrategy::MidpointNearestEven)
             .to_i64()
-            .ok_or_else(|| invalid("amount", "is too large"))?,
+            .ok_or_else(|| invalid(Member::Amount, "is too large"))?,
     };
-    let refund = f.optional_bool("refund")?.unwrap_or(false);
-    if let Some(currency) = f.optional_str("currency")? {
+    let refund = f.optional_bool(Member::Refund)?.unwrap_or(false);
+    if let Some(currency) = f.optional_str(Member::Currency)? {
         if currency != rules.currency {
             return Err(reject(
                 ErrorCode::CurrencyMismatch,
@@ -181,7 +184,7 @@ fn purchase(f: &Fields, rules: &DecodeRules) -> Result<Purchase, Rejection> {
             ));
         }
     }
-    for name in ["order_id", "category", "channel"] {
+    for name in [Member::OrderId, Member::Category, Member::Channel] {
         f.optional_str(name)?;
     }
     Ok(Purchase {
@@ -192,15 +195,15 @@ fn purchase(f: &Fields, rules: &DecodeRules) -> Result<Purchase, Rejection> {
 }
 
 fn complaint(f: &Fields) -> Result<Complaint, Rejection> {
-    let severity = Severity::parse(&f.required_str("severity")?)
-        .ok_or_else(|| invalid("severity", "must be low, medium, high or critical"))?;
-    let resolved = match f.optional_str("status")?.as_deref() {
+    let severity = Severity::parse(&f.required_str(Member::Severity)?)
+        .ok_or_else(|| invalid(Member::Severity, "must be low, medium, high or critical"))?;
+    let resolved = match f.optional_str(Member::Status)?.as_deref() {
         None | Some("opened") => false,
         Some("resolved") => true,
-        Some(_) => return Err(invalid("status", "must be opened or resolved")),
+        Some(_) => return Err(invalid(Member::Status, "must be opened or resolved")),
     };
-    let reference = f.optional_str("ref")?.map(Cow::into_owned);
-    f.optional_str("category")?;
+    let reference = f.optional_str(Member::Ref)?.map(Cow::into_owned);
+    f.optional_str(Member::Category)?;
     Ok(Complaint {
         severity,
         resolved,
@@ -209,23 +212,23 @@ fn complaint(f: &Fields) -> Result<Complaint, Rejection> {
 }
 
 fn service(f: &Fields) -> Result<Service, Rejection> {
-    let cost = f.money("cost")?.unwrap_or(0);
+    let cost = f.money(Member::Cost)?.unwrap_or(0);
     if cost < 0 {
-        return Err(invalid("cost", "must be >= 0"));
+        return Err(invalid(Member::Cost, "must be >= 0"));
     }
     // Both are checked when present; `recommend` wins over a mapped `nps`.
-    let nps = f.ranged("nps", 0.0, 10.0)?.map(|n| 1.0 + n * 0.4);
-    let recommend = f.ranged("recommend", 1.0, 5.0)?.or(nps);
+    let nps = f.ranged(Member::Nps, 0.0, 10.0)?.map(|n| 1.0 + n * 0.4);
+    let recommend = f.ranged(Member::Recommend, 1.0, 5.0)?.or(nps);
     let mut signals = Vec::new();
     let mut unknown_signals = 0;
-    match f.get("signals") {
+    match f.get(Member::Signals) {
         None => {}
         Some(Field::Array(raw)) => {
             let items: Vec<&RawValue> = serde_json::from_str(raw.get())
-                .map_err(|_| invalid("signals", "must be an array of strings"))?;
+                .map_err(|_| invalid(Member::Signals, "must be an array of strings"))?;
             for item in items {
                 let Field::String(name) = Field::of(item) else {
-                    return Err(invalid("signals", "must be an array of strings"));
+                    return Err(invalid(Member::Signals, "must be an array of strings"));
                 };
                 match Signal::parse(&name) {
                     Some(s) => signals.push(s),
@@ -233,28 +236,31 @@ fn service(f: &Fields) -> Result<Service, Rejection> {
                 }
             }
         }
-        Some(_) => return Err(invalid("signals", "must be an array of strings")),
+        Some(_) => return Err(invalid(Member::Signals, "must be an array of strings")),
     }
     Ok(Service {
         cost,
-        satisfaction: f.ranged("satisfaction", 1.0, 5.0)?,
+        satisfaction: f.ranged(Member::Satisfaction, 1.0, 5.0)?,
         recommend,
-        repurchase_intent: f.ranged("repurchase_intent", 1.0, 5.0)?,
-        share_of_wallet: f.ranged("share_of_wallet", 0.0, 1.0)?,
+        repurchase_intent: f.ranged(Member::RepurchaseIntent, 1.0, 5.0)?,
+        share_of_wallet: f.ranged(Member::ShareOfWallet, 0.0, 1.0)?,
         signals,
         unknown_signals,
     })
 }
 
-fn missing(name: &str) -> Rejection {
+fn missing(name: Member) -> Rejection {
     reject(
         ErrorCode::MissingField,
-        format!("field `{name}` is required"),
+        format!("field `{}` is required", name.as_str()),
     )
 }
 
-fn invalid(name: &str, what: &str) -> Rejection {
-    reject(ErrorCode::InvalidField, format!("field `{name}` {what}"))
+fn invalid(name: Member, what: &str) -> Rejection {
+    reject(
+        ErrorCode::InvalidField,
+        format!("field `{}` {what}", name.as_str()),
+    )
 }
 
 /// The event time of a record if it has a readable one, without the other
@@ -268,16 +274,51 @@ pub fn peek_ts(bytes: &[u8]) -> Option<Millis> {
         ts: Option<&'a RawValue>,
     }
     let ts = serde_json::from_slice::<Ts>(bytes).ok()?.ts?;
-    Fields(&[(Cow::Borrowed("ts"), ts)])
-        .timestamp("ts", Millis::MAX)
-        .ok()
+    let mut members = [None; Member::COUNT];
+    members[Member::Ts as usize] = Some(ts);
+    Fields(&members).timestamp(Member::Ts, Millis::MAX).ok()
+}
+
+/// The members the rules read, by name; any other member of a record is
+/// skipped. A record's members are kept in a slot per name, so a rule
+/// finds its member without comparing names.
+#[derive(Debug, Clone, Copy, strum::EnumString, strum::IntoStaticStr, strum::EnumCount)]
+#[strum(serialize_all = "snake_case")]
+enum Member {
+    EventId,
+    Type,
+    CustomerId,
+    Ts,
+    Amount,
+    Margin,
+    Refund,
+    Currency,
+    OrderId,
+    Category,
+    Channel,
+    Severity,
+    Status,
+    Ref,
+    Cost,
+    Nps,
+    Recommend,
+    Satisfaction,
+    RepurchaseIntent,
+    ShareOfWallet,
+    Signals,
+}
+
+impl Member {
+    fn as_str(self) -> &'static str {
+        self.into()
+    }
 }
 
 /// A JSON object's members as unparsed values, borrowed from the record:
 /// a valid event is read without building a tree, and each field is
 /// parsed only by the rule that reads it. A repeated key keeps its last
 /// value (as a parsed map would).
-struct RawObject<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+struct RawObject<'a>([Option<&'a RawValue>; Member::COUNT]);
 
 /// An object key, borrowed unless it holds escapes.
 struct Key<'a>(Cow<'a, str>);
@@ -310,9 +351,14 @@ impl<'de> serde::Deserialize<'de> for RawObject<'de> {
                 f.write_str("a JSON object")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawObject<'de>, A::Error> {
-                let mut members = Vec::with_capacity(12);
-                while let Some((Key(k), v)) = map.next_entry::<Key, &RawValue>()? {
-                    members.push((k, v));
+                let mut members = [None; Member::COUNT];
+                while let Some(Key(k)) = map.next_key::<Key>()? {
+                    match k.parse::<Member>() {
+                        Ok(m) => members[m as usize] = Some(map.next_value()?),
+                        Err(_) => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
                 }
                 Ok(RawObject(members))
             }
@@ -398,22 +444,21 @@ fn decimal_minor(n: &str) -> Result<Minor, &'static str> {
 }
 
 /// Typed access to the fields of one JSON object. A `null` counts as absent.
-struct Fields<'a, 'b>(&'b [(Cow<'a, str>, &'a RawValue)]);
+struct Fields<'a, 'b>(&'b [Option<&'a RawValue>; Member::COUNT]);
 
 impl<'a> Fields<'a, '_> {
-    fn get(&self, name: &str) -> Option<Field<'a>> {
-        let (_, raw) = self.0.iter().rev().find(|(k, _)| k == name)?;
-        match Field::of(raw) {
+    fn get(&self, name: Member) -> Option<Field<'a>> {
+        match Field::of(self.0[name as usize]?) {
             Field::Null => None,
             f => Some(f),
         }
     }
 
-    fn required_str(&self, name: &str) -> Result<Cow<'a, str>, Rejection> {
+    fn required_str(&self, name: Member) -> Result<Cow<'a, str>, Rejection> {
         self.optional_str(name)?.ok_or_else(|| missing(name))
     }
 
-    fn optional_str(&self, name: &str) -> Result<Option<Cow<'a, str>>, Rejection> {
+    fn optional_str(&self, name: Member) -> Result<Option<Cow<'a, str>>, Rejection> {
         match self.get(name) {
             None => Ok(None),
             Some(Field::String(s)) => Ok(Some(s)),
@@ -421,7 +466,7 @@ impl<'a> Fields<'a, '_> {
         }
     }
 
-    fn id(&self, name: &str) -> Result<Cow<'a, str>, Rejection> {
+    fn id(&self, name: Member) -> Result<Cow<'a, str>, Rejection> {
         let s = self.required_str(name)?;
         let n = s.chars().count();
         if n == 0 || n > MAX_ID_CHARS {
@@ -430,7 +475,7 @@ impl<'a> Fields<'a, '_> {
         Ok(s)
     }
 
-    fn optional_bool(&self, name: &str) -> Result<Option<bool>, Rejection> {
+    fn optional_bool(&self, name: Member) -> Result<Option<bool>, Rejection> {
         match self.get(name) {
             None => Ok(None),
             Some(Field::Bool(b)) => Ok(Some(b)),
@@ -439,7 +484,7 @@ impl<'a> Fields<'a, '_> {
     }
 
     /// A number's literal.
-    fn number(&self, name: &str) -> Result<Option<&'a str>, Rejection> {
+    fn number(&self, name: Member) -> Result<Option<&'a str>, Rejection> {
         match self.get(name) {
             None => Ok(None),
             Some(Field::Number(n)) => Ok(Some(n)),
@@ -448,7 +493,7 @@ impl<'a> Fields<'a, '_> {
     }
 
     /// A number within `lo..=hi`.
-    fn ranged(&self, name: &str, lo: f64, hi: f64) -> Result<Option<f64>, Rejection> {
+    fn ranged(&self, name: Member, lo: f64, hi: f64) -> Result<Option<f64>, Rejection> {
         let Some(n) = self.number(name)? else {
             return Ok(None);
         };
@@ -459,7 +504,7 @@ impl<'a> Fields<'a, '_> {
     }
 
     /// Money: the exact decimal literal rounded half-even to minor units.
-    fn money(&self, name: &str) -> Result<Option<Minor>, Rejection> {
+    fn money(&self, name: Member) -> Result<Option<Minor>, Rejection> {
         let Some(n) = self.number(name)? else {
             return Ok(None);
         };
@@ -471,7 +516,7 @@ impl<'a> Fields<'a, '_> {
 
     /// `ts`: RFC 3339 with an offset, or integer epoch milliseconds; not
     /// before 1970 and not more than one day ahead of the wall clock.
-    fn timestamp(&self, name: &str, now: Millis) -> Result<Millis, Rejection> {
+    fn timestamp(&self, name: Member, now: Millis) -> Result<Millis, Rejection> {
         let ts = match self.get(name) {
             None => return Err(missing(name)),
             Some(Field::String(s)) => match parse_utc_z(&s) {
@@ -498,7 +543,10 @@ impl<'a> Fields<'a, '_> {
         if ts < 0 || ts > now.saturating_add(DAY_MS) {
             return Err(reject(
                 ErrorCode::TimestampOutOfRange,
-                format!("field `{name}` is before 1970 or more than 1 day ahead of the wall clock"),
+                format!(
+                    "field `{}` is before 1970 or more than 1 day ahead of the wall clock",
+                    name.as_str()
+                ),
             ));
         }
         Ok(ts)
