@@ -25,7 +25,7 @@ pub struct Money(pub Minor);
 impl Money {
     /// The digits, written into `buf` (an `i64` of minor units takes at
     /// most 22 bytes): no allocation per amount, as `format!` and a
-    /// `Number` parsed from its `String` took a fifth of output encoding.
+    /// `Number` parsed from its `String` took a quarter of output encoding.
     fn digits(self, buf: &mut [u8; 24]) -> &str {
         let abs = self.0.unsigned_abs();
         let (mut units, cents) = (abs / 100, abs % 100);

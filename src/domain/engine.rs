@@ -831,8 +831,8 @@ impl Engine {
     /// customer, past its current month, only the month starts at which
     /// the window drops evidence split it ([`Self::next_departure`]): a
     /// visit of a light customer looked at two midnights per month for
-    /// 13 months, and these signatures were a fifth of a replay's
-    /// instructions. Within a segment
+    /// 13 months (a 1M replay computed 5.8M signatures, 21% of its
+    /// instructions; 4.1M with this). Within a segment
     /// every part of the signature changes at most once and never back
     /// (scores move one way, the cooldown passes, complaints age out),
     /// which is what makes a bisection exact; it also means that a

@@ -173,7 +173,7 @@ pub fn format_rfc3339(t: Millis) -> String {
 /// The 24 bytes of an instant in RFC 3339 (`2026-01-05T10:00:00.000Z`),
 /// for years 0..=9999. Every output carries instants, so this is integer
 /// arithmetic on a fixed layout, written where the caller wants it
-/// without an allocation: `format!` was a tenth of output encoding.
+/// without an allocation: `format!` was a fifth of output encoding.
 pub fn rfc3339_bytes(t: Millis) -> Option<[u8; 24]> {
     let (year, month0, day0) = civil_from_days(t.div_euclid(DAY_MS));
     if !(0..=9999).contains(&year) {
