@@ -19,7 +19,7 @@ use super::tier::{MonthCloseDecision, Pyramid, Tier, TierPolicy};
 use super::time::{
     is_month_start, month_of, month_start, next_midnight, Millis, MonthIndex, DAY_MS,
 };
-use super::value::{window_start, WindowTotals, WINDOW_MONTHS};
+use super::value::{first_month_of_window, window_start, WindowTotals, WINDOW_MONTHS};
 use super::warning::{
     action_for, reasons, recommended_action, severity, transition, OpenWarning, Reason, ReasonCode,
     Transition, WarningAction,
@@ -745,7 +745,7 @@ impl Engine {
         now: Millis,
     ) -> impl Iterator<Item = (Minor, Millis)> + '_ {
         let month = month_of(now);
-        let first_window = month + 1 - (WINDOW_MONTHS - 1);
+        let first_window = first_month_of_window(month + 1);
         profile
             .buckets
             .values_from(first_window)
@@ -910,7 +910,7 @@ impl Engine {
     /// only, so the scores change with time alone: behaviour decays,
     /// attitude recovers, each in one direction.
     fn next_departure(profile: &Profile, month: MonthIndex) -> Option<Millis> {
-        let oldest = window_start(month_start(month));
+        let oldest = first_month_of_window(month);
         let bucket = profile.buckets.first_month_from(oldest);
         let record = profile
             .evidence
@@ -987,14 +987,15 @@ impl Engine {
         s: &'a Scores,
         at: Millis,
     ) -> (RiskInputs<'a>, Millis) {
-        let window = window_start(at);
+        let month = month_of(at);
+        let window = first_month_of_window(month);
         let inputs = RiskInputs {
             scores: s,
             evidence: &profile.evidence.risk,
             buckets: &profile.buckets,
             tier: profile.tier,
             first_month: profile.first_month,
-            month: window + (WINDOW_MONTHS - 1),
+            month,
             at,
         };
         (inputs, month_start(window))

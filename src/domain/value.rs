@@ -64,7 +64,13 @@ pub struct Buckets(pub Vec<MonthBucket>);
 
 /// The first month of the window that ends in the month of `t`.
 pub fn window_start(t: Millis) -> MonthIndex {
-    month_of(t) - (WINDOW_MONTHS - 1)
+    first_month_of_window(month_of(t))
+}
+
+/// The first month of the window that ends in `month`; a month leaves
+/// the window at the start of the month `WINDOW_MONTHS` after it.
+pub fn first_month_of_window(month: MonthIndex) -> MonthIndex {
+    month - (WINDOW_MONTHS - 1)
 }
 
 impl Buckets {
