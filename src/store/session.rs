@@ -37,10 +37,6 @@ use compact_str::CompactString;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-/// Bytes an entry costs the cache beside its profile: its slot in the map
-/// (key, entry, the control byte and the table's spare room) and its key
-/// in the CLOCK's ring.
-const SLOT_BYTES: usize = 2 * size_of::<Id>() + size_of::<Cached>() + 16;
 /// Customer ids up to this long are held inline in an `Id`.
 const INLINE_ID: usize = 24;
 /// The least a task may gather in writes before `dirty_over_budget`, so
@@ -143,19 +139,20 @@ pub struct TaskState {
 /// and a timer write allocates nothing.
 pub(super) type Id = CompactString;
 
-/// What an entry is charged against the cache budget: its slot, its id's
-/// bytes when they are not inline, and the profile as it is in memory —
-/// its struct (376 bytes) and its heap parts, counted. (An estimate from
-/// the encoded size charged a light profile's 1 KB or so as about 300
-/// bytes: a cache of 128 MB held 275 MB, and 10M events peaked 200 MB
-/// above the configured bound.)
+/// What an entry is charged against the cache budget beside its slot
+/// (which the map's table is charged for, see `TaskState::cache_bytes`):
+/// its id's bytes when they are not inline, and the profile as it is in
+/// memory — its struct (376 bytes) and its heap parts, counted. (An
+/// estimate from the encoded size charged a light profile's 1 KB or so as
+/// about 300 bytes: a cache of 128 MB held 275 MB, and 10M events peaked
+/// 200 MB above the configured bound.)
 fn charge(profile: Option<&Profile>, id: &str) -> usize {
     let id_heap = if id.len() > INLINE_ID {
         2 * id.len()
     } else {
         0
     };
-    SLOT_BYTES + id_heap + profile.map_or(0, |p| size_of::<Profile>() + p.heap_bytes())
+    id_heap + profile.map_or(0, |p| size_of::<Profile>() + p.heap_bytes())
 }
 
 impl TaskState {
@@ -191,7 +188,13 @@ impl TaskState {
     /// then, so waiting writes are bounded by config. (A profile is
     /// counted as it was at its first write since, not as it grows.)
     pub fn dirty_over_budget(&self) -> bool {
-        self.dirty_bytes >= self.cache_budget.max(MIN_DIRTY_BUDGET)
+        self.dirty_bytes + self.profiles.table_bytes() >= self.cache_budget.max(MIN_DIRTY_BUDGET)
+    }
+
+    /// What the cache takes: its entries, clean and waiting, and the
+    /// table and ring that hold them, by their room.
+    fn cache_bytes(&self) -> usize {
+        self.cached_bytes + self.dirty_bytes + self.profiles.table_bytes()
     }
 
     /// Lets clean entries leave, least recently used first (as the CLOCK
@@ -202,8 +205,10 @@ impl TaskState {
     /// entries plus as much again in waiting ones (10M events peaked
     /// 200 MB above the configured bound).
     fn keep_to_budget(&mut self, incoming: usize) {
-        while self.cached_bytes > 0
-            && self.cached_bytes + self.dirty_bytes + incoming > self.cache_budget
+        // (Entries beyond the waiting ones are clean or lent: an erased
+        // profile's entry is charged nothing but its slot.)
+        while self.profiles.len() > self.dirty.len()
+            && self.cache_bytes() + incoming > self.cache_budget
         {
             match self.profiles.evict_where(|c| !c.dirty && !c.lent) {
                 Some((_, c)) => self.cached_bytes -= c.bytes,
@@ -260,12 +265,13 @@ impl TaskState {
                 }
             }
         }
-        while self.cached_bytes > self.cache_budget {
+        while self.cache_bytes() > self.cache_budget {
             match self.profiles.evict() {
                 Some((_, c)) => self.cached_bytes -= c.bytes,
                 None => break,
             }
         }
+        self.profiles.shrink();
         if let Some(st) = self.clock.stream_time {
             writes.push(write_i64(task, STREAM_TIME, st));
         }
@@ -565,7 +571,7 @@ mod tests {
     fn an_entry_is_charged_what_its_profile_holds_in_memory() {
         let mut p = Profile::new("c1");
         let fresh = charge(Some(&p), "c1");
-        assert!(fresh >= size_of::<Profile>() + SLOT_BYTES);
+        assert!(fresh >= size_of::<Profile>());
         for i in 0..32 {
             p.remember_event(i, 32);
         }
@@ -573,14 +579,28 @@ mod tests {
         assert!(held >= 32 * 8);
         assert_eq!(charge(Some(&p), "c1"), fresh + held);
         let long = "c".repeat(40);
-        assert_eq!(charge(None, &long), SLOT_BYTES + 80, "a long id twice");
+        assert_eq!(charge(None, &long), 80, "a long id twice");
+        assert_eq!(charge(None, "c1"), 0, "an inline id is in the slot");
+    }
+
+    /// What the cache's table and ring take with room for `n` entries.
+    fn room(n: usize) -> usize {
+        let mut c = ClockCache::new();
+        for i in 0..n {
+            c.insert(
+                Id::from(format!("r{i}")),
+                Cached::written(None, Timers::default().into()),
+            );
+        }
+        c.table_bytes()
     }
 
     #[test]
     fn clean_entries_leave_as_waiting_writes_take_their_room() {
         let store = MemoryStore::new();
         let one = charge(Some(&Profile::new("c00")), "c00");
-        let mut task = TaskState::open(TaskId::new(0), &store, 4 * one).unwrap();
+        // Four profiles, and a table with room for the six entries below.
+        let mut task = TaskState::open(TaskId::new(0), &store, 4 * one + room(6)).unwrap();
         let save = |task: &mut TaskState, ids: std::ops::Range<usize>| {
             let mut s = task.session(&store);
             for i in ids {
@@ -640,7 +660,7 @@ mod tests {
         let store = MemoryStore::new();
         // A cache of 0: the floor applies.
         let mut task = TaskState::open(TaskId::new(0), &store, 0).unwrap();
-        let fits = MIN_DIRTY_BUDGET / charge(Some(&Profile::new("c000000")), "c000000");
+        let one = charge(Some(&Profile::new("c000000")), "c000000");
         let save = |task: &mut TaskState, ids: std::ops::Range<usize>| {
             let mut s = task.session(&store);
             for i in ids {
@@ -651,13 +671,20 @@ mod tests {
                 .unwrap();
             }
         };
-        save(&mut task, 0..fits - 1);
-        assert!(!task.dirty_over_budget());
-        // Saving a waiting profile again adds nothing.
-        save(&mut task, 0..10);
-        assert!(!task.dirty_over_budget());
-        save(&mut task, fits - 1..fits + 1);
-        assert!(task.dirty_over_budget());
+        let mut n = 0;
+        while !task.dirty_over_budget() {
+            save(&mut task, n..n + 1);
+            n += 1;
+            if n == 100 {
+                // Saving a waiting profile again adds nothing.
+                save(&mut task, 0..10);
+                assert_eq!(task.dirty_bytes, n * one);
+            }
+        }
+        assert_eq!(task.dirty_bytes, n * one);
+        // The table holding them counts too.
+        assert!(n * one < MIN_DIRTY_BUDGET);
+        assert!(n * one + task.profiles.table_bytes() >= MIN_DIRTY_BUDGET);
         store.write(task.drain()).unwrap();
         assert!(!task.dirty_over_budget());
     }
