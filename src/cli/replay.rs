@@ -14,7 +14,7 @@ use crate::ops::metrics::Metrics;
 use crate::pipeline::processor::{CutPointsOf, Processed, Processor, RawRecord};
 use crate::store::memory::MemoryStore;
 use crate::store::session::TaskState;
-use crate::store::{KvStore, TaskId};
+use crate::store::{KvStore, TaskId, Write as StoreWrite};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::ProgressBar;
@@ -33,6 +33,8 @@ use std::time::Instant;
 /// (Every flush encodes and writes each profile it holds: flushing every
 /// 100 000 records was an eighth of a heavy-tailed replay.)
 const FLUSH_EVERY: usize = 1_000_000;
+/// Bytes of keys and values a replay writes to the store at a time.
+const WRITE_PART: usize = 4 << 20;
 
 /// Counters of one replay run, printed as the summary.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -612,13 +614,19 @@ impl Lane<'_> {
         Ok(None)
     }
 
-    /// Writes the pending state of every task of the lane, one atomic
-    /// write per task (a replay needs no atomicity across tasks, and
-    /// concatenating every task's writes first cost a growing copy of the
-    /// whole batch: an eighth of the run on a heavy-tailed workload).
+    /// Writes the pending state of every task of the lane, a task's in
+    /// parts of `WRITE_PART` bytes. A replay needs no atomicity (a failed
+    /// one leaves no state worth going on from): concatenating every
+    /// task's writes first cost a growing copy of the whole batch (an
+    /// eighth of the run on a heavy-tailed workload), and one write batch
+    /// per task, as large as its encoded profiles, held that much again
+    /// at each flush.
     fn finish(&mut self) -> Result<()> {
         for task in &mut self.tasks {
-            self.store.write(task.drain())?;
+            let writes = task.drain();
+            for part in StoreWrite::parts(&writes, WRITE_PART) {
+                self.store.write_parts(&[part])?;
+            }
         }
         self.since_flush = 0;
         Ok(())

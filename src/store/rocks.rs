@@ -100,9 +100,7 @@ impl RocksStore {
         // Sized up front: a commit's batch is tens of megabytes, and grown
         // by doubling it was copied and page-faulted in again at each step.
         // (Each entry adds a tag, a family id and two lengths: 16 bytes.)
-        let bytes = writes()
-            .map(|w| 16 + w.key.len() + w.value.as_ref().map_or(0, Vec::len))
-            .sum();
+        let bytes = writes().map(|w| 16 + w.bytes()).sum();
         let mut batch = WriteBatch::with_capacity_bytes(bytes);
         for w in writes() {
             let cf = self.handle(w.cf);
