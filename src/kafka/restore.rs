@@ -126,7 +126,7 @@ impl Restorer {
                                 m.offset()
                             )
                         })?;
-                    chunk_bytes += write.key.len() + write.value.as_ref().map_or(0, Vec::len);
+                    chunk_bytes += write.bytes();
                     chunk.push(write);
                     records += 1;
                     self.progress.inc(1);
