@@ -14,7 +14,7 @@ use crate::ops::metrics::Metrics;
 use crate::pipeline::processor::{CutPointsOf, Processed, Processor, RawRecord};
 use crate::store::memory::MemoryStore;
 use crate::store::session::TaskState;
-use crate::store::{KvStore, TaskId, Write as StoreWrite};
+use crate::store::{KvStore, TaskId};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::ProgressBar;
@@ -615,18 +615,15 @@ impl Lane<'_> {
     }
 
     /// Writes the pending state of every task of the lane, a task's in
-    /// parts of `WRITE_PART` bytes. A replay needs no atomicity (a failed
-    /// one leaves no state worth going on from): concatenating every
-    /// task's writes first cost a growing copy of the whole batch (an
-    /// eighth of the run on a heavy-tailed workload), and one write batch
-    /// per task, as large as its encoded profiles, held that much again
-    /// at each flush.
+    /// parts of `WRITE_PART` bytes as they are encoded. A replay needs no
+    /// atomicity (a failed one leaves no state worth going on from):
+    /// concatenating every task's writes first cost a growing copy of the
+    /// whole batch (an eighth of the run on a heavy-tailed workload), and
+    /// a task's flush written at once held all its encoded profiles, and
+    /// a RocksDB write batch as large, at the peak of memory.
     fn finish(&mut self) -> Result<()> {
         for task in &mut self.tasks {
-            let writes = task.drain();
-            for part in StoreWrite::parts(&writes, WRITE_PART) {
-                self.store.write_parts(&[part])?;
-            }
+            task.drain_in_parts(WRITE_PART, &mut |part| self.store.write(part))?;
         }
         self.since_flush = 0;
         Ok(())

@@ -56,29 +56,6 @@ impl Write {
     pub fn bytes(&self) -> usize {
         self.key.len() + self.value.as_ref().map_or(0, Vec::len)
     }
-
-    /// `writes` in consecutive parts of at most `max_bytes` of keys and
-    /// values each (a write larger than that is a part of its own).
-    pub fn parts(writes: &[Write], max_bytes: usize) -> impl Iterator<Item = &[Write]> {
-        let mut rest = writes;
-        std::iter::from_fn(move || {
-            if rest.is_empty() {
-                return None;
-            }
-            let mut bytes = 0;
-            let n = rest
-                .iter()
-                .position(|w| {
-                    bytes += w.bytes();
-                    bytes > max_bytes
-                })
-                .unwrap_or(rest.len())
-                .max(1);
-            let (part, tail) = rest.split_at(n);
-            rest = tail;
-            Some(part)
-        })
-    }
 }
 
 /// A storage failure.
@@ -175,25 +152,4 @@ pub struct StoreStats {
     pub pending_compaction_bytes: u64,
     /// Writes are being delayed or stopped.
     pub write_stalled: bool,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parts_keep_order_and_bound_their_bytes() {
-        let w = |n: usize| Write {
-            cf: Cf::Profiles,
-            key: vec![b'k'; n],
-            value: Some(vec![b'v'; n]),
-        };
-        // 4, 4, 10, 2, 2, 2 bytes.
-        let writes = vec![w(2), w(2), w(5), w(1), w(1), w(1)];
-        let parts: Vec<Vec<usize>> = Write::parts(&writes, 8)
-            .map(|p| p.iter().map(Write::bytes).collect())
-            .collect();
-        assert_eq!(parts, [vec![4, 4], vec![10], vec![2, 2, 2]]);
-        assert_eq!(Write::parts(&[], 8).count(), 0);
-    }
 }

@@ -100,6 +100,35 @@ fn timer_write(task: TaskId, kind: TimerKind, at: Millis, id: &str, put: bool) -
     }
 }
 
+/// Writes gathered into parts for `TaskState::drain_in_parts`.
+struct Parts<'a> {
+    writes: Vec<Write>,
+    bytes: usize,
+    max: usize,
+    write: &'a mut dyn FnMut(Vec<Write>) -> Result<(), StoreError>,
+}
+
+impl Parts<'_> {
+    fn push(&mut self, w: Write) -> Result<(), StoreError> {
+        self.bytes += w.bytes();
+        self.writes.push(w);
+        if self.bytes >= self.max {
+            self.hand_over()?;
+        }
+        Ok(())
+    }
+
+    /// Hands over what is gathered (the last part even when empty).
+    fn hand_over(&mut self) -> Result<(), StoreError> {
+        let mut writes = std::mem::take(&mut self.writes);
+        self.bytes = 0;
+        // Keys are unique here, and RocksDB's memtable inserts a sorted
+        // batch faster (neighbouring inserts share their search path).
+        writes.sort_unstable_by(|a, b| (a.cf, &a.key).cmp(&(b.cf, &b.key)));
+        (self.write)(writes)
+    }
+}
+
 /// The state of one task (a partition number across the input topics).
 #[derive(Debug)]
 pub struct TaskState {
@@ -218,12 +247,39 @@ impl TaskState {
     }
 
     /// Takes the pending writes (profiles, timers, stream time) as one
-    /// batch; the profiles stay cached (clean), the least recently used
-    /// (as a CLOCK tells) leave once the cache is over its budget.
+    /// batch, sorted by family and key; the profiles stay cached (clean),
+    /// the least recently used (as a CLOCK tells) leave once the cache is
+    /// over its budget.
     pub fn drain(&mut self) -> Vec<Write> {
+        let mut batch = Vec::new();
+        self.drain_in_parts(usize::MAX, &mut |part| {
+            batch = part;
+            Ok(())
+        })
+        .expect("keeping the one part fails not");
+        batch
+    }
+
+    /// `drain`, handing the writes to `write` in parts of about
+    /// `part_bytes` of keys and values, each sorted by family and key,
+    /// as they are encoded: a driver that needs no atomicity (a replay)
+    /// holds one part of encoded profiles at a time, not all of them (a
+    /// task's flush of 10M events over 1M customers held 19 MB of writes
+    /// at once). A failed `write` leaves the task neither drained nor
+    /// pending: its driver stops.
+    pub fn drain_in_parts(
+        &mut self,
+        part_bytes: usize,
+        write: &mut dyn FnMut(Vec<Write>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         let task = self.task;
         self.dirty_bytes = 0;
-        let mut writes = Vec::with_capacity(self.dirty.len());
+        let mut part = Parts {
+            writes: Vec::with_capacity(self.dirty.len()),
+            bytes: 0,
+            max: part_bytes,
+            write,
+        };
         // Before the moves are forgotten: a moved timer's own writes say
         // what becomes of an entry it was or is at.
         for (kind, at, id) in self.timers.take() {
@@ -231,7 +287,7 @@ impl TaskState {
             if !moved.is_some_and(|(stored, now)| {
                 stored.of(kind) == Some(at) || now.of(kind) == Some(at)
             }) {
-                writes.push(timer_write(task, kind, at, &id, false));
+                part.push(timer_write(task, kind, at, &id, false))?;
             }
         }
         let mut scratch = Vec::new();
@@ -247,20 +303,20 @@ impl TaskState {
             c.bytes = charge(c.profile.as_deref(), &id);
             c.dirty = false;
             self.cached_bytes += c.bytes;
-            writes.push(Write {
+            let (stored, now) = (c.stored, c.now);
+            part.push(Write {
                 cf: Cf::Profiles,
                 key: profile_key(task, &id),
                 value,
-            });
-            let now = c.now;
+            })?;
             for kind in TimerKind::ALL {
-                let (from, to) = (c.stored.of(kind), now.of(kind));
+                let (from, to) = (stored.of(kind), now.of(kind));
                 if from == to {
                     continue;
                 }
                 for (at, put) in [(from, false), (to, true)] {
                     if let Some(at) = at {
-                        writes.push(timer_write(task, kind, at, &id, put));
+                        part.push(timer_write(task, kind, at, &id, put))?;
                     }
                 }
             }
@@ -273,17 +329,14 @@ impl TaskState {
         }
         self.profiles.shrink();
         if let Some(st) = self.clock.stream_time {
-            writes.push(write_i64(task, STREAM_TIME, st));
+            part.push(write_i64(task, STREAM_TIME, st))?;
         }
         // Only percentile tiers change it; under `absolute` it stays default.
         if self.ranking != self.ranking_stored {
-            writes.push(write_ranking(task, &self.ranking));
+            part.push(write_ranking(task, &self.ranking))?;
             self.ranking_stored = self.ranking.clone();
         }
-        // Keys are unique here, and RocksDB's memtable inserts a sorted
-        // batch faster (neighbouring inserts share their search path).
-        writes.sort_unstable_by(|a, b| (a.cf, &a.key).cmp(&(b.cf, &b.key)));
-        writes
+        part.hand_over()
     }
 
     /// Lets reads see `writes` — what `drain` just took, sorted by family
@@ -687,6 +740,41 @@ mod tests {
         assert!(n * one + task.profiles.table_bytes() >= MIN_DIRTY_BUDGET);
         store.write(task.drain()).unwrap();
         assert!(!task.dirty_over_budget());
+    }
+
+    #[test]
+    fn a_drain_in_parts_writes_what_a_whole_drain_does() {
+        let store = MemoryStore::new();
+        let batch = |task: &mut TaskState| {
+            let mut s = task.session(&store);
+            for i in 0..50 {
+                // Timers moved from where the store had them, and put.
+                schedule(&mut s, &format!("c{i:02}"), Some(1000 + i), Some(2000 + i));
+            }
+            task.clock.stream_time = Some(7);
+        };
+        let (mut whole, mut in_parts) = (roomy_task(&store), roomy_task(&store));
+        batch(&mut whole);
+        batch(&mut in_parts);
+        let expected = whole.drain();
+        let mut parts = Vec::new();
+        in_parts
+            .drain_in_parts(500, &mut |part| {
+                parts.push(part);
+                Ok(())
+            })
+            .unwrap();
+        assert!(parts.len() > 3, "{} parts", parts.len());
+        for part in &parts {
+            let bytes: usize = part.iter().map(Write::bytes).sum();
+            let largest = part.iter().map(Write::bytes).max().unwrap_or(0);
+            assert!(bytes < 500 + largest, "a part ends at its bound");
+            assert!(part.is_sorted_by(|a, b| (a.cf, &a.key) <= (b.cf, &b.key)));
+        }
+        let mut all: Vec<Write> = parts.into_iter().flatten().collect();
+        all.sort_unstable_by(|a, b| (a.cf, &a.key).cmp(&(b.cf, &b.key)));
+        assert_eq!(all, expected);
+        assert!(!in_parts.dirty_over_budget() && in_parts.dirty.is_empty());
     }
 
     #[test]
