@@ -256,7 +256,7 @@ impl TaskState {
             batch = part;
             Ok(())
         })
-        .expect("keeping the one part fails not");
+        .expect("keeping the one part cannot fail");
         batch
     }
 
