@@ -212,10 +212,11 @@ impl TaskState {
         Session { state: self, store }
     }
 
-    /// Whether the profiles written since the last drain take the task's
-    /// cache budget: a driver that chooses when to drain (a replay) drains
-    /// then, so waiting writes are bounded by config. (A profile is
-    /// counted as it was at its first write since, not as it grows.)
+    /// Whether the profiles written since the last drain, with the table
+    /// that holds the cache's entries, take the task's cache budget: a
+    /// driver that chooses when to drain (a replay) drains then, so
+    /// waiting writes are bounded by config. (A profile is counted as it
+    /// was at its first write since, not as it grows.)
     pub fn dirty_over_budget(&self) -> bool {
         self.dirty_bytes + self.profiles.table_bytes() >= self.cache_budget.max(MIN_DIRTY_BUDGET)
     }
