@@ -580,14 +580,17 @@ fn replay_outputs_with(events: &[Value], toml: &str) -> Vec<Value> {
         jsonl.extend_from_slice(&serde_json::to_vec(e).unwrap());
         jsonl.push(b'\n');
     }
+    let input_bytes = jsonl.len() as u64;
     let mut input = Cursor::new(jsonl);
     let mut out = Vec::new();
     let mut dlq = Vec::new();
+    // Progress is reported in steps; every byte read is in one of them.
+    let reported = std::cell::Cell::new(0);
     let io = ReplayIo {
         input: &mut input,
         output: &mut out,
         dlq: Some(&mut dlq),
-        on_bytes: &|_| {},
+        on_bytes: &|n| reported.set(reported.get() + n),
     };
     let summary = replay(
         &processor,
@@ -597,6 +600,7 @@ fn replay_outputs_with(events: &[Value], toml: &str) -> Vec<Value> {
         now(),
     )
     .unwrap();
+    assert_eq!(reported.get(), input_bytes);
     assert_eq!(
         summary.rejected,
         0,

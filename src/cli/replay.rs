@@ -517,6 +517,11 @@ impl Writer<'_> {
     }
 }
 
+/// Bytes read are reported to `on_bytes` in steps of about this size: a
+/// progress bar's `inc` per line read the clock each time, 1% of a
+/// replay's instructions.
+const PROGRESS_STEP: u64 = 1 << 20;
+
 /// Reads every line, counts blanks, and hands the others to `each` with
 /// their task.
 fn read_lines(
@@ -528,6 +533,7 @@ fn read_lines(
     let mut summary = ReplaySummary::default();
     let mut line = Vec::new();
     let mut no = 0u64;
+    let mut unreported = 0;
     loop {
         line.clear();
         let n = input
@@ -536,7 +542,10 @@ fn read_lines(
         if n == 0 {
             break;
         }
-        on_bytes(n as u64);
+        unreported += n as u64;
+        if unreported >= PROGRESS_STEP {
+            on_bytes(std::mem::take(&mut unreported));
+        }
         no += 1;
         let record = trim_line_end(&line);
         if record.iter().all(u8::is_ascii_whitespace) {
@@ -546,6 +555,7 @@ fn read_lines(
         summary.lines += 1;
         each(&mut summary, router.line(no, record))?;
     }
+    on_bytes(unreported);
     Ok(summary)
 }
 
