@@ -5,7 +5,7 @@
 //! team can fix its payload from the DLQ headers alone.
 
 use crate::domain::event::{
-    Complaint, Event, EventKind, EventType, Minor, Purchase, Service, Severity, Signal,
+    Complaint, Event, EventKind, EventType, Id, Minor, Purchase, Service, Severity, Signal,
 };
 use crate::domain::time::{parse_utc_z, Millis, DAY_MS};
 use rust_decimal::prelude::*;
@@ -154,8 +154,8 @@ pub fn decode(bytes: &[u8], rules: &DecodeRules, now: Millis) -> Result<Event, R
         EventType::Forget => EventKind::Forget,
     };
     Ok(Event {
-        event_id: event_id.into_owned(),
-        customer_id: customer_id.into_owned(),
+        event_id: Id::from(event_id.as_ref()),
+        customer_id: Id::from(customer_id.as_ref()),
         ts,
         kind,
     })

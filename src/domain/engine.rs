@@ -266,16 +266,15 @@ impl Engine {
 
         let late = event.ts < stream_time - self.policy.allowed_lateness;
         self.record_facts(&mut profile, event, id_hash, stream_time);
+        let cause = Cause::Event(event.event_id.clone());
         let settled = if late {
             Settled::Unsettled
         } else {
-            let cause = Cause::Event(event.event_id.clone());
             self.reassess_tier(&mut profile, &pyramid, event.ts, &cause, out);
             let signature = self.reassess_loyalty(&mut profile, event.ts, &cause, out);
             Settled::At(event.ts, signature)
         };
         profile.timers = self.schedule(&profile, &pyramid, stream_time, settled);
-        let cause = Cause::Event(event.event_id.clone());
         self.snapshot_if_changed(&profile, before, event.ts, &cause, out);
         if let Some(m) = ranked_at {
             let value = Self::totals(&profile, m).value;

@@ -8,7 +8,7 @@
 //! find the next instant anything can change without visiting every
 //! customer every day.
 
-use super::event::{Complaint, Service, Severity, Signal};
+use super::event::{Complaint, Service, Severity, Signal, Signals};
 use super::penalties::{penalties, PenaltyCache};
 use super::profile::vec_bytes;
 use super::risk::RiskEvidence;
@@ -353,7 +353,7 @@ pub struct Scores {
     /// Decayed signal penalty.
     pub signal_penalty: f64,
     /// Known signals in the window up to the instant.
-    pub signals: Vec<Signal>,
+    pub signals: Signals,
     /// Past the expected purchase gap.
     pub past_gap: bool,
     /// A high/critical complaint in the last 90 days, unresolved.

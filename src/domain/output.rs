@@ -1,7 +1,7 @@
 //! What the engine emits (SPEC §5). Outputs are plain data; the codec turns
 //! them into JSON and the adapters decide which topic each goes to.
 
-use super::event::{Minor, Severity};
+use super::event::{Id, Minor, Severity};
 use super::lifetime::Stake;
 use super::loyalty::{Quadrant, Scores};
 use super::profile::ValueFigures;
@@ -38,7 +38,7 @@ impl TimerKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cause {
     /// The input event with this `event_id`.
-    Event(String),
+    Event(Id),
     /// A stream-time timer.
     Timer(TimerKind),
 }

@@ -17,7 +17,7 @@
 //! written to the state (they depend on the policy, which may change
 //! between runs), and rebuilt on first use after a profile is loaded.
 
-use super::event::{Severity, Signal};
+use super::event::{Severity, Signal, Signals};
 use super::loyalty::{AttitudePolicy, ComplaintRecord, Evidence, SignalRecord};
 use super::profile::vec_bytes;
 use super::time::{month_of, month_start, Millis, DAY_MS};
@@ -36,7 +36,7 @@ pub struct Penalties {
     pub signal: f64,
     /// Known signals in the window up to the instant, in order of first
     /// appearance.
-    pub signals: Vec<Signal>,
+    pub signals: Signals,
 }
 
 /// `points` decayed over `age` with the penalty half-life.
@@ -99,7 +99,7 @@ fn weigh(a: &AttitudePolicy, refs: &ResolvedRefs, c: &ComplaintRecord) -> (f64, 
     }
 }
 
-fn add_distinct(into: &mut Vec<Signal>, signals: &[Signal]) {
+fn add_distinct(into: &mut Signals, signals: &[Signal]) {
     for sig in signals {
         if !into.contains(sig) {
             into.push(*sig);
@@ -121,7 +121,7 @@ struct MonthSums {
     /// The same sum over its signals.
     signal: f64,
     /// Its known signals in order of first appearance.
-    signals: Vec<Signal>,
+    signals: Signals,
 }
 
 impl MonthSums {
@@ -140,7 +140,7 @@ impl MonthSums {
             complaints: 0,
             last_open: None,
             signal: 0.0,
-            signals: Vec::new(),
+            signals: Signals::new(),
         };
         for c in complaints {
             let (points, can_be_open) = weigh(a, refs, c);
@@ -310,7 +310,7 @@ pub fn penalties(ev: &Evidence, a: &AttitudePolicy, window_from: Millis, at: Mil
         complaints: 0,
         open_complaint: false,
         signal: 0.0,
-        signals: Vec::new(),
+        signals: Signals::new(),
     };
     let first = built.months.partition_point(|m| m.start < window_from);
     for m in &mut built.months[first..] {
@@ -357,7 +357,7 @@ mod tests {
             complaints: 0,
             open_complaint: false,
             signal: 0.0,
-            signals: Vec::new(),
+            signals: Signals::new(),
         };
         for c in complaints {
             let (points, can_be_open) = weigh(a, &refs, c);

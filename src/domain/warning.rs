@@ -2,7 +2,7 @@
 //! value with escalation, reason codes with their evidence, the recommended
 //! action, and the open/update/clear lifecycle with its cooldown.
 
-use super::event::{Severity, Signal};
+use super::event::{Severity, Signals};
 use super::loyalty::{Scores, SurveySource};
 use super::profile::vec_bytes;
 use super::risk::Feature;
@@ -65,7 +65,7 @@ pub enum Reason {
     /// Signals and their decayed penalty.
     CompetitorSignal {
         /// Which signals.
-        signals: Vec<Signal>,
+        signals: Signals,
         /// Decayed penalty points.
         penalty: f64,
     },
@@ -323,7 +323,7 @@ mod tests {
             complaint_penalty: 0.0,
             complaints: 0,
             signal_penalty: 0.0,
-            signals: Vec::new(),
+            signals: Signals::new(),
             past_gap: false,
             open_complaint: false,
         }

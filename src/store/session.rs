@@ -33,7 +33,6 @@ use crate::domain::output::TimerKind;
 use crate::domain::profile::{Profile, Timers};
 use crate::domain::ranking::Ranking;
 use crate::domain::time::Millis;
-use compact_str::CompactString;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -161,12 +160,12 @@ pub struct TaskState {
     landing: Option<Arc<Vec<Write>>>,
 }
 
-/// A customer id as the task's maps hold it: inline up to 24 bytes, so a
-/// lookup compares the key where the entry is instead of following a
-/// second pointer to its bytes (with 100 000 customers cached, every such
-/// pointer is a cache miss: key comparisons were a twelfth of a replay),
-/// and a timer write allocates nothing.
-pub(super) type Id = CompactString;
+/// The task's maps key customers by the domain's inline `Id`: a lookup
+/// compares the key where the entry is instead of following a second
+/// pointer to its bytes (with 100 000 customers cached, every such pointer
+/// is a cache miss: key comparisons were a twelfth of a replay), and a
+/// timer write allocates nothing.
+pub(super) use crate::domain::event::Id;
 
 /// What an entry is charged against the cache budget beside its slot
 /// (which the map's table is charged for, see `TaskState::cache_bytes`):
