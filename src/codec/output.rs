@@ -650,7 +650,11 @@ mod erased {
 
     impl<T: serde::Serialize> Encode for T {
         fn bytes(&self) -> Vec<u8> {
-            serde_json::to_vec(self).expect("wire structs serialize")
+            // Room for a typical output (`to_vec` starts at 128 bytes and
+            // grew twice for one).
+            let mut out = Vec::with_capacity(512);
+            serde_json::to_writer(&mut out, self).expect("wire structs serialize");
+            out
         }
         fn value(&self) -> serde_json::Value {
             serde_json::to_value(self).expect("wire structs serialize")
