@@ -21,8 +21,8 @@ use super::time::{
 };
 use super::value::{first_month_of_window, window_start, WindowTotals, WINDOW_MONTHS};
 use super::warning::{
-    action_for, reasons, recommended_action, severity, transition, OpenWarning, Reason, ReasonCode,
-    Transition, WarningAction,
+    action_for, reasons, recommended_action, severity, transition, Codes, OpenWarning, Reason,
+    Reasons, Transition, WarningAction,
 };
 
 /// How far ahead month-close timers are projected. After 12 month closes
@@ -122,7 +122,7 @@ enum Watch {
     Open {
         past_gap: bool,
         open_complaint: bool,
-        codes: Vec<ReasonCode>,
+        codes: Codes,
         cooldown_passed: bool,
         /// With `open_on = "risk"`: the risk is on the warning side of
         /// `clear_risk`, and at or above `escalate_risk`. The risk only
@@ -1119,7 +1119,7 @@ impl Engine {
                 profile.warning = Some(Box::new(OpenWarning {
                     warning_id: output_id(&profile.customer_id, profile.seq + 1),
                     severity: sev,
-                    reasons: codes,
+                    reasons: codes.to_vec(),
                 }));
                 WarningAction::Opened
             }
@@ -1129,7 +1129,7 @@ impl Engine {
                     .as_mut()
                     .expect("an update needs an open warning");
                 w.severity = sev;
-                w.reasons = codes;
+                w.reasons = codes.to_vec();
                 WarningAction::Updated
             }
             Transition::Clear => WarningAction::Cleared,
@@ -1181,7 +1181,7 @@ impl Engine {
             severity: open.severity,
             tier: profile.tier,
             quadrant: None,
-            reasons: Vec::new(),
+            reasons: Reasons::new(),
             recommended_action: None,
             scores: None,
             risk: None,
@@ -1264,8 +1264,8 @@ impl Engine {
 }
 
 /// The sorted reason codes of a set of reasons.
-fn codes(reasons: &[Reason]) -> Vec<ReasonCode> {
-    let mut c: Vec<ReasonCode> = reasons.iter().map(Reason::code).collect();
+fn codes(reasons: &[Reason]) -> Codes {
+    let mut c: Codes = reasons.iter().map(Reason::code).collect();
     c.sort();
     c
 }

@@ -9,7 +9,7 @@ use super::ranking::CutPoints;
 use super::risk::Risk;
 use super::tier::Tier;
 use super::time::Millis;
-use super::warning::{Action, OpenWarning, Reason, WarningAction};
+use super::warning::{Action, OpenWarning, Reasons, WarningAction};
 
 /// The schema name of the cut-points output.
 pub const CUTPOINTS_SCHEMA: &str = "tierstream.tier_cutpoints.v1";
@@ -153,7 +153,7 @@ pub struct ChurnWarning {
     /// Quadrant at the decision (`None` when cleared by `forget`).
     pub quadrant: Option<Quadrant>,
     /// Reasons with their evidence (empty when cleared).
-    pub reasons: Vec<Reason>,
+    pub reasons: Reasons,
     /// What to do (`None` when cleared by `forget`).
     pub recommended_action: Option<Action>,
     /// Scores and value at the decision (`None` when cleared by `forget`).

@@ -9,6 +9,7 @@ use super::risk::Feature;
 use super::tier::Tier;
 use super::time::Millis;
 use serde::{Deserialize, Serialize};
+use strum::EnumCount;
 
 wire_enum! {
     /// Reason codes of a warning.
@@ -183,11 +184,18 @@ const LOW_SATISFACTION_MAX: f64 = 2.0;
 /// low (SPEC §7).
 const LOW_ANSWER_BELOW: f64 = 3.0;
 
+/// A warning's reasons: at most one of each code, so inline (the engine
+/// looks at the reasons of an open warning each time it evaluates it).
+pub type Reasons = arrayvec::ArrayVec<Reason, { ReasonCode::COUNT }>;
+
+/// The sorted codes of a warning's reasons (see [`Reasons`]).
+pub type Codes = arrayvec::ArrayVec<ReasonCode, { ReasonCode::COUNT }>;
+
 /// The reasons present at the scored instant, by SPEC §7's fixed lines:
 /// they are in answer units, not derived from the quadrant threshold, so
 /// tuning the quadrant does not silently change what a warning cites.
-pub fn reasons(s: &Scores) -> Vec<Reason> {
-    let mut r = Vec::new();
+pub fn reasons(s: &Scores) -> Reasons {
+    let mut r = Reasons::new();
     if s.complaint_penalty >= MIN_PENALTY {
         r.push(Reason::Complaint {
             penalty: s.complaint_penalty,
