@@ -96,14 +96,22 @@ impl<T> Dated<T> {
 
 /// Keeps the newest answer in `latest` and the ones before it in `older`
 /// (second newest first), whatever order the answers arrive in: the answer
-/// slides in at its place and the oldest falls off the end.
+/// slides in at its place and the oldest falls off the end. Answers move
+/// through the boxes already there, so a full chain takes a new answer
+/// without allocating (a box per answer was most of a service event's
+/// allocations).
 fn newest_first<T>(latest: &mut Answer<T>, older: &mut [Answer<T>], d: Dated<T>) {
-    let mut carry = Some(Box::new(d));
+    let mut carry = d;
     for slot in std::iter::once(latest).chain(older.iter_mut()) {
-        match carry {
-            Some(c) if c.newer_than(slot.as_deref()) => carry = slot.replace(c),
-            Some(_) => {}
-            None => return,
+        if !carry.newer_than(slot.as_deref()) {
+            continue;
+        }
+        match slot {
+            Some(held) => carry = std::mem::replace(&mut **held, carry),
+            None => {
+                *slot = Some(Box::new(carry));
+                return;
+            }
         }
     }
 }
@@ -230,9 +238,7 @@ impl Evidence {
         self.risk.record_service(ts, s);
         if let Some(v) = s.share_of_wallet {
             let d = Dated { ts, tie, value: v };
-            if d.newer_than(self.share_of_wallet.as_deref()) {
-                self.share_of_wallet = Some(Box::new(d));
-            }
+            newest_first(&mut self.share_of_wallet, &mut [], d);
         }
         if !s.signals.is_empty() {
             // Kept in time order (after any of the same instant, as a
