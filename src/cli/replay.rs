@@ -642,7 +642,7 @@ impl Lane<'_> {
 
 /// How a profile tombstone appears in a JSONL file (Kafka gets a null value).
 fn tombstone(o: &Output) -> serde_json::Value {
-    json!({"schema": o.schema(), "customer_id": o.customer_id, "tombstone": true})
+    json!({"schema": o.schema(), "customer_id": o.customer_id.as_str(), "tombstone": true})
 }
 
 fn trim_line_end(line: &[u8]) -> &[u8] {

@@ -687,7 +687,7 @@ pub fn to_cloudevent_bytes(o: &Output, source: &str) -> Option<Vec<u8>> {
         "id": o.event_id(),
         "source": source,
         "type": o.schema(),
-        "subject": o.customer_id,
+        "subject": o.customer_id.as_str(),
         "time": time(o.at),
         "datacontenttype": "application/json",
         "data": data,

@@ -3,7 +3,7 @@
 //! `Profiles` port, so the same code runs under `replay`, under the Kafka
 //! pipeline and inside property tests.
 
-use super::event::{Event, EventKind, Minor};
+use super::event::{Event, EventKind, Id, Minor};
 use super::lifetime::{projected_value, Stake};
 use super::loyalty::{
     next_sides, scores, AttitudePolicy, BehaviourPolicy, Quadrant, QuadrantPolicy, Scores, Sides,
@@ -245,7 +245,7 @@ impl Engine {
                 store.erase(&p.customer_id, p.timers)?;
                 if self.policy.emit_profiles {
                     out.push(Output {
-                        customer_id: p.customer_id.clone(),
+                        customer_id: Id::from(p.customer_id.as_str()),
                         seq: p.seq,
                         at: event.ts,
                         cause: Cause::Event(event.event_id.clone()),
@@ -490,7 +490,7 @@ impl Engine {
         if cut.customers > 0 {
             if r.in_force.as_ref().map(thresholds) != Some(thresholds(&cut)) {
                 out.push(Output {
-                    customer_id: String::new(),
+                    customer_id: Id::default(),
                     seq: 0,
                     at: midnight,
                     cause: Cause::Timer(TimerKind::MonthClose),
@@ -587,7 +587,7 @@ impl Engine {
         out: &mut Vec<Output>,
     ) {
         out.push(Output {
-            customer_id: profile.customer_id.clone(),
+            customer_id: Id::from(profile.customer_id.as_str()),
             seq: profile.next_seq(),
             at,
             cause: cause.clone(),
@@ -1239,7 +1239,7 @@ impl Engine {
             return;
         }
         out.push(Output {
-            customer_id: p.customer_id.clone(),
+            customer_id: Id::from(p.customer_id.as_str()),
             seq: p.seq,
             at,
             cause: cause.clone(),

@@ -170,7 +170,7 @@ pub struct ChurnWarning {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Output {
     /// The customer (also the Kafka key).
-    pub customer_id: String,
+    pub customer_id: Id,
     /// Per-customer sequence number, shared by all outputs.
     pub seq: u64,
     /// Event time that caused it.

@@ -1304,7 +1304,7 @@ fn percentile_cut_points_move_at_month_close_and_tiers_follow() {
     let changed: Vec<(String, TierMove)> = feb
         .iter()
         .filter(|o| matches!(o.body, OutputBody::TierChanged { .. }))
-        .map(|o| (o.customer_id.clone(), tier_change(o)))
+        .map(|o| (o.customer_id.to_string(), tier_change(o)))
         .collect();
     assert_eq!(
         changed,
