@@ -67,7 +67,7 @@ impl Serialize for Money {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         // Raw digits keep the amount as it is (an `f64` would not), and,
         // made here, need no check: going through a `RawValue` parsed them
-        // back, which was a fifth of output encoding.
+        // back, 7% of output encoding's instructions.
         use serde::ser::SerializeStruct;
         let mut buf = [0; 24];
         let mut raw = s.serialize_struct(RAW_VALUE_TOKEN, 1)?;

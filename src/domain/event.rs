@@ -11,8 +11,8 @@ pub type Minor = i64;
 
 /// An event or customer id, inline up to 24 bytes: ids are mostly that
 /// short, so decoding an event and naming it as the cause of what it
-/// decides allocate nothing (two clones of the id per event were a tenth
-/// of a replay's allocations).
+/// decides allocate nothing (two clones of the event id per event were a
+/// fifth of a replay's allocations: 600k of 2.94M for 300k events).
 pub type Id = compact_str::CompactString;
 
 /// One customer event that passed validation.
