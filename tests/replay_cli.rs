@@ -115,6 +115,46 @@ fn replay_is_deterministic_across_runs_and_stores() {
     assert_eq!(rocks, run(&["--threads", "3", "--memory"], "e.jsonl"));
 }
 
+/// Replay writes its state without RocksDB's write-ahead log and makes it
+/// durable once at the end: a second replay over the same `--state-dir`
+/// goes on from where the first stopped, as one replay of both files.
+#[test]
+fn a_replay_goes_on_from_the_state_a_previous_one_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let whole = dir.path().join("whole.jsonl");
+    let st = bin()
+        .args(["generate", "--customers", "150", "--events", "3000"])
+        .args(["--seed", "11", "--output"])
+        .arg(&whole)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let text = std::fs::read_to_string(&whole).unwrap();
+    let all: Vec<&str> = text.lines().collect();
+    let (first, second) = all.split_at(all.len() / 2);
+    let (a, b) = (dir.path().join("a.jsonl"), dir.path().join("b.jsonl"));
+    std::fs::write(&a, first.join("\n") + "\n").unwrap();
+    std::fs::write(&b, second.join("\n") + "\n").unwrap();
+    let replay = |input: &std::path::Path, state: &str, name: &str| {
+        let out = dir.path().join(name);
+        let st = bin()
+            .args(["replay", "--partitions", "3", "--threads", "1", "--input"])
+            .arg(input)
+            .arg("--output")
+            .arg(&out)
+            .arg("--state-dir")
+            .arg(dir.path().join(state))
+            .status()
+            .unwrap();
+        assert!(st.success());
+        std::fs::read_to_string(out).unwrap()
+    };
+    let at_once = replay(&whole, "one", "once.jsonl");
+    let in_two = replay(&a, "two", "first.jsonl") + &replay(&b, "two", "second.jsonl");
+    assert!(at_once.lines().count() > 100, "a workload with outputs");
+    assert_eq!(in_two, at_once);
+}
+
 #[test]
 fn parallel_replay_keeps_dead_letters_and_outputs_in_input_order() {
     let dir = tempfile::tempdir().unwrap();

@@ -98,6 +98,11 @@ const BATCH_LINES: usize = 256;
 /// in input order — a line's outputs where the line is — whatever the
 /// threads, so the file is byte-identical for any `threads`. `now` is the
 /// wall clock used for the timestamp range check.
+///
+/// State is written without RocksDB's write-ahead log and made durable by
+/// one flush at the end: a replay that fails leaves no state worth going
+/// on from (its output file stops wherever it stopped), so logging every
+/// write bought nothing but its copy to disk.
 pub fn replay(
     processor: &Processor,
     store: &dyn KvStore,
@@ -105,12 +110,25 @@ pub fn replay(
     io: ReplayIo<'_>,
     now: Millis,
 ) -> Result<ReplaySummary> {
-    if let (Some(shares), true) = (
-        processor.engine.policy().tiers.percentile,
-        shape.partitions > 1,
-    ) {
-        return replay_ranked(processor, store, shape, io, now, shares);
-    }
+    let summary = match processor.engine.policy().tiers.percentile {
+        Some(shares) if shape.partitions > 1 => {
+            replay_ranked(processor, store, shape, io, now, shares)
+        }
+        _ => replay_lanes(processor, store, shape, io, now),
+    }?;
+    store.flush().context("flushing the replayed state")?;
+    Ok(summary)
+}
+
+/// `replay` for a policy without a ranking across tasks: each lane (a
+/// thread) runs its tasks' lines on its own.
+fn replay_lanes(
+    processor: &Processor,
+    store: &dyn KvStore,
+    shape: ReplayShape,
+    io: ReplayIo<'_>,
+    now: Millis,
+) -> Result<ReplaySummary> {
     let lanes = shape.threads.clamp(1, shape.partitions.max(1) as usize);
     let cache = shape.cache_bytes / shape.partitions.max(1) as usize;
     let mut tasks: Vec<Vec<TaskState>> = (0..lanes).map(|_| Vec::new()).collect();
@@ -633,7 +651,7 @@ impl Lane<'_> {
     /// a RocksDB write batch as large, at the peak of memory.
     fn finish(&mut self) -> Result<()> {
         for task in &mut self.tasks {
-            task.drain_in_parts(WRITE_PART, &mut |part| self.store.write(part))?;
+            task.drain_in_parts(WRITE_PART, &mut |part| self.store.write_unlogged(part))?;
         }
         self.since_flush = 0;
         Ok(())
