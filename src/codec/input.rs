@@ -128,7 +128,7 @@ pub fn decode(bytes: &[u8], rules: &DecodeRules, now: Millis) -> Result<Event, R
     }
     let text = std::str::from_utf8(bytes)
         .map_err(|e| reject(ErrorCode::InvalidUtf8, format!("not UTF-8: {e}")))?;
-    let Some(fields) = scan_flat_object(text).or_else(|| parsed_object(text)) else {
+    let Some(fields) = members(text) else {
         // The rare bad record pays for a second parse, into a tree, to say
         // why in the words of serde_json's own parser.
         return Err(match serde_json::from_str::<serde_json::Value>(text) {
@@ -266,17 +266,20 @@ fn invalid(name: Member, what: &str) -> Rejection {
 /// The event time of a record if it has a readable one, without the other
 /// checks: the pipeline uses it only to interleave, in time order, records
 /// of one task that arrived together from several input topics (the record
-/// is decoded properly, with every rule, when it is processed).
+/// is decoded properly, with every rule, when it is processed). Its members
+/// are read as `decode` reads them — by the scanner when it can, a
+/// repeated `ts` as its last value — so a record is placed at the time it
+/// is then applied at.
 pub fn peek_ts(bytes: &[u8]) -> Option<Millis> {
-    #[derive(serde::Deserialize)]
-    struct Ts<'a> {
-        #[serde(borrow)]
-        ts: Option<&'a RawValue>,
-    }
-    let ts = serde_json::from_slice::<Ts>(bytes).ok()?.ts?;
-    let mut members = [None; Member::COUNT];
-    members[Member::Ts as usize] = Some(ts.get());
+    let members = members(std::str::from_utf8(bytes).ok()?)?;
     Fields(&members).timestamp(Member::Ts, Millis::MAX).ok()
+}
+
+/// A JSON object's members the rules read, as raw text: by the one-pass
+/// scanner when the object is flat and plain (nearly every event), else
+/// by serde_json; `None` when the text is not a JSON object.
+fn members(text: &str) -> Option<[Option<&str>; Member::COUNT]> {
+    scan_flat_object(text).or_else(|| parsed_object(text))
 }
 
 /// The members the rules read, by name; any other member of a record is
@@ -913,6 +916,33 @@ mod tests {
         ))
         .contains("array of strings"));
         assert!(bad(&with(r#""type":"service","satisfaction":1e400"#)).contains("between 1 and 5"));
+    }
+
+    #[test]
+    fn peek_ts_reads_the_time_decode_applies_the_record_at() {
+        let records = [
+            r#"{"event_id":"e","customer_id":"c","ts":1767607200000,"type":"forget"}"#,
+            r#"{"ts":"2026-01-05T12:00:00+02:00","event_id":"e","customer_id":"c","type":"forget"}"#,
+            // Read by serde_json (an escape), and a repeated `ts`: its last.
+            r#"{"event_id":"e\u00e9","customer_id":"c","ts":1,"type":"forget","ts":1767607200000}"#,
+            r#"{"event_id":"e","customer_id":"c","ts":1,"ts":1767607200000,"type":"forget"}"#,
+        ];
+        for r in records {
+            assert_eq!(peek_ts(r.as_bytes()), Some(ok(r).ts), "{r}");
+        }
+        // No time to read: the aligner places the record after the last.
+        for r in [
+            "not json",
+            "[1]",
+            r#"{"event_id":"e","customer_id":"c","type":"forget"}"#,
+            r#"{"ts":"yesterday"}"#,
+            r#"{"ts":1,}"#,
+        ] {
+            assert_eq!(peek_ts(r.as_bytes()), None, "{r}");
+        }
+        assert_eq!(peek_ts(b"{\"ts\":1,\"x\":\"\xff\"}"), None, "not UTF-8");
+        // Nothing but the time is checked.
+        assert_eq!(peek_ts(br#"{"ts":5,"type":"teleport"}"#), Some(5));
     }
 
     #[test]
