@@ -245,7 +245,7 @@ impl Engine {
                 store.erase(&p.customer_id, p.timers)?;
                 if self.policy.emit_profiles {
                     out.push(Output {
-                        customer_id: Id::from(p.customer_id.as_str()),
+                        customer_id: p.customer_id.clone(),
                         seq: p.seq,
                         at: event.ts,
                         cause: Cause::Event(event.event_id.clone()),
@@ -587,7 +587,7 @@ impl Engine {
         out: &mut Vec<Output>,
     ) {
         out.push(Output {
-            customer_id: Id::from(profile.customer_id.as_str()),
+            customer_id: profile.customer_id.clone(),
             seq: profile.next_seq(),
             at,
             cause: cause.clone(),
@@ -1239,7 +1239,7 @@ impl Engine {
             return;
         }
         out.push(Output {
-            customer_id: Id::from(p.customer_id.as_str()),
+            customer_id: p.customer_id.clone(),
             seq: p.seq,
             at,
             cause: cause.clone(),

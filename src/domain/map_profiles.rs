@@ -41,7 +41,7 @@ impl Profiles for MapProfiles {
         Ok(self.profiles.remove(id).map(Box::new))
     }
     fn release(&mut self, p: Box<Profile>) {
-        self.profiles.insert(p.customer_id.clone(), *p);
+        self.profiles.insert(p.customer_id.to_string(), *p);
     }
     fn save(&mut self, p: Box<Profile>, prev: Timers) -> Result<(), Infallible> {
         self.set(
@@ -51,7 +51,7 @@ impl Profiles for MapProfiles {
             p.timers.month_close,
         );
         self.set(TimerKind::Daily, &p.customer_id, prev.daily, p.timers.daily);
-        self.profiles.insert(p.customer_id.clone(), *p);
+        self.profiles.insert(p.customer_id.to_string(), *p);
         Ok(())
     }
     fn erase(&mut self, id: &str, prev: Timers) -> Result<(), Infallible> {

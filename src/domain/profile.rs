@@ -1,7 +1,7 @@
 //! The per-customer state the engine keeps between events: everything a
 //! decision needs, nothing more, so it stays small in RocksDB.
 
-use super::event::Minor;
+use super::event::{Id, Minor};
 use super::loyalty::{Evidence, Sides};
 use super::output::TimerKind;
 use super::tier::Tier;
@@ -14,8 +14,10 @@ use std::collections::VecDeque;
 /// One customer's rolling profile.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Profile {
-    /// The customer this profile belongs to.
-    pub customer_id: String,
+    /// The customer this profile belongs to: inline up to 24 bytes, which
+    /// spares every profile an allocation. Stored as a string, as a
+    /// `String` was (the bytes are pinned in `store::keys`).
+    pub customer_id: Id,
     /// The `seq` of the last output emitted for the customer (0: none yet).
     pub seq: u64,
     /// Current pyramid tier; `None` until the first in-time event assigns it.
@@ -67,7 +69,7 @@ impl Profile {
     /// A customer seen for the first time.
     pub fn new(customer_id: &str) -> Self {
         Profile {
-            customer_id: customer_id.to_owned(),
+            customer_id: Id::from(customer_id),
             seq: 0,
             tier: None,
             tier_since: 0,
@@ -110,8 +112,12 @@ impl Profile {
     /// decoded form (a month bucket is 48 bytes decoded, a dozen encoded;
     /// an event-id hash 8 decoded, 10 encoded).
     pub fn heap_bytes(&self) -> usize {
-        self.customer_id.capacity()
-            + vec_bytes(&self.buckets.0)
+        let id = &self.customer_id;
+        (if id.is_heap_allocated() {
+            id.capacity()
+        } else {
+            0
+        }) + vec_bytes(&self.buckets.0)
             + self.recent_events.capacity() * size_of::<u64>()
             + self.evidence.heap_bytes()
             + self

@@ -176,6 +176,25 @@ mod tests {
         assert!(profile_key(TaskId::new(8), "") >= to && profile_key(TaskId::new(6), "zz") < from);
     }
 
+    /// The stored form of a profile is a format: this pins its bytes, so
+    /// a change to the profile's Rust types that would change them (and
+    /// leave existing state unreadable) fails here, not in production.
+    #[test]
+    fn a_profile_is_stored_as_these_bytes() {
+        let mut p = Profile::new("c-1");
+        p.seq = 300;
+        p.timers.daily = Some(86_400_000);
+        assert_eq!(
+            encode_profile(&p)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>(),
+            "0403632d31ac020000000000000180f0b25200000000000000000000000000000000"
+        );
+        let long = Profile::new(&"c".repeat(40));
+        assert_eq!(decode_profile(&encode_profile(&long)).unwrap(), long);
+    }
+
     #[test]
     fn profile_round_trip_and_version_check() {
         let mut p = Profile::new("c-1");

@@ -486,7 +486,7 @@ impl Profiles for Session<'_> {
     fn save(&mut self, profile: Box<Profile>, previous: Timers) -> Result<(), StoreError> {
         self.state
             .set_timers(&profile.customer_id, previous, profile.timers);
-        let id = Id::from(profile.customer_id.as_str());
+        let id = profile.customer_id.clone();
         self.put(id, Some(profile), previous);
         Ok(())
     }
