@@ -113,11 +113,13 @@ impl Profile {
     /// an event-id hash 8 decoded, 10 encoded).
     pub fn heap_bytes(&self) -> usize {
         let id = &self.customer_id;
-        (if id.is_heap_allocated() {
+        let id_bytes = if id.is_heap_allocated() {
             id.capacity()
         } else {
             0
-        }) + vec_bytes(&self.buckets.0)
+        };
+        id_bytes
+            + vec_bytes(&self.buckets.0)
             + self.recent_events.capacity() * size_of::<u64>()
             + self.evidence.heap_bytes()
             + self
