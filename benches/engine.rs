@@ -18,7 +18,7 @@ fn workload() -> Vec<u8> {
         customers: 2_000,
         events: 20_000,
         seed: 3,
-        start: 1_735_689_600_000,
+        start: tierstream::domain::time::Millis::from_ms(1_735_689_600_000),
         days: 365,
         ..GenerateSpec::default()
     })
@@ -34,7 +34,7 @@ fn workload() -> Vec<u8> {
 fn bench(c: &mut Criterion) {
     let input = workload();
     let cfg = Config::load(None).unwrap();
-    let now = chrono::Utc::now().timestamp_millis();
+    let now = tierstream::pipeline::wall_clock();
     let mut group = c.benchmark_group("replay");
     group.throughput(Throughput::Elements(20_000));
     group.sample_size(10);

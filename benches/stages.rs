@@ -24,7 +24,7 @@ fn lines() -> Vec<Vec<u8>> {
         customers: EVENTS / 10,
         events: EVENTS,
         seed: 7,
-        start: 1_725_148_800_000, // 2024-09-01
+        start: tierstream::domain::time::Millis::from_ms(1_725_148_800_000), // 2024-09-01
         days: 730,
         activity: Activity::HeavyTailed,
         noise: 1.0,
@@ -54,7 +54,7 @@ fn bench(c: &mut Criterion) {
     let rules = cfg.decode_rules();
     let engine = Engine::new(cfg.policy());
     let cache = cfg.state.cache_bytes_per_task(1);
-    let now = chrono::Utc::now().timestamp_millis();
+    let now = tierstream::pipeline::wall_clock();
     let lines = lines();
     let events: Vec<Event> = lines
         .iter()

@@ -17,7 +17,7 @@ fn demo_spec() -> GenerateSpec {
         customers: 2000,
         events: 40_000,
         seed: 42,
-        start: 1_735_689_600_000, // 2025-01-01
+        start: JAN_2025,
         days: 365,
         ..GenerateSpec::default()
     }
@@ -49,7 +49,7 @@ fn a_long_backlog_with_an_instance_joining_mid_run_gives_the_replay_outputs() {
         customers: 10_000,
         events: 200_000,
         seed: 43,
-        start: 1_735_689_600_000,
+        start: JAN_2025,
         days: 365,
         ..GenerateSpec::default()
     };

@@ -13,10 +13,11 @@
 use proptest::prelude::*;
 use rust_decimal::Decimal;
 use tierstream::codec::input::{decode, DecodeRules};
+use tierstream::domain::time::Millis;
 use tierstream::workload::generate::{generate, GenerateSpec};
 
 /// 2026-01-05T10:00:00Z: after every generated event, so none is "future".
-const NOW: i64 = 1_767_607_200_000;
+const NOW: Millis = Millis::from_ms(1_767_607_200_000);
 
 fn rules() -> DecodeRules {
     DecodeRules {
@@ -34,7 +35,7 @@ fn samples() -> &'static [Vec<u8>] {
             customers: 50,
             events: 400,
             seed: 3,
-            start: 1_735_689_600_000,
+            start: Millis::from_ms(1_735_689_600_000),
             days: 300,
             ..GenerateSpec::default()
         };

@@ -42,7 +42,7 @@ fn three_instances_give_the_replay_outputs_and_cut_points() {
             customers: 300,
             events: 6000,
             seed: 5,
-            start: 1_735_689_600_000, // 2025-01-01
+            start: JAN_2025,
             days: 200,
             ..GenerateSpec::default()
         },

@@ -31,6 +31,7 @@ use tierstream::codec::input::decode;
 use tierstream::config::Config;
 use tierstream::domain::engine::Engine;
 use tierstream::domain::output::{output_id, CUTPOINTS_SCHEMA};
+use tierstream::domain::time::Millis;
 use tierstream::ops::metrics::Metrics;
 use tierstream::pipeline::processor::Processor;
 use tierstream::store::memory::MemoryStore;
@@ -335,15 +336,12 @@ fn asyncapi_references_every_schema_file_and_documents_headers() {
 
 // ---------------------------------------------------------------- (b) inputs
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
+fn now() -> Millis {
+    tierstream::pipeline::wall_clock()
 }
 
 /// 2025-01-01T00:00:00Z, the CLI's default start.
-const START: i64 = 1_735_689_600_000;
+const START: Millis = Millis::from_ms(1_735_689_600_000);
 
 fn workload() -> Vec<Value> {
     generate(&GenerateSpec {

@@ -7,6 +7,7 @@ use super::replay::{replay, ReplayIo, ReplayShape};
 use super::train::samples_of;
 use super::{processor, progress, read_jsonl, Unit};
 use crate::config::{Config, ConfigError};
+use crate::domain::time::Millis;
 use crate::store::memory::MemoryStore;
 use crate::workload::backtest::{
     calibration, first_alarm, is_warning, score, time_span, Comparison, Params, RuleKind,
@@ -198,7 +199,7 @@ impl WarningSink {
         if let Some(at) = v["at"].as_str() {
             let at = chrono::DateTime::parse_from_rfc3339(at)
                 .with_context(|| format!("bad time {at}"))?;
-            Span::include(&mut self.span, at.timestamp_millis());
+            Span::include(&mut self.span, Millis::from_ms(at.timestamp_millis()));
         }
         if is_warning(&v) {
             let keep = [
@@ -268,7 +269,7 @@ fn run_rule(
         dlq: None,
         on_bytes: &|n| bar.inc(n),
     };
-    let now = chrono::Utc::now().timestamp_millis();
+    let now = crate::pipeline::wall_clock();
     replay(
         &processor,
         &MemoryStore::new(),

@@ -3,6 +3,7 @@
 
 use super::{progress, write_jsonl, Unit};
 use crate::config::Config;
+use crate::domain::time::Millis;
 use crate::kafka::{client_config, enqueue};
 use crate::workload::generate::{generate, Activity, GenerateSpec};
 use anyhow::{bail, Context, Result};
@@ -67,13 +68,15 @@ pub struct GenerateArgs {
     pub noise: f64,
 }
 
-fn parse_day(s: &str) -> Result<i64> {
+fn parse_day(s: &str) -> Result<Millis> {
     let d = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
         .with_context(|| format!("--start {s}: expected YYYY-MM-DD"))?;
-    Ok(d.and_hms_opt(0, 0, 0)
-        .expect("midnight")
-        .and_utc()
-        .timestamp_millis())
+    Ok(Millis::from_ms(
+        d.and_hms_opt(0, 0, 0)
+            .expect("midnight")
+            .and_utc()
+            .timestamp_millis(),
+    ))
 }
 
 pub(super) fn run_generate(a: GenerateArgs) -> Result<()> {

@@ -784,7 +784,7 @@ pub(super) fn run_replay(a: ReplayArgs) -> Result<()> {
         )),
         None => None,
     };
-    let now = chrono::Utc::now().timestamp_millis();
+    let now = crate::pipeline::wall_clock();
     let (summary, elapsed) = timed(|| {
         let io = ReplayIo {
             input: &mut input,

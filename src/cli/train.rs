@@ -313,7 +313,7 @@ fn write_samples(path: &Path, samples: &[Sample]) -> Result<()> {
         path,
         samples.iter().map(|s| SampleLine {
             customer_id: &s.customer_id,
-            at: chrono::DateTime::from_timestamp_millis(s.at)
+            at: chrono::DateTime::from_timestamp_millis(s.at.ms())
                 .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
                 .unwrap_or_default(),
             spurious: s.spurious,
@@ -336,6 +336,6 @@ pub(super) fn samples_of(cfg: &Config, input: &Path, truth: &[Truth]) -> Result<
         &mut BufReader::with_capacity(1 << 20, f),
         truth,
         horizon,
-        chrono::Utc::now().timestamp_millis(),
+        crate::pipeline::wall_clock(),
     )
 }

@@ -637,7 +637,7 @@ impl<'a> Fields<'a, '_> {
         let ts = match self.get(name) {
             None => return Err(missing(name)),
             Some(Field::String(s)) => match parse_utc_z(&s) {
-                Some(ts) => ts,
+                Some(ts) => ts.ms(),
                 None => chrono::DateTime::parse_from_rfc3339(&s)
                     .map_err(|_| {
                         invalid(
@@ -657,7 +657,7 @@ impl<'a> Fields<'a, '_> {
                 ))
             }
         };
-        if ts < 0 || ts > now.saturating_add(DAY_MS) {
+        if ts < 0 || ts > now.ms().saturating_add(DAY_MS) {
             return Err(reject(
                 ErrorCode::TimestampOutOfRange,
                 format!(
@@ -666,7 +666,7 @@ impl<'a> Fields<'a, '_> {
                 ),
             ));
         }
-        Ok(ts)
+        Ok(Millis::from_ms(ts))
     }
 }
 
@@ -674,7 +674,7 @@ impl<'a> Fields<'a, '_> {
 mod tests {
     use super::*;
 
-    const NOW: Millis = 1_767_607_200_000; // 2026-01-05T10:00:00Z
+    const NOW: Millis = Millis::from_ms(1_767_607_200_000); // 2026-01-05T10:00:00Z
 
     fn rules() -> DecodeRules {
         DecodeRules {
@@ -942,7 +942,10 @@ mod tests {
         }
         assert_eq!(peek_ts(b"{\"ts\":1,\"x\":\"\xff\"}"), None, "not UTF-8");
         // Nothing but the time is checked.
-        assert_eq!(peek_ts(br#"{"ts":5,"type":"teleport"}"#), Some(5));
+        assert_eq!(
+            peek_ts(br#"{"ts":5,"type":"teleport"}"#),
+            Some(Millis::from_ms(5))
+        );
     }
 
     #[test]

@@ -737,7 +737,7 @@ mod tests {
         use crate::domain::profile::ValueFigures;
         let view = ProfileView {
             tier: None,
-            tier_since: Some(1),
+            tier_since: Some(Millis::from_ms(1)),
             quadrant: None,
             scores: None,
             figures: ValueFigures {
@@ -751,7 +751,7 @@ mod tests {
         let o = Output {
             customer_id: "c".into(),
             seq: 1,
-            at: 0,
+            at: Millis::from_ms(0),
             cause: Cause::Timer(TimerKind::Daily),
             body: OutputBody::Profile(Box::new(view)),
         };

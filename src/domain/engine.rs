@@ -36,7 +36,7 @@ pub struct Policy {
     /// Pyramid thresholds and month-close rules.
     pub tiers: TierPolicy,
     /// How far behind stream time an event may be and still cause output.
-    pub allowed_lateness: Millis,
+    pub allowed_lateness: i64,
     /// How many recent event ids per customer are remembered.
     pub dedup_window: usize,
     /// Loyalty scores, quadrants and warnings.
@@ -56,7 +56,7 @@ pub struct LoyaltyPolicy {
     /// Quadrant thresholds and hysteresis.
     pub quadrant: QuadrantPolicy,
     /// Minimum time between non-escalating warning outputs.
-    pub warning_cooldown: Millis,
+    pub warning_cooldown: i64,
     /// Churn risk, and whether it decides when a warning opens.
     pub risk: RiskPolicy,
 }

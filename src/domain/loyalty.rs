@@ -538,6 +538,7 @@ pub fn next_sides(p: &QuadrantPolicy, previous: Option<Sides>, s: &Scores) -> Si
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::time::ms;
 
     fn attitude_policy() -> AttitudePolicy {
         crate::domain::tests::policy().loyalty.attitude
@@ -546,26 +547,26 @@ mod tests {
     #[test]
     fn first_scored_from_is_the_earliest_answer_complaint_or_signal() {
         let mut ev = Evidence::default();
-        assert_eq!(ev.first_scored_from(0), None);
+        assert_eq!(ev.first_scored_from(ms(0)), None);
         ev.signals.push(SignalRecord {
-            ts: 50,
+            ts: ms(50),
             signals: Vec::new(),
         });
         ev.complaints.push(ComplaintRecord {
-            ts: 30,
+            ts: ms(30),
             id: 1,
             severity: Severity::Low,
             resolved: false,
         });
         ev.satisfaction = Some(Box::new(Dated {
-            ts: 40,
+            ts: ms(40),
             tie: 0,
             value: 0.5,
         }));
-        assert_eq!(ev.first_scored_from(0), Some(30));
-        assert_eq!(ev.first_scored_from(31), Some(40));
-        assert_eq!(ev.first_scored_from(41), Some(50));
-        assert_eq!(ev.first_scored_from(51), None);
+        assert_eq!(ev.first_scored_from(ms(0)), Some(ms(30)));
+        assert_eq!(ev.first_scored_from(ms(31)), Some(ms(40)));
+        assert_eq!(ev.first_scored_from(ms(41)), Some(ms(50)));
+        assert_eq!(ev.first_scored_from(ms(51)), None);
     }
 
     #[test]
@@ -598,20 +599,20 @@ mod tests {
 
     #[test]
     fn older_answers_are_kept_newest_first_whatever_the_arrival_order() {
-        let d = |ts: Millis| Dated {
-            ts,
+        let d = |t: i64| Dated {
+            ts: ms(t),
             tie: 0,
-            value: ts as f64,
+            value: t as f64,
         };
         for order in [[1, 2, 3, 4], [4, 3, 2, 1], [2, 4, 1, 3], [1, 4, 3, 2]] {
             let (mut latest, mut older) = (None, [None, None]);
             for ts in order {
                 newest_first(&mut latest, &mut older, d(ts));
             }
-            assert_eq!(latest.map(|x| x.ts), Some(4), "{order:?}");
+            assert_eq!(latest.map(|x| x.ts), Some(ms(4)), "{order:?}");
             assert_eq!(
                 older.map(|o| o.map(|x| x.ts)),
-                [Some(3), Some(2)],
+                [Some(ms(3)), Some(ms(2))],
                 "{order:?}"
             );
         }

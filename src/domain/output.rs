@@ -223,7 +223,7 @@ impl Output {
     /// derived from the schema and the month-close instant.
     pub fn event_id(&self) -> String {
         match &self.body {
-            OutputBody::TierCutpoints(c) => output_id(CUTPOINTS_SCHEMA, c.month as u64),
+            OutputBody::TierCutpoints(c) => output_id(CUTPOINTS_SCHEMA, c.month.ms() as u64),
             _ => output_id(&self.customer_id, self.seq),
         }
     }

@@ -40,7 +40,7 @@ pub struct Penalties {
 }
 
 /// `points` decayed over `age` with the penalty half-life.
-fn decay(points: f64, age: Millis, half_life_days: f64) -> f64 {
+fn decay(points: f64, age: i64, half_life_days: f64) -> f64 {
     points * 0.5f64.powf(age as f64 / DAY_MS as f64 / half_life_days)
 }
 

@@ -72,7 +72,7 @@ impl Profile {
             customer_id: Id::from(customer_id),
             seq: 0,
             tier: None,
-            tier_since: 0,
+            tier_since: Millis::from_ms(0),
             at_risk_month: None,
             buckets: Buckets::default(),
             recent_events: VecDeque::new(),

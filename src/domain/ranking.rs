@@ -349,6 +349,7 @@ impl Ranking {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::time::ms;
     use proptest::prelude::*;
 
     fn shares() -> Shares {
@@ -407,7 +408,7 @@ mod tests {
             for h in per_task.iter().rev() {
                 merged.merge(h);
             }
-            let cut = CutPoints::of(&merged, &shares(), 0);
+            let cut = CutPoints::of(&merged, &shares(), ms(0));
             prop_assert_eq!(cut.customers, values.len() as u64);
             let s = shares();
             for (got, share) in [(cut.platinum, s.platinum), (cut.gold, s.gold), (cut.iron, s.iron)] {
@@ -447,40 +448,43 @@ mod tests {
     #[test]
     fn a_month_is_cut_once_every_task_handed_in_or_finished() {
         let mut s = Summaries::new(3, shares());
-        s.hand_in(0, 10, one(100));
-        s.hand_in(1, 10, one(200));
-        assert_eq!(s.cut_points(10), None, "task 2 is missing");
+        s.hand_in(0, ms(10), one(100));
+        s.hand_in(1, ms(10), one(200));
+        assert_eq!(s.cut_points(ms(10)), None, "task 2 is missing");
         s.finish(2, one(300));
-        let cut = s.cut_points(10).expect("complete");
+        let cut = s.cut_points(ms(10)).expect("complete");
         assert_eq!((cut.customers, cut.platinum), (3, 300));
-        s.hand_in(0, 10, one(1_000));
-        assert_eq!(s.cut_points(10), Some(cut), "the first hand-in counts");
+        s.hand_in(0, ms(10), one(1_000));
+        assert_eq!(s.cut_points(ms(10)), Some(cut), "the first hand-in counts");
     }
 
     #[test]
     fn months_every_task_is_past_are_dropped() {
         let mut s = Summaries::new(2, shares());
-        s.hand_in(0, 10, one(100));
-        s.hand_in(1, 10, one(200));
-        s.hand_in(0, 20, one(300));
-        assert!(s.cut_points(10).is_some(), "task 1 may still need month 10");
-        s.hand_in(1, 20, one(400));
-        assert_eq!(s.by_month.keys().copied().collect::<Vec<_>>(), vec![20]);
-        assert!(s.cut_points(20).is_some());
+        s.hand_in(0, ms(10), one(100));
+        s.hand_in(1, ms(10), one(200));
+        s.hand_in(0, ms(20), one(300));
+        assert!(
+            s.cut_points(ms(10)).is_some(),
+            "task 1 may still need month 10"
+        );
+        s.hand_in(1, ms(20), one(400));
+        assert_eq!(s.by_month.keys().copied().collect::<Vec<_>>(), vec![ms(20)]);
+        assert!(s.cut_points(ms(20)).is_some());
     }
 
     #[test]
     fn a_month_completed_without_a_task_uses_its_latest_summary() {
         let mut s = Summaries::new(2, shares());
-        s.hand_in(0, 10, one(100));
-        s.hand_in(1, 10, one(200));
-        s.hand_in(0, 20, one(300));
-        assert_eq!(s.cut_points(20), None);
-        assert_eq!(s.complete_without_missing(20), vec![1]);
-        let cut = s.cut_points(20).expect("complete now");
+        s.hand_in(0, ms(10), one(100));
+        s.hand_in(1, ms(10), one(200));
+        s.hand_in(0, ms(20), one(300));
+        assert_eq!(s.cut_points(ms(20)), None);
+        assert_eq!(s.complete_without_missing(ms(20)), vec![1]);
+        let cut = s.cut_points(ms(20)).expect("complete now");
         assert_eq!((cut.customers, cut.platinum), (2, 300));
         assert!(
-            s.cut_points(10).is_some(),
+            s.cut_points(ms(10)).is_some(),
             "task 1 still has month 10 to pass"
         );
     }
@@ -491,7 +495,7 @@ mod tests {
         for v in [-5, -4, -3, -2, 10] {
             h.add(v);
         }
-        let cut = CutPoints::of(&h, &shares(), 0);
+        let cut = CutPoints::of(&h, &shares(), ms(0));
         assert_eq!((cut.platinum, cut.gold, cut.iron), (10, 10, 0));
     }
 }

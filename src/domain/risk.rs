@@ -223,7 +223,7 @@ pub struct RiskEvidence {
 
 fn day_of(t: Millis) -> i32 {
     // Days of valid instants fit an i32 (decode checks the range).
-    t.div_euclid(DAY_MS) as i32
+    t.ms().div_euclid(DAY_MS) as i32
 }
 
 impl RiskEvidence {
@@ -326,7 +326,7 @@ impl RiskEvidence {
         [0, RECENT_DAYS, RECENT_DAYS + BASELINE_DAYS]
             .into_iter()
             .filter_map(|k| {
-                let edge = |d: &DayCounts| Millis::from(d.day + k) * DAY_MS;
+                let edge = |d: &DayCounts| Millis::from_ms(i64::from(d.day + k) * DAY_MS);
                 let first = self.days.partition_point(|d| edge(d) <= t);
                 self.days.get(first).map(edge)
             })
@@ -697,7 +697,8 @@ mod tests {
     #[test]
     fn days_count_by_period_and_say_when_they_move() {
         let mut e = RiskEvidence::default();
-        let d0 = 20_000 * DAY_MS;
+        let d0 = Millis::from_ms(20_000 * DAY_MS);
+        let day = |n: i64| Millis::from_ms(n * DAY_MS);
         e.record_complaint(d0 + 5, &complaint(Severity::High));
         e.record_complaint(d0 + 6, &complaint(Severity::Low)); // not negative enough
         e.record_service(
@@ -712,13 +713,10 @@ mod tests {
         assert_eq!(e.counts(20_000 - 60, 20_000), (1, 1, 0));
         assert_eq!(e.counts(20_000 - 60 + 1, 20_000 + 60), (1, 1, 0));
         assert_eq!(e.counts(20_000, 20_000 + 60), (0, 0, 0));
-        assert_eq!(e.next_change_after(d0 + 10), (20_000 + 60) * DAY_MS);
-        assert_eq!(
-            e.next_change_after((20_000 + 60) * DAY_MS),
-            (20_000 + 240) * DAY_MS
-        );
-        assert_eq!(e.next_change_after((20_000 + 240) * DAY_MS), Millis::MAX);
-        e.prune_before((20_000 + 241) * DAY_MS);
+        assert_eq!(e.next_change_after(d0 + 10), day(20_000 + 60));
+        assert_eq!(e.next_change_after(day(20_000 + 60)), day(20_000 + 240));
+        assert_eq!(e.next_change_after(day(20_000 + 240)), Millis::MAX);
+        e.prune_before(day(20_000 + 241));
         assert!(e.days.is_empty());
     }
 

@@ -28,8 +28,8 @@ pub fn risk_policy() -> Policy {
 }
 
 /// 2026-01-01T00:00:00Z
-const JAN: Millis = 1_767_225_600_000;
-const H: Millis = 3_600_000;
+const JAN: Millis = Millis::from_ms(1_767_225_600_000);
+const H: i64 = 3_600_000;
 
 fn month(k: i32) -> Millis {
     month_start(2026 * 12 + k)
@@ -591,7 +591,7 @@ proptest! {
         events.sort_by_key(|e| e.ts);
         // Delay each event's arrival by up to 7 days: it then arrives at most
         // 7 days behind stream time, i.e. within the allowed lateness.
-        let mut arrival: Vec<(i64, usize)> = events
+        let mut arrival: Vec<(Millis, usize)> = events
             .iter()
             .enumerate()
             .map(|(i, e)| (e.ts + jitter[i % jitter.len()] * H, i))
@@ -745,7 +745,7 @@ proptest! {
 
 // ---------- loyalty and churn warnings (SPEC §4) ----------
 
-const D: Millis = DAY_MS;
+const D: i64 = DAY_MS;
 
 fn service(id: &str, cust: &str, ts: Millis, f: impl FnOnce(&mut Service)) -> Event {
     let mut s = Service::default();

@@ -81,7 +81,7 @@ pub struct TierPolicy {
     /// At-risk margin fraction.
     pub at_risk_margin: Decimal,
     /// Minimum time in a tier before a downgrade.
-    pub min_residence: Millis,
+    pub min_residence: i64,
     /// Revenue from which a customer may be a "fake big customer".
     pub fake_big_revenue: Minor,
     /// Margin rate below which such a customer is flagged.
@@ -268,9 +268,9 @@ mod tests {
     #[test]
     fn month_close_boundaries() {
         let p = default_policy();
-        let since = 0;
-        let ok = 90 * DAY_MS;
-        let early = 90 * DAY_MS - 1;
+        let since = Millis::from_ms(0);
+        let ok = since + 90 * DAY_MS;
+        let early = ok - 1;
         // exactly on the hysteresis line: not a downgrade, but at risk
         assert_eq!(
             p.month_close(&p.absolute, Tier::Gold, since, 180_000, ok),

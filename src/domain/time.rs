@@ -6,12 +6,89 @@
 //! month" are.
 
 use chrono::{DateTime, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+use std::ops::{Add, AddAssign, Sub, SubAssign};
 
-/// Milliseconds since the Unix epoch, UTC. Event time and stream time.
-pub type Millis = i64;
+/// An instant of event or stream time: milliseconds since the Unix epoch,
+/// UTC. A type of its own rather than a bare `i64`, so that an instant is
+/// never taken for a duration, a count or a month index: two instants
+/// subtract to a duration in milliseconds (an `i64`), and an instant plus
+/// a duration is an instant. Stored and sent as its `i64` (`transparent`),
+/// so the stored profiles' bytes are those of the bare number.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct Millis(i64);
+
+impl Millis {
+    /// Earlier than every instant (a floor that nothing is below).
+    pub const MIN: Millis = Millis(i64::MIN);
+    /// Later than every instant (a deadline that never comes).
+    pub const MAX: Millis = Millis(i64::MAX);
+
+    /// The instant `ms` milliseconds after the epoch.
+    pub const fn from_ms(ms: i64) -> Self {
+        Millis(ms)
+    }
+
+    /// Milliseconds since the epoch (for keys, wire formats and clocks).
+    pub const fn ms(self) -> i64 {
+        self.0
+    }
+}
+
+impl Add<i64> for Millis {
+    type Output = Millis;
+    /// The instant a duration in milliseconds later.
+    fn add(self, ms: i64) -> Millis {
+        Millis(self.0 + ms)
+    }
+}
+
+impl Sub<i64> for Millis {
+    type Output = Millis;
+    /// The instant a duration in milliseconds earlier.
+    fn sub(self, ms: i64) -> Millis {
+        Millis(self.0 - ms)
+    }
+}
+
+impl Sub for Millis {
+    type Output = i64;
+    /// The duration in milliseconds from `earlier` to `self`.
+    fn sub(self, earlier: Millis) -> i64 {
+        self.0 - earlier.0
+    }
+}
+
+impl AddAssign<i64> for Millis {
+    fn add_assign(&mut self, ms: i64) {
+        self.0 += ms;
+    }
+}
+
+impl SubAssign<i64> for Millis {
+    fn sub_assign(&mut self, ms: i64) {
+        self.0 -= ms;
+    }
+}
+
+/// [`Millis::from_ms`], short for the small instants tests count in.
+#[cfg(test)]
+pub const fn ms(ms: i64) -> Millis {
+    Millis(ms)
+}
+
+/// Written as its milliseconds, as keys and logs have always shown it.
+impl std::fmt::Display for Millis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 /// One day in milliseconds; days are fixed 86 400 s in UTC (no leap seconds).
-pub const DAY_MS: Millis = 86_400_000;
+pub const DAY_MS: i64 = 86_400_000;
 
 /// A calendar month as a single integer (`year * 12 + month - 1`), so that
 /// "the current month and the 11 before it" is `m - 11 ..= m`.
@@ -37,7 +114,7 @@ pub fn month_of(t: Millis) -> MonthIndex {
         }
         return TABLE_FIRST + i as MonthIndex;
     }
-    let (year, month0, _) = civil_from_days(t.div_euclid(DAY_MS));
+    let (year, month0, _) = civil_from_days(t.0.div_euclid(DAY_MS));
     // Years of valid instants (decode checks the range) fit an i32.
     year as i32 * 12 + month0 as i32
 }
@@ -54,7 +131,7 @@ pub fn month_start(m: MonthIndex) -> Millis {
 const fn civil_month_start(m: MonthIndex) -> Millis {
     let year = m.div_euclid(12) as i64;
     let month0 = m.rem_euclid(12) as i64;
-    days_from_civil(year, month0, 0) * DAY_MS
+    Millis(days_from_civil(year, month0, 0) * DAY_MS)
 }
 
 /// The first month [`MONTH_STARTS`] holds: January 1970 (no valid event
@@ -63,12 +140,12 @@ const TABLE_FIRST: MonthIndex = 1970 * 12;
 /// How many months it covers: through December 2199.
 const TABLE_MONTHS: usize = 230 * 12;
 /// The mean Gregorian month, 365.2425 / 12 days.
-const AVERAGE_MONTH_MS: Millis = 2_629_746_000;
+const AVERAGE_MONTH_MS: i64 = 2_629_746_000;
 
 /// The start of every month from [`TABLE_FIRST`] on, and of the month
 /// after the last: computed at compile time, once.
 static MONTH_STARTS: [Millis; TABLE_MONTHS + 1] = {
-    let mut table = [0; TABLE_MONTHS + 1];
+    let mut table = [Millis(0); TABLE_MONTHS + 1];
     let mut i = 0;
     while i <= TABLE_MONTHS {
         table[i] = civil_month_start(TABLE_FIRST + i as MonthIndex);
@@ -141,12 +218,14 @@ pub fn parse_utc_z(s: &str) -> Option<Millis> {
     if civil_from_days(days) != (year, month - 1, day - 1) {
         return None;
     }
-    Some(days * DAY_MS + ((hour * 60 + minute) * 60 + second) * 1000 + ms)
+    Some(Millis(
+        days * DAY_MS + ((hour * 60 + minute) * 60 + second) * 1000 + ms,
+    ))
 }
 
 /// The last UTC midnight at or before `t`.
 pub fn midnight_at_or_before(t: Millis) -> Millis {
-    t.div_euclid(DAY_MS) * DAY_MS
+    Millis(t.0.div_euclid(DAY_MS) * DAY_MS)
 }
 
 /// The first UTC midnight strictly after `t`: the next daily tick once
@@ -157,7 +236,7 @@ pub fn next_midnight(t: Millis) -> Millis {
 
 /// Whether a midnight is the first of a month (a month-close instant).
 pub fn is_month_start(midnight: Millis) -> bool {
-    civil_from_days(midnight.div_euclid(DAY_MS)).2 == 0
+    civil_from_days(midnight.0.div_euclid(DAY_MS)).2 == 0
 }
 
 /// Renders an instant the way every output writes time: RFC 3339, UTC,
@@ -175,11 +254,11 @@ pub fn format_rfc3339(t: Millis) -> String {
 /// arithmetic on a fixed layout, written where the caller wants it
 /// without an allocation: `format!` was a fifth of output encoding.
 pub fn rfc3339_bytes(t: Millis) -> Option<[u8; 24]> {
-    let (year, month0, day0) = civil_from_days(t.div_euclid(DAY_MS));
+    let (year, month0, day0) = civil_from_days(t.0.div_euclid(DAY_MS));
     if !(0..=9999).contains(&year) {
         return None;
     }
-    let ms = t.rem_euclid(DAY_MS);
+    let ms = t.0.rem_euclid(DAY_MS);
     let mut b = *b"0000-00-00T00:00:00.000Z";
     let mut put = |at: usize, width: usize, mut v: i64| {
         for i in (at..at + width).rev() {
@@ -197,13 +276,8 @@ pub fn rfc3339_bytes(t: Millis) -> Option<[u8; 24]> {
     Some(b)
 }
 
-/// Converts whole and fractional days to milliseconds.
-pub fn days(d: f64) -> Millis {
-    (d * DAY_MS as f64).round() as Millis
-}
-
 fn utc(t: Millis) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(t)
+    Utc.timestamp_millis_opt(t.0)
         .single()
         .expect("instant within chrono's range (validated at decode)")
 }
@@ -212,12 +286,12 @@ fn utc(t: Millis) -> DateTime<Utc> {
 mod tests {
     use super::*;
 
-    const JAN_5_2026_10H: Millis = 1_767_607_200_000; // 2026-01-05T10:00:00Z
+    const JAN_5_2026_10H: Millis = Millis(1_767_607_200_000); // 2026-01-05T10:00:00Z
 
     #[test]
     fn the_month_table_agrees_with_calendar_arithmetic() {
         let civil_month_of = |t: Millis| {
-            let (year, month0, _) = civil_from_days(t.div_euclid(DAY_MS));
+            let (year, month0, _) = civil_from_days(t.0.div_euclid(DAY_MS));
             year as i32 * 12 + month0 as i32
         };
         for m in TABLE_FIRST - 2..TABLE_FIRST + TABLE_MONTHS as MonthIndex + 3 {
@@ -232,7 +306,7 @@ mod tests {
     fn chrono_millis(s: &str) -> Option<Millis> {
         DateTime::parse_from_rfc3339(s)
             .ok()
-            .map(|t| t.timestamp_millis())
+            .map(|t| Millis(t.timestamp_millis()))
     }
 
     #[test]
@@ -322,7 +396,7 @@ mod tests {
         let end = NaiveDate::from_ymd_opt(2400, 1, 1).unwrap();
         while d < end {
             let n = (d - epoch).num_days();
-            let t = n * DAY_MS;
+            let t = Millis(n * DAY_MS);
             let m = d.year() * 12 + d.month0() as i32;
             assert_eq!(month_of(t), m, "{d}");
             assert_eq!(month_of(t + DAY_MS - 1), m, "{d} 23:59:59.999");
@@ -338,14 +412,32 @@ mod tests {
     /// instants spread over every day's hours, minutes and milliseconds.
     #[test]
     fn rendering_matches_chrono() {
-        let from = -11_676_096_000_000i64; // 1600-01-01
-        let to = 13_569_465_600_000i64; // 2400-01-01
+        let from = Millis(-11_676_096_000_000); // 1600-01-01
+        let to = Millis(13_569_465_600_000); // 2400-01-01
         let mut t = from;
         while t < to {
             let want = utc(t).format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
             assert_eq!(format_rfc3339(t), want);
             t += 86_399_999 / 7 + 12_345;
         }
+    }
+
+    #[test]
+    fn instants_subtract_to_durations_and_serialize_as_their_millis() {
+        let t = JAN_5_2026_10H;
+        assert_eq!((t + DAY_MS) - t, DAY_MS);
+        assert_eq!(t + DAY_MS - DAY_MS, t);
+        let mut u = t;
+        u += 7;
+        u -= 2;
+        assert_eq!(u - t, 5);
+        assert!(Millis::MIN < t && t < Millis::MAX);
+        assert_eq!(t.to_string(), "1767607200000");
+        assert_eq!(serde_json::to_string(&t).unwrap(), "1767607200000");
+        assert_eq!(
+            postcard::to_allocvec(&t).unwrap(),
+            postcard::to_allocvec(&t.ms()).unwrap()
+        );
     }
 
     #[test]

@@ -186,6 +186,7 @@ impl Buckets {
 mod tests {
     use super::*;
     use crate::domain::time::month_start;
+    use crate::domain::time::ms;
 
     fn p(amount: Minor, margin: Minor, refund: bool) -> Purchase {
         Purchase {
@@ -242,9 +243,9 @@ mod tests {
     #[test]
     fn refunds_subtract_and_do_not_count() {
         let mut b = Buckets::default();
-        b.add_purchase(1_000, &p(500, 100, false));
-        b.add_purchase(2_000, &p(200, 40, true));
-        let t = b.window_at(3_000);
+        b.add_purchase(ms(1_000), &p(500, 100, false));
+        b.add_purchase(ms(2_000), &p(200, 40, true));
+        let t = b.window_at(ms(3_000));
         assert_eq!(
             (t.value, t.revenue, t.margin, t.purchases),
             (60, 300, 60, 1)
@@ -255,7 +256,7 @@ mod tests {
     fn order_does_not_matter_and_pruning_keeps_window() {
         let mut a = Buckets::default();
         let mut c = Buckets::default();
-        let evs = [(10, 5), (month_start(2026 * 12), 7), (40, 9)];
+        let evs = [(ms(10), 5), (month_start(2026 * 12), 7), (ms(40), 9)];
         for (ts, m) in evs {
             a.add_purchase(ts, &p(m * 10, m, false));
         }

@@ -293,7 +293,7 @@ pub fn transition(
     codes: &[ReasonCode],
     at: Millis,
     last_output_at: Option<Millis>,
-    cooldown: Millis,
+    cooldown: i64,
 ) -> Transition {
     match (warn, open) {
         (true, None) => Transition::Open,

@@ -115,6 +115,7 @@ mod tests {
     use crate::codec::output::to_json;
     use crate::config::Config;
     use crate::domain::engine::Engine;
+    use crate::domain::time::Millis;
     use crate::ops::metrics::Metrics;
     use crate::pipeline::processor::Processor;
     use crate::store::memory::MemoryStore;
@@ -135,8 +136,14 @@ mod tests {
         let mut task = TaskState::open(TaskId::new(0), &store, 0).unwrap();
         let mut out = Vec::new();
         let event = br#"{"event_id":"e1","customer_id":"c1","ts":"2025-03-01T10:00:00Z","type":"purchase","amount":5000,"margin":0.3}"#;
-        p.process(&mut task, &store, event, 1_750_000_000_000, &mut out)
-            .unwrap();
+        p.process(
+            &mut task,
+            &store,
+            event,
+            Millis::from_ms(1_750_000_000_000),
+            &mut out,
+        )
+        .unwrap();
         out.into_iter()
             .find(|o| o.schema() == "tierstream.tier_changed.v1")
             .expect("a first purchase assigns a tier")

@@ -283,6 +283,7 @@ impl Restore for Restorer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::time::Millis;
 
     fn w(cf: Cf, key: &str, value: Option<&str>) -> Write {
         Write {
@@ -301,7 +302,10 @@ mod tests {
         let task = TaskId::new(3);
         let profile = |id: &str, daily: Option<i64>, month_close: Option<i64>| {
             let mut p = Profile::new(id);
-            p.timers = Timers { month_close, daily };
+            p.timers = Timers {
+                month_close: month_close.map(Millis::from_ms),
+                daily: daily.map(Millis::from_ms),
+            };
             Write {
                 cf: Cf::Profiles,
                 key: profile_key(task, id),
@@ -310,7 +314,7 @@ mod tests {
         };
         let entry = |kind, at, id: &str| Write {
             cf: Cf::Timers,
-            key: timer_key(task, kind, at, id),
+            key: timer_key(task, kind, Millis::from_ms(at), id),
             value: Some(Vec::new()),
         };
         let chunk = vec![

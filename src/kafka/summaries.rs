@@ -109,7 +109,7 @@ mod tests {
         summary.add(12_345);
         let s = TaskSummary {
             task: 2,
-            month: 1_706_745_600_000,
+            month: Millis::from_ms(1_706_745_600_000),
             summary,
         };
         let r = record("g-tier-summaries", &s);

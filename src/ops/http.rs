@@ -20,7 +20,7 @@ use crate::domain::ranking::Ranking;
 use crate::kafka::group;
 use crate::kafka::partitioner::partition_for;
 use crate::ops::status::Status;
-use crate::store::checkpoint::{read_i64, read_ranking, STREAM_TIME};
+use crate::store::checkpoint::{read_ranking, read_stream_time};
 use crate::store::keys::{decode_profile, profile_key};
 use crate::store::{Cf, KvStore, TaskId};
 use axum::extract::{Path, Request, State};
@@ -230,8 +230,8 @@ fn lookup(s: &HttpState, id: &str, task: TaskId) -> anyhow::Result<Response> {
         ));
     };
     let p = decode_profile(&bytes)?;
-    let as_of = read_i64(s.store.as_ref(), task, STREAM_TIME)?
-        .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+    let as_of =
+        read_stream_time(s.store.as_ref(), task)?.unwrap_or_else(crate::pipeline::wall_clock);
     let view = s.engine.view(&p, as_of);
     let mut m = serde_json::Map::new();
     m.insert("customer_id".into(), json!(id));

@@ -394,6 +394,7 @@ impl Default for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::time::Millis;
 
     /// Outputs counted through the pre-resolved handles land in the same
     /// series `with_label_values` gives, and only series that happened
@@ -416,8 +417,14 @@ mod tests {
             let line = format!(
                 r#"{{"event_id":"e{i}","type":"purchase","customer_id":"c1","ts":"2025-01-0{i}T10:00:00Z","amount":{amount},"margin":{amount}}}"#
             );
-            p.process(&mut task, &store, line.as_bytes(), i64::MAX / 2, &mut out)
-                .unwrap();
+            p.process(
+                &mut task,
+                &store,
+                line.as_bytes(),
+                Millis::from_ms(i64::MAX / 2),
+                &mut out,
+            )
+            .unwrap();
         }
         let mut changes = Metrics::series(&m.tier_changes);
         changes.sort();

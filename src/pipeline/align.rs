@@ -35,6 +35,7 @@
 
 use super::batch::InRecord;
 use crate::codec::input::peek_ts;
+use crate::domain::time::Millis;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -44,7 +45,7 @@ pub type RankedPartition = (usize, i32);
 
 /// Order of records across a task's partitions: event `ts`, then Kafka
 /// timestamp, then topic rank.
-type OrderKey = (i64, i64, usize);
+type OrderKey = (Millis, i64, usize);
 
 /// How long a task waits for one of its partitions before its full
 /// partitions are paused.
@@ -65,7 +66,7 @@ struct RecordQueue {
     records: VecDeque<Queued>,
     /// `ts` of the last record buffered: a record whose `ts` cannot be
     /// read (it will be rejected) keeps its place behind it.
-    last_ts: i64,
+    last_ts: Millis,
     /// Offset of the last record buffered, to ignore a stale redelivery.
     last_offset: i64,
     /// librdkafka reported the end of the partition after the last record
@@ -81,7 +82,7 @@ impl RecordQueue {
     fn new(now: Instant) -> Self {
         RecordQueue {
             records: VecDeque::new(),
-            last_ts: i64::MIN,
+            last_ts: Millis::MIN,
             last_offset: -1,
             caught_up: false,
             empty_since: now,
@@ -236,7 +237,7 @@ impl PartitionGroups {
         &mut self,
         task: i32,
         now: Instant,
-        admit: impl FnOnce(i64) -> bool,
+        admit: impl FnOnce(Millis) -> bool,
     ) -> Option<Taken> {
         let t = self.tasks.get_mut(&task)?;
         let mut best: Option<(OrderKey, usize)> = None;

@@ -90,7 +90,7 @@ fn run_step(
                 month,
                 summary: task.ranking.pending.clone(),
             };
-            tracing::debug!(task = %id, month, "publishing the month's tier summary");
+            tracing::debug!(task = %id, month = month.ms(), "publishing the month's tier summary");
             Ok(vec![summaries::record(months.topic, &s)])
         }
         Step::Close(month) => {

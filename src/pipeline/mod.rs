@@ -138,8 +138,11 @@ impl Throughput {
     }
 }
 
-fn wall_clock() -> Millis {
-    chrono::Utc::now().timestamp_millis()
+/// The wall clock as an instant: what "now" is for the checks against the
+/// future (SPEC §1) and for batch deadlines. The one place that reads it,
+/// so the domain never does.
+pub fn wall_clock() -> Millis {
+    Millis::from_ms(chrono::Utc::now().timestamp_millis())
 }
 
 /// How long a batch stays open, given the oldest Kafka timestamp of its
@@ -409,7 +412,10 @@ impl BatchReport {
     fn of(records: &[InRecord], started: Instant) -> Self {
         BatchReport {
             started,
-            timestamps: records.iter().filter_map(|r| r.timestamp).collect(),
+            timestamps: records
+                .iter()
+                .filter_map(|r| r.timestamp.map(Millis::from_ms))
+                .collect(),
             records: records.len() as u64,
         }
     }
@@ -751,7 +757,7 @@ impl<S: Source, K: Sink, R: Restore> Runner<S, K, R> {
     fn open_for(&self, from: usize, interval: Duration) -> Duration {
         let oldest = self.pending[from..]
             .iter()
-            .filter_map(|r| r.timestamp)
+            .filter_map(|r| r.timestamp.map(Millis::from_ms))
             .min();
         open_for(oldest, wall_clock(), interval)
     }

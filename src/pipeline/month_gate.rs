@@ -119,7 +119,7 @@ impl MonthGate {
         let missing = self.summaries.complete_without_missing(month);
         tracing::warn!(
             task = %id,
-            month = month,
+            month = month.ms(),
             ?missing,
             waited_seconds = self.wait.as_secs(),
             "month close without every task's summary: the wait bound passed (outputs of this month may differ from a replay's)"
@@ -201,8 +201,8 @@ mod tests {
     use crate::store::memory::MemoryStore;
     use rust_decimal::Decimal;
 
-    const FEB: Millis = 1_738_368_000_000; // 2025-02-01
-    const MAR: Millis = 1_740_787_200_000; // 2025-03-01
+    const FEB: Millis = Millis::from_ms(1_738_368_000_000); // 2025-02-01
+    const MAR: Millis = Millis::from_ms(1_740_787_200_000); // 2025-03-01
 
     fn gate() -> MonthGate {
         let shares = Shares {

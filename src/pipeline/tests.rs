@@ -17,6 +17,7 @@ use super::processor::Processor;
 use super::{open_for, Pipeline, Runner};
 use crate::config::{Config, DEFAULT_TOML};
 use crate::domain::engine::Engine;
+use crate::domain::time::Millis;
 use crate::kafka::partitioner::partition_for;
 use crate::ops::metrics::Metrics;
 use crate::ops::status::Status;
@@ -312,7 +313,7 @@ fn broker(cfg: &Config) -> Broker {
         customers: 80,
         events: 4_000,
         seed: 11,
-        start: 1_700_000_000_000,
+        start: Millis::from_ms(1_700_000_000_000),
         days: 120,
         ..GenerateSpec::default()
     });
@@ -332,7 +333,7 @@ fn broker(cfg: &Config) -> Broker {
         b.logs.get_mut(&(topic, p)).unwrap().push((
             g.customer_id.clone().into_bytes(),
             payload,
-            g.ts,
+            g.ts.ms(),
         ));
     }
     b
@@ -470,12 +471,36 @@ fn a_batch_closes_an_interval_after_its_oldest_record_was_produced() {
     let interval = Duration::from_millis(100);
     let ms = Duration::from_millis;
     // A steady stream: what waited 30 ms already has 70 ms left.
-    assert_eq!(open_for(Some(1_000), 1_030, interval), ms(70));
+    assert_eq!(
+        open_for(
+            Some(Millis::from_ms(1_000)),
+            Millis::from_ms(1_030),
+            interval
+        ),
+        ms(70)
+    );
     // Waited longer than the interval: the batch closes at once.
-    assert_eq!(open_for(Some(1_000), 1_150, interval), ms(0));
+    assert_eq!(
+        open_for(
+            Some(Millis::from_ms(1_000)),
+            Millis::from_ms(1_150),
+            interval
+        ),
+        ms(0)
+    );
     // A backlog (ten intervals old and more) keeps the whole interval.
-    assert_eq!(open_for(Some(1_000), 2_000, interval), interval);
+    assert_eq!(
+        open_for(
+            Some(Millis::from_ms(1_000)),
+            Millis::from_ms(2_000),
+            interval
+        ),
+        interval
+    );
     // A producer clock ahead of ours, or no timestamp: the whole interval.
-    assert_eq!(open_for(Some(1_000), 900, interval), interval);
-    assert_eq!(open_for(None, 900, interval), interval);
+    assert_eq!(
+        open_for(Some(Millis::from_ms(1_000)), Millis::from_ms(900), interval),
+        interval
+    );
+    assert_eq!(open_for(None, Millis::from_ms(900), interval), interval);
 }

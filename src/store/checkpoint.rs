@@ -8,6 +8,7 @@
 use super::keys::meta_key;
 use super::{Cf, KvStore, StoreError, TaskId, Write};
 use crate::domain::ranking::Ranking;
+use crate::domain::time::Millis;
 
 /// Meta name of the task's stream time.
 pub const STREAM_TIME: &str = "stream_time";
@@ -21,6 +22,16 @@ pub const CHANGELOG_NEXT: &str = "changelog_next";
 /// Meta name of the next offset to consume from `topic`.
 pub fn input_offset_name(topic: &str) -> String {
     format!("offset/{topic}")
+}
+
+/// Reads the task's stream time (`None`: it has seen no event yet).
+pub fn read_stream_time(store: &dyn KvStore, task: TaskId) -> Result<Option<Millis>, StoreError> {
+    Ok(read_i64(store, task, STREAM_TIME)?.map(Millis::from_ms))
+}
+
+/// The write of the task's stream time.
+pub fn write_stream_time(task: TaskId, at: Millis) -> Write {
+    write_i64(task, STREAM_TIME, at.ms())
 }
 
 /// Reads a big-endian i64 meta entry of `task`.

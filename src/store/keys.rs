@@ -28,7 +28,7 @@ fn kind_byte(kind: TimerKind) -> u8 {
 
 /// Instants sort correctly as bytes once the sign bit is flipped.
 fn instant_bytes(at: Millis) -> [u8; 8] {
-    ((at as u64) ^ (1 << 63)).to_be_bytes()
+    ((at.ms() as u64) ^ (1 << 63)).to_be_bytes()
 }
 
 fn timer_prefix(task: TaskId, kind: TimerKind, at: Millis) -> Vec<u8> {
@@ -74,7 +74,9 @@ pub fn timer_instant(key: &[u8]) -> Result<Millis, StoreError> {
         .get(5..13)
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| StoreError::Corrupt("timer key".into()))?;
-    Ok((u64::from_be_bytes(bytes) ^ (1 << 63)) as Millis)
+    Ok(Millis::from_ms(
+        (u64::from_be_bytes(bytes) ^ (1 << 63)) as i64,
+    ))
 }
 
 /// The customer id inside a timer key.
@@ -147,23 +149,24 @@ pub fn decode_profile(bytes: &[u8]) -> Result<Profile, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::time::ms;
 
     #[test]
     fn timer_keys_sort_by_instant_then_customer() {
-        let a = timer_key(TaskId::new(1), TimerKind::Daily, -5, "z");
-        let b = timer_key(TaskId::new(1), TimerKind::Daily, 3, "a");
-        let c = timer_key(TaskId::new(1), TimerKind::Daily, 3, "b");
+        let a = timer_key(TaskId::new(1), TimerKind::Daily, ms(-5), "z");
+        let b = timer_key(TaskId::new(1), TimerKind::Daily, ms(3), "a");
+        let c = timer_key(TaskId::new(1), TimerKind::Daily, ms(3), "b");
         assert!(a < b && b < c);
-        let (from, to) = timers_due_range(TaskId::new(1), TimerKind::Daily, Millis::MIN, 3);
+        let (from, to) = timers_due_range(TaskId::new(1), TimerKind::Daily, Millis::MIN, ms(3));
         assert!(from <= a && c < to);
-        assert!(timer_key(TaskId::new(1), TimerKind::Daily, 4, "") >= to);
+        assert!(timer_key(TaskId::new(1), TimerKind::Daily, ms(4), "") >= to);
         assert_eq!(timer_customer(&c).unwrap(), "b");
-        assert_eq!(timer_instant(&a).unwrap(), -5);
-        assert_eq!(timer_instant(&c).unwrap(), 3);
-        let (from, to) = timers_from_range(TaskId::new(1), TimerKind::Daily, 3);
+        assert_eq!(timer_instant(&a).unwrap(), ms(-5));
+        assert_eq!(timer_instant(&c).unwrap(), ms(3));
+        let (from, to) = timers_from_range(TaskId::new(1), TimerKind::Daily, ms(3));
         assert!(a < from && from <= b && c < to);
-        assert!(timer_key(TaskId::new(1), TimerKind::MonthClose, 9, "") < from);
-        assert!(timer_key(TaskId::new(2), TimerKind::MonthClose, -9, "") >= to);
+        assert!(timer_key(TaskId::new(1), TimerKind::MonthClose, ms(9), "") < from);
+        assert!(timer_key(TaskId::new(2), TimerKind::MonthClose, ms(-9), "") >= to);
     }
 
     #[test]
@@ -183,7 +186,7 @@ mod tests {
     fn a_profile_is_stored_as_these_bytes() {
         let mut p = Profile::new("c-1");
         p.seq = 300;
-        p.timers.daily = Some(86_400_000);
+        p.timers.daily = Some(ms(86_400_000));
         assert_eq!(
             encode_profile(&p)
                 .iter()

@@ -20,7 +20,7 @@
 //!   (a time-ordered index that is consumed from the front is a graveyard
 //!   of tombstones there, which every scan from the start would walk).
 
-use super::checkpoint::{read_i64, read_ranking, write_i64, write_ranking, STREAM_TIME};
+use super::checkpoint::{read_ranking, read_stream_time, write_ranking, write_stream_time};
 use super::clock_cache::ClockCache;
 use super::keys::{
     decode_profile, encode_profile_with, profile_key, timer_customer, timer_instant, timer_key,
@@ -191,7 +191,7 @@ impl TaskState {
         Ok(TaskState {
             task,
             clock: StreamClock {
-                stream_time: read_i64(store, task, STREAM_TIME)?,
+                stream_time: read_stream_time(store, task)?,
             },
             ranking_stored: ranking.clone(),
             ranking,
@@ -329,7 +329,7 @@ impl TaskState {
         }
         self.profiles.shrink();
         if let Some(st) = self.clock.stream_time {
-            part.push(write_i64(task, STREAM_TIME, st))?;
+            part.push(write_stream_time(task, st))?;
         }
         // Only percentile tiers change it; under `absolute` it stays default.
         if self.ranking != self.ranking_stored {
@@ -595,10 +595,12 @@ mod tests {
     use super::*;
     use crate::store::memory::MemoryStore;
 
-    fn timers(daily: Option<Millis>) -> Timers {
+    /// Timers with a daily deadline at `daily` ms after the epoch (the
+    /// tests count instants in small numbers).
+    fn timers(daily: Option<i64>) -> Timers {
         Timers {
             month_close: None,
-            daily,
+            daily: daily.map(Millis::from_ms),
         }
     }
 
@@ -607,14 +609,14 @@ mod tests {
         TaskState::open(TaskId::new(0), store, 1 << 20).unwrap()
     }
 
-    /// The customers whose daily deadline is due at `at`.
-    fn due_ids(s: &mut Session<'_>, at: Millis) -> Vec<String> {
-        let due = s.due(TimerKind::Daily, at).unwrap();
+    /// The customers whose daily deadline is due at `at` ms.
+    fn due_ids(s: &mut Session<'_>, at: i64) -> Vec<String> {
+        let due = s.due(TimerKind::Daily, Millis::from_ms(at)).unwrap();
         due.into_iter().map(|(_, id)| id).collect()
     }
 
     /// Saves `id` with a daily timer at `at` (moving it from `from`).
-    fn schedule(s: &mut Session<'_>, id: &str, from: Option<Millis>, at: Option<Millis>) {
+    fn schedule(s: &mut Session<'_>, id: &str, from: Option<i64>, at: Option<i64>) {
         let mut p = Box::new(Profile::new(id));
         p.timers = timers(at);
         s.save(p, timers(from)).unwrap();
@@ -751,7 +753,7 @@ mod tests {
                 // Timers moved from where the store had them, and put.
                 schedule(&mut s, &format!("c{i:02}"), Some(1000 + i), Some(2000 + i));
             }
-            task.clock.stream_time = Some(7);
+            task.clock.stream_time = Some(Millis::from_ms(7));
         };
         let (mut whole, mut in_parts) = (roomy_task(&store), roomy_task(&store));
         batch(&mut whole);
@@ -791,7 +793,7 @@ mod tests {
         assert!(due_ids(&mut s, 200).is_empty());
         assert_eq!(
             s.state.floor[kind_slot(TimerKind::Daily)],
-            300,
+            Millis::from_ms(300),
             "one seek found b"
         );
         // A timer put below the floor (a late event) is still found.
@@ -808,14 +810,14 @@ mod tests {
         assert_eq!(s.state.floor[kind_slot(TimerKind::Daily)], Millis::MAX);
     }
 
-    /// The timer writes a drain hands over: (instant, customer, put?).
-    fn timer_writes(writes: &[Write]) -> Vec<(Millis, String, bool)> {
+    /// The timer writes a drain hands over: (instant in ms, customer, put?).
+    fn timer_writes(writes: &[Write]) -> Vec<(i64, String, bool)> {
         writes
             .iter()
             .filter(|w| w.cf == Cf::Timers)
             .map(|w| {
                 let at = timer_instant(&w.key).unwrap();
-                (at, timer_customer(&w.key).unwrap(), w.value.is_some())
+                (at.ms(), timer_customer(&w.key).unwrap(), w.value.is_some())
             })
             .collect()
     }
@@ -825,7 +827,7 @@ mod tests {
         let store = MemoryStore::new();
         let mut task = roomy_task(&store);
         // An entry no profile names, as a restore may leave behind.
-        let key = timer_key(TaskId::new(0), TimerKind::Daily, 100, "a");
+        let key = timer_key(TaskId::new(0), TimerKind::Daily, Millis::from_ms(100), "a");
         store
             .write(vec![Write {
                 cf: Cf::Timers,
@@ -835,10 +837,11 @@ mod tests {
             .unwrap();
         let mut s = task.session(&store);
         assert_eq!(
-            s.due(TimerKind::Daily, 150).unwrap(),
-            vec![(100, "a".to_string())]
+            s.due(TimerKind::Daily, Millis::from_ms(150)).unwrap(),
+            vec![(Millis::from_ms(100), "a".to_string())]
         );
-        s.drop_timer(TimerKind::Daily, 100, "a").unwrap();
+        s.drop_timer(TimerKind::Daily, Millis::from_ms(100), "a")
+            .unwrap();
         assert!(due_ids(&mut s, 200).is_empty());
         let writes = task.drain();
         assert_eq!(timer_writes(&writes), vec![(100, "a".into(), false)]);
@@ -851,7 +854,7 @@ mod tests {
     fn a_dropped_entry_the_profile_names_again_is_kept() {
         let store = MemoryStore::new();
         let mut task = roomy_task(&store);
-        let key = |at| timer_key(TaskId::new(0), TimerKind::Daily, at, "a");
+        let key = |at| timer_key(TaskId::new(0), TimerKind::Daily, Millis::from_ms(at), "a");
         // The store has a's timer at 300, and a stale entry at 100.
         let mut s = task.session(&store);
         schedule(&mut s, "a", None, Some(300));
@@ -865,7 +868,8 @@ mod tests {
             .unwrap();
         let mut s = task.session(&store);
         assert_eq!(due_ids(&mut s, 150), vec!["a"]);
-        s.drop_timer(TimerKind::Daily, 100, "a").unwrap();
+        s.drop_timer(TimerKind::Daily, Millis::from_ms(100), "a")
+            .unwrap();
         // A late event brings a's deadline back to 100.
         schedule(&mut s, "a", Some(300), Some(100));
         assert_eq!(due_ids(&mut s, 150), vec!["a"]);

@@ -167,7 +167,10 @@ mod tests {
             (None, Some(-5)),
             (Some(7), Some(9)),
         ] {
-            let t = Timers { month_close, daily };
+            let t = Timers {
+                month_close: month_close.map(Millis::from_ms),
+                daily: daily.map(Millis::from_ms),
+            };
             let d = Deadlines::from(t);
             for kind in TimerKind::ALL {
                 assert_eq!(d.of(kind), t.of(kind));

@@ -114,7 +114,7 @@ pub struct ChurnerStats {
 }
 
 impl ChurnerStats {
-    fn add(&mut self, churn: Millis, first_opened: Option<Millis>, lead_ms: Millis) {
+    fn add(&mut self, churn: Millis, first_opened: Option<Millis>, lead_ms: i64) {
         self.churners += 1;
         if let Some(at) = first_opened.filter(|at| *at <= churn) {
             self.warned_before_churn += 1;
@@ -205,9 +205,11 @@ fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
 
 /// An RFC 3339 instant of a truth record or an output, in epoch millis.
 pub fn millis(rfc3339: &str) -> Result<Millis> {
-    Ok(chrono::DateTime::parse_from_rfc3339(rfc3339)
-        .with_context(|| format!("bad time {rfc3339}"))?
-        .timestamp_millis())
+    Ok(Millis::from_ms(
+        chrono::DateTime::parse_from_rfc3339(rfc3339)
+            .with_context(|| format!("bad time {rfc3339}"))?
+            .timestamp_millis(),
+    ))
 }
 
 /// An archetype's name as in the truth file.
@@ -276,8 +278,8 @@ pub fn score<'a>(
             .and_modify(|t| *t = (*t).min(at))
             .or_insert(at);
     }
-    let lead_ms = (params.lead_days * DAY_MS as f64).round() as Millis;
-    let horizon_ms = (params.horizon_days * DAY_MS as f64).round() as Millis;
+    let lead_ms = (params.lead_days * DAY_MS as f64).round() as i64;
+    let horizon_ms = (params.horizon_days * DAY_MS as f64).round() as i64;
     let target: HashSet<Archetype> = params.target.iter().copied().collect();
     let mut all = ChurnerStats::default();
     let mut target_stats = ChurnerStats::default();
@@ -541,7 +543,7 @@ enum Kind {
 fn event_ts(v: &Value) -> Option<Millis> {
     match &v["ts"] {
         Value::String(s) => millis(s).ok(),
-        n @ Value::Number(_) => n.as_i64(),
+        n @ Value::Number(_) => n.as_i64().map(Millis::from_ms),
         _ => None,
     }
 }
@@ -589,8 +591,8 @@ pub fn first_alarm(events: impl IntoIterator<Item = Value>) -> Vec<Value> {
             .or_default()
             .push((ts, seq, kind));
     }
-    let pair_ms = (FIRST_ALARM_PAIR_DAYS * DAY_MS as f64) as Millis;
-    let buying_ms = (FIRST_ALARM_BUYING_DAYS * DAY_MS as f64) as Millis;
+    let pair_ms = (FIRST_ALARM_PAIR_DAYS * DAY_MS as f64) as i64;
+    let buying_ms = (FIRST_ALARM_BUYING_DAYS * DAY_MS as f64) as i64;
     let mut alarms: Vec<(Millis, String)> = Vec::new();
     for (id, mut evs) in per_customer {
         evs.sort_unstable_by_key(|(ts, seq, _)| (*ts, *seq));

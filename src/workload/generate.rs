@@ -75,7 +75,7 @@ impl Default for GenerateSpec {
             customers: 1_000,
             events: 10_000,
             seed: 1,
-            start: 1_735_689_600_000,
+            start: Millis::from_ms(1_735_689_600_000),
             days: 365,
             activity: Activity::Standard,
             noise: 1.0,
@@ -415,7 +415,7 @@ impl Persona {
     /// intensity and their count stays what it was assigned.
     fn draw_time(&self, rng: &mut ChaCha8Rng, max_rate: f64) -> (Millis, Rates) {
         loop {
-            let t = rng.gen_range(self.from..self.until);
+            let t = Millis::from_ms(rng.gen_range(self.from.ms()..self.until.ms()));
             let r = self.rates(t);
             if rng.gen::<f64>() * max_rate < r.total() {
                 return (t, r);
@@ -722,7 +722,7 @@ mod tests {
             customers: 400,
             events: 6_000,
             seed,
-            start: 1_735_689_600_000,
+            start: Millis::from_ms(1_735_689_600_000),
             days: 365,
             ..GenerateSpec::default()
         }
@@ -735,7 +735,7 @@ mod tests {
             customers: 20_000,
             events: 600_000,
             seed: 7,
-            start: 1_735_689_600_000,
+            start: Millis::from_ms(1_735_689_600_000),
             days: 730,
             noise,
             ..GenerateSpec::default()
@@ -748,9 +748,11 @@ mod tests {
     }
 
     fn millis(s: &str) -> Millis {
-        chrono::DateTime::parse_from_rfc3339(s)
-            .unwrap()
-            .timestamp_millis()
+        Millis::from_ms(
+            chrono::DateTime::parse_from_rfc3339(s)
+                .unwrap()
+                .timestamp_millis(),
+        )
     }
 
     fn by_customer(w: &Workload) -> HashMap<&str, Vec<&Generated>> {

@@ -64,7 +64,7 @@ fn churn_dates(truth: &[Truth]) -> Result<HashMap<&str, Option<Millis>>> {
                 .as_deref()
                 .map(|d| {
                     chrono::DateTime::parse_from_rfc3339(d)
-                        .map(|d| d.timestamp_millis())
+                        .map(|d| Millis::from_ms(d.timestamp_millis()))
                         .with_context(|| format!("truth: bad churn_date {d:?}"))
                 })
                 .transpose()?;
@@ -82,7 +82,7 @@ pub fn collect(
     rules: &DecodeRules,
     input: &mut dyn BufRead,
     truth: &[Truth],
-    horizon: Millis,
+    horizon: i64,
     now: Millis,
 ) -> Result<Samples> {
     let churn = churn_dates(truth)?;
@@ -148,7 +148,7 @@ pub fn collect(
     }
     let end = clock.stream_time.unwrap_or(Millis::MIN);
     for (mut sample, churned_at) in pending {
-        if sample.at.saturating_add(horizon) > end {
+        if sample.at.ms().saturating_add(horizon) > end.ms() {
             result.censored += 1;
             continue;
         }
@@ -217,7 +217,7 @@ mod tests {
             &mut Cursor::new(input),
             &truths,
             horizon,
-            chrono::Utc::now().timestamp_millis(),
+            crate::pipeline::wall_clock(),
         )
         .expect("collects");
         assert_eq!(s.rejected, 1);
@@ -225,7 +225,7 @@ mod tests {
             .samples
             .iter()
             .map(|x| {
-                chrono::DateTime::from_timestamp_millis(x.at)
+                chrono::DateTime::from_timestamp_millis(x.at.ms())
                     .expect("valid")
                     .format("%Y-%m-%d")
                     .to_string()
@@ -247,7 +247,7 @@ mod tests {
             &mut Cursor::new(lines.join("\n")),
             &churning,
             horizon,
-            chrono::Utc::now().timestamp_millis(),
+            crate::pipeline::wall_clock(),
         )
         .expect("collects");
         let labels: Vec<bool> = s.samples.iter().map(|x| x.churned).collect();

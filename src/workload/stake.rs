@@ -133,7 +133,7 @@ fn churn_dates(truth: &[Truth]) -> Result<HashMap<&str, Millis>> {
 struct Scorer<'a> {
     months: BTreeMap<MonthIndex, Vec<Opening<'a>>>,
     churn: HashMap<&'a str, Millis>,
-    horizon_ms: Millis,
+    horizon_ms: i64,
 }
 
 impl Scorer<'_> {
@@ -204,7 +204,7 @@ pub fn money_at_stake<'a>(
     let scorer = Scorer {
         months,
         churn: churn_dates(truth)?,
-        horizon_ms: (horizon_days * DAY_MS as f64).round() as Millis,
+        horizon_ms: (horizon_days * DAY_MS as f64).round() as i64,
     };
     let (warned_churners, total) = scorer.ceiling();
     let reached = |calls: usize, rank: Ranking| {

@@ -503,6 +503,7 @@ pub fn is_held_out(s: &Sample, held_out: f64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::time::Millis;
 
     /// Samples drawn from a known model, with a deterministic generator.
     fn drawn(model: &RiskModel, n: usize) -> Vec<Sample> {
@@ -523,7 +524,7 @@ mod tests {
                 x[tiers[i % 3] as usize] = 1.0;
                 let churned = uniform() < model.probability(&x);
                 Sample {
-                    at: 0,
+                    at: Millis::from_ms(0),
                     x,
                     spurious: true,
                     churned,
@@ -641,7 +642,7 @@ mod tests {
     #[test]
     fn the_split_is_by_customer_and_stable() {
         let s = |h| Sample {
-            at: 0,
+            at: Millis::from_ms(0),
             x: [0.0; FEATURES],
             spurious: false,
             churned: false,

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use tierstream::cli::replay::{replay, ReplayIo, ReplayShape};
 use tierstream::config::Config;
 use tierstream::domain::engine::Engine;
+use tierstream::domain::time::Millis;
 use tierstream::kafka::tail::{tail, TailRecord};
 use tierstream::ops::metrics::Metrics;
 use tierstream::pipeline::processor::Processor;
@@ -24,7 +25,7 @@ use tierstream::store::memory::MemoryStore;
 use tierstream::workload::generate::{generate, GenerateSpec};
 
 /// 2025-01-01T00:00:00Z, where the tests' workloads start.
-pub const JAN_2025: i64 = 1_735_689_600_000;
+pub const JAN_2025: Millis = Millis::from_ms(1_735_689_600_000);
 
 /// A standard workload of `customers` over 420 days from 2025-01-01.
 pub fn spec(customers: u64, events: u64, seed: u64) -> GenerateSpec {
@@ -391,7 +392,7 @@ pub fn replay_expected(config_path: &Path, jsonl: Vec<u8>) -> Vec<Value> {
         Metrics::new(),
     );
     let mut out = Vec::new();
-    let now = chrono::Utc::now().timestamp_millis();
+    let now = tierstream::pipeline::wall_clock();
     let mut input = Cursor::new(jsonl);
     let io = ReplayIo {
         input: &mut input,
