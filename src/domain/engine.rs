@@ -35,7 +35,8 @@ const PROJECTION_MONTHS: i32 = 14;
 pub struct Policy {
     /// Pyramid thresholds and month-close rules.
     pub tiers: TierPolicy,
-    /// How far behind stream time an event may be and still cause output.
+    /// How far behind stream time an event may be and still cause output
+    /// (ms).
     pub allowed_lateness: i64,
     /// How many recent event ids per customer are remembered.
     pub dedup_window: usize,
@@ -55,7 +56,7 @@ pub struct LoyaltyPolicy {
     pub attitude: AttitudePolicy,
     /// Quadrant thresholds and hysteresis.
     pub quadrant: QuadrantPolicy,
-    /// Minimum time between non-escalating warning outputs.
+    /// Minimum time between non-escalating warning outputs (ms).
     pub warning_cooldown: i64,
     /// Churn risk, and whether it decides when a warning opens.
     pub risk: RiskPolicy,

@@ -80,7 +80,7 @@ pub struct TierPolicy {
     pub hysteresis: Decimal,
     /// At-risk margin fraction.
     pub at_risk_margin: Decimal,
-    /// Minimum time in a tier before a downgrade.
+    /// Minimum time in a tier before a downgrade (ms).
     pub min_residence: i64,
     /// Revenue from which a customer may be a "fake big customer".
     pub fake_big_revenue: Minor,

@@ -470,37 +470,17 @@ fn parallel_tasks_commit_the_outputs_of_one_thread_in_the_same_order() {
 fn a_batch_closes_an_interval_after_its_oldest_record_was_produced() {
     let interval = Duration::from_millis(100);
     let ms = Duration::from_millis;
+    // Instants in ms: the oldest record's Kafka timestamp, the wall clock.
+    let open = |oldest: Option<i64>, wall: i64| {
+        open_for(oldest.map(Millis::from_ms), Millis::from_ms(wall), interval)
+    };
     // A steady stream: what waited 30 ms already has 70 ms left.
-    assert_eq!(
-        open_for(
-            Some(Millis::from_ms(1_000)),
-            Millis::from_ms(1_030),
-            interval
-        ),
-        ms(70)
-    );
+    assert_eq!(open(Some(1_000), 1_030), ms(70));
     // Waited longer than the interval: the batch closes at once.
-    assert_eq!(
-        open_for(
-            Some(Millis::from_ms(1_000)),
-            Millis::from_ms(1_150),
-            interval
-        ),
-        ms(0)
-    );
+    assert_eq!(open(Some(1_000), 1_150), ms(0));
     // A backlog (ten intervals old and more) keeps the whole interval.
-    assert_eq!(
-        open_for(
-            Some(Millis::from_ms(1_000)),
-            Millis::from_ms(2_000),
-            interval
-        ),
-        interval
-    );
+    assert_eq!(open(Some(1_000), 2_000), interval);
     // A producer clock ahead of ours, or no timestamp: the whole interval.
-    assert_eq!(
-        open_for(Some(Millis::from_ms(1_000)), Millis::from_ms(900), interval),
-        interval
-    );
-    assert_eq!(open_for(None, Millis::from_ms(900), interval), interval);
+    assert_eq!(open(Some(1_000), 900), interval);
+    assert_eq!(open(None, 900), interval);
 }
