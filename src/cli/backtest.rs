@@ -7,10 +7,9 @@ use super::replay::{replay, ReplayIo, ReplayShape};
 use super::train::samples_of;
 use super::{processor, progress, read_jsonl, Unit};
 use crate::config::{Config, ConfigError};
-use crate::domain::time::Millis;
 use crate::store::memory::MemoryStore;
 use crate::workload::backtest::{
-    calibration, first_alarm, is_warning, score, time_span, Comparison, Params, RuleKind,
+    calibration, first_alarm, is_warning, millis, score, time_span, Comparison, Params, RuleKind,
     RuleReport, Setting, Skipped, Span,
 };
 use crate::workload::generate::{Archetype, Truth};
@@ -197,9 +196,7 @@ impl WarningSink {
         }
         let v: Value = serde_json::from_slice(line).context("output line")?;
         if let Some(at) = v["at"].as_str() {
-            let at = chrono::DateTime::parse_from_rfc3339(at)
-                .with_context(|| format!("bad time {at}"))?;
-            Span::include(&mut self.span, Millis::from_ms(at.timestamp_millis()));
+            Span::include(&mut self.span, millis(at)?);
         }
         if is_warning(&v) {
             let keep = [

@@ -748,11 +748,7 @@ mod tests {
     }
 
     fn millis(s: &str) -> Millis {
-        Millis::from_ms(
-            chrono::DateTime::parse_from_rfc3339(s)
-                .unwrap()
-                .timestamp_millis(),
-        )
+        crate::workload::backtest::millis(s).unwrap()
     }
 
     fn by_customer(w: &Workload) -> HashMap<&str, Vec<&Generated>> {

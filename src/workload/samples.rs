@@ -8,6 +8,7 @@
 //! decides; a month start is a midnight whose ticks have run, the instant
 //! the engine re-evaluates customers at anyway.
 
+use super::backtest::millis;
 use super::generate::Truth;
 use crate::codec::input::{decode, DecodeRules};
 use crate::domain::engine::{Engine, StreamClock};
@@ -62,11 +63,7 @@ fn churn_dates(truth: &[Truth]) -> Result<HashMap<&str, Option<Millis>>> {
             let churn = t
                 .churn_date
                 .as_deref()
-                .map(|d| {
-                    chrono::DateTime::parse_from_rfc3339(d)
-                        .map(|d| Millis::from_ms(d.timestamp_millis()))
-                        .with_context(|| format!("truth: bad churn_date {d:?}"))
-                })
+                .map(|d| millis(d).with_context(|| format!("truth: bad churn_date {d:?}")))
                 .transpose()?;
             Ok((t.customer_id.as_str(), churn))
         })
